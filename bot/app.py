@@ -1,0 +1,126 @@
+"""Composition root: builds every part from the settings and runs them together."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import structlog
+from aiogram import Bot, Dispatcher
+from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiohttp import web
+
+from bot.catalog.render import CatalogRenderer
+from bot.config import Settings
+from bot.db import migrate
+from bot.db.session import create_engine, create_sessionmaker
+from bot.journal import Journal
+from bot.journey.catalog import CatalogService
+from bot.journey.intake import IntakeService
+from bot.journey.quiz import load_quiz
+from bot.journey.router import router as journey_router
+from bot.journey.service import JourneyService
+from bot.messenger import Messenger
+from bot.middlewares import PerChatOrder
+from bot.telegram import create_bot
+from bot.web import Handler, create_web_app, marquiz_handler
+
+log = structlog.get_logger(__name__)
+
+TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
+Worker = Callable[[], Awaitable[None]]
+
+
+class App:
+    """Every part of optobot, wired once. ``start()`` prepares, ``serve()`` runs, ``close()`` releases."""
+
+    def __init__(self, settings: Settings, *, bot: Bot | None = None) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings.database_url)
+        self.db = create_sessionmaker(self.engine)
+        self.journal = Journal()
+        self.quiz = load_quiz(settings.quiz_config)
+        token = settings.bot_token.get_secret_value() if settings.bot_token else ""
+        self.bot = bot or create_bot(token, settings.telegram_api_url)
+        self.renderer = CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
+        self.messenger = Messenger(self.bot, self.db, self.journal)
+        self.catalog = CatalogService(self.db, self.renderer, self.messenger, self.quiz)
+        self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
+        self.journey = JourneyService(
+            self.db, self.journal, self.messenger, self.quiz, self.catalog,
+            default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
+        )
+        self.workers: list[Worker] = []
+        self.routes: list[tuple[str, str, Handler]] = [
+            ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
+        ]
+        self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
+        self.dp.update.outer_middleware(PerChatOrder())
+        self.dp.include_router(journey_router)
+        self.bot_username = ""
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start_link(self, payload: str) -> str:
+        return f"https://t.me/{self.bot_username}?start={payload}"
+
+    @property
+    def webhook_secret(self) -> str | None:
+        return self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
+
+    async def start(self) -> None:
+        """Migrate the database, learn the bot's username, start the render workers."""
+        await migrate.upgrade(self.engine)
+        me = await self.bot.me()
+        self.bot_username = me.username or ""
+        await self.renderer.warm_up()
+        if not self.webhook_secret:
+            log.warning("webhooks.disabled", reason="WEBHOOK_SECRET is not set")
+        log.info("app.started", bot=self.bot_username)
+
+    def web_app(self) -> web.Application:
+        app = create_web_app(self.webhook_secret, self.routes)
+        if self.settings.public_url:
+            SimpleRequestHandler(self.dp, self.bot, secret_token=self.telegram_secret_token).register(app, path=TELEGRAM_WEBHOOK_PATH)
+        return app
+
+    @property
+    def telegram_secret_token(self) -> str:
+        """The ``X-Telegram-Bot-Api-Secret-Token`` value, derived from WEBHOOK_SECRET (only A-Za-z0-9_- allowed)."""
+        return hashlib.sha256(f"telegram:{self.webhook_secret}".encode()).hexdigest()
+
+    async def serve(self, *, stop: asyncio.Event | None = None) -> None:
+        """Run the HTTP server, Telegram updates (polling or webhook) and the background workers until ``stop``."""
+        stop = stop or asyncio.Event()
+        runner = web.AppRunner(self.web_app())
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        log.info("http.listening", host=self.settings.http_host, port=self.settings.http_port)
+        self._tasks = [asyncio.create_task(worker()) for worker in self.workers]
+        try:
+            if self.settings.public_url:
+                await self.bot.set_webhook(
+                    self.settings.public_url + TELEGRAM_WEBHOOK_PATH, secret_token=self.telegram_secret_token,
+                    allowed_updates=self.dp.resolve_used_update_types(),
+                )
+                await stop.wait()
+            else:
+                await self.bot.delete_webhook()
+                polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
+                await stop.wait()
+                await self.dp.stop_polling()
+                await polling
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runner.cleanup()
+
+    async def close(self) -> None:
+        self.renderer.close()
+        await self.bot.session.close()
+        await self.engine.dispose()

@@ -1,0 +1,91 @@
+"""One ``Settings`` object, read from environment variables and ``.env``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROJECT_DIR = PACKAGE_DIR.parent
+
+
+class ConfigError(SystemExit):
+    """Raised at start when the configuration is missing or wrong; names every problem."""
+
+
+class Settings(BaseSettings):
+    """The service configuration. Variable names are a public contract."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    bot_token: SecretStr | None = Field(default=None, alias="BOT_TOKEN")
+    telegram_api_url: str = Field(default="https://api.telegram.org", alias="TELEGRAM_API_URL")
+    database_url: str = Field(default="sqlite+aiosqlite:///./data/optobot.sqlite3", alias="DATABASE_URL")
+    http_host: str = Field(default="127.0.0.1", alias="HTTP_HOST")
+    http_port: int = Field(default=8080, ge=0, le=65535, alias="HTTP_PORT")
+    webhook_secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
+    public_url: str | None = Field(default=None, alias="PUBLIC_URL")
+    operator_chat_id: int | None = Field(default=None, alias="OPERATOR_CHAT_ID")
+    admin_ids: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="ADMIN_IDS")
+    catalog_dir: Path = Field(default=PROJECT_DIR / "catalog_templates", alias="CATALOG_DIR")
+    quiz_config: Path = Field(default=PACKAGE_DIR / "quiz.yaml", alias="QUIZ_CONFIG")
+    default_language: str = Field(default="ru", pattern="^(ru|en)$", alias="DEFAULT_LANGUAGE")
+
+    data_dir: Path = Field(default=Path("./data"), alias="DATA_DIR")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    render_workers: int = Field(default=2, ge=1, le=32, alias="RENDER_WORKERS")
+    start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
+    timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("admin_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.replace(";", ",").split(",")]
+            try:
+                return frozenset(int(part) for part in parts if part)
+            except ValueError as exc:
+                raise ValueError("ADMIN_IDS must be comma-separated Telegram user ids, e.g. 111,222") from exc
+        return value
+
+    @field_validator("telegram_api_url", "public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (it is the only guard of the webhook URLs)")
+        return value
+
+    @property
+    def sandbox(self) -> bool:
+        """No token: run against the built-in sandbox."""
+        return self.bot_token is None
+
+    def require(self, *names: str) -> None:
+        """Fail with one clear message if any of the named settings is unset."""
+        missing = [name for name in names if getattr(self, name.lower()) in (None, "", frozenset())]
+        if missing:
+            raise ConfigError("optobot: missing configuration: " + ", ".join(missing) + " (set them in the environment or .env)")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, turning validation errors into one readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "?"
+            lines.append(f"  {name}: {error['msg']} (got {error.get('input')!r})" if "SECRET" not in name and "TOKEN" not in name else f"  {name}: {error['msg']}")
+        raise ConfigError("optobot: invalid configuration:\n" + "\n".join(lines)) from None

@@ -1,0 +1,27 @@
+"""Queries of the ``leads`` table."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import Lead
+
+
+async def get(session: AsyncSession, lead_id: int) -> Lead | None:
+    return await session.get(Lead, lead_id)
+
+
+async def by_tg_user(session: AsyncSession, tg_user_id: int, *, for_update: bool = False) -> Lead | None:
+    query = select(Lead).where(Lead.tg_user_id == tg_user_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def by_crm_lead(session: AsyncSession, crm_lead_id: int) -> Lead | None:
+    return (await session.execute(select(Lead).where(Lead.crm_lead_id == crm_lead_id))).scalars().first()
+
+
+async def latest_by_phone(session: AsyncSession, phone: str) -> Lead | None:
+    query = select(Lead).where(Lead.phone == phone).order_by(Lead.id.desc()).limit(1)
+    return (await session.execute(query)).scalar_one_or_none()

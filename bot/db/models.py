@@ -1,0 +1,153 @@
+"""Core tables: leads, quiz submissions, the conversation log, lead events, catalogue renders.
+
+Feature packages keep their own tables in their own ``models`` module (``bot/crm/models.py``,
+``bot/relay/models.py``, ``broadcasts/models.py``) on the same :class:`Base`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from bot.db.base import Base, utcnow
+
+
+class Lead(Base):
+    """A buyer: Telegram identity, contacts, quiz interests, source, funnel stage, flags, CRM ids."""
+
+    __tablename__ = "leads"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    tg_user_id: Mapped[int | None] = mapped_column(unique=True)
+    tg_username: Mapped[str | None] = mapped_column(String(64))
+    first_name: Mapped[str | None] = mapped_column(String(128))
+    last_name: Mapped[str | None] = mapped_column(String(128))
+    company: Mapped[str | None] = mapped_column(String(256))
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    email: Mapped[str | None] = mapped_column(String(256))
+    language: Mapped[str] = mapped_column(String(8), default="ru")
+    # Normalised quiz answers: {"category": ["shoes"], "volume": "100to300k", "channel": "...", "city": "Казань"}
+    interests: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[str | None] = mapped_column(String(128))
+    utm: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[str]] = mapped_column(default=list)
+    stage: Mapped[str] = mapped_column(String(64), default="new", index=True)
+    # Where the in-bot flow stands (quiz step, test-batch form): survives restarts.
+    flow: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    is_blocked: Mapped[bool] = mapped_column(default=False)
+    is_banned: Mapped[bool] = mapped_column(default=False)
+    unsubscribed_at: Mapped[datetime | None]
+    merged_into_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id"))
+    crm_lead_id: Mapped[int | None] = mapped_column(index=True)
+    crm_contact_id: Mapped[int | None]
+    crm_status_id: Mapped[int | None]
+    crm_pipeline_id: Mapped[int | None]
+    responsible_user_id: Mapped[int | None]
+    quiz_completed_at: Mapped[datetime | None]
+    greeted_at: Mapped[datetime | None]
+    catalog_sent_at: Mapped[datetime | None]
+    test_batch_requested_at: Mapped[datetime | None]
+    awaiting_reply_since: Mapped[datetime | None]  # a buyer question no manager has answered yet
+    last_inbound_at: Mapped[datetime | None]
+    last_outbound_at: Mapped[datetime | None]
+    last_broadcast_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def display_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part) or (self.tg_username or f"#{self.id}")
+
+    @property
+    def is_reachable(self) -> bool:
+        return self.tg_user_id is not None and not self.is_blocked
+
+
+class QuizSubmission(Base):
+    """A quiz as it arrived (Marquiz webhook or in-bot), kept verbatim, linked to its lead."""
+
+    __tablename__ = "quiz_submissions"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(16))  # "marquiz" | "bot"
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    raw_body: Mapped[str] = mapped_column(Text)
+    content_type: Mapped[str] = mapped_column(String(128), default="application/json")
+    answers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    unknown: Mapped[list[Any]] = mapped_column(default=list)
+    phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    claimed_by_tg_user_id: Mapped[int | None]
+    claimed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Message(Base):
+    """The conversation log: every message in and out, with author and Telegram ids."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_lead_id_id", "lead_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    author: Mapped[str] = mapped_column(String(16))  # "buyer" | "bot" | "manager" | "broadcast"
+    author_name: Mapped[str | None] = mapped_column(String(256))
+    kind: Mapped[str] = mapped_column(String(32), default="text")
+    text: Mapped[str | None] = mapped_column(Text)
+    tg_chat_id: Mapped[int | None]
+    tg_message_id: Mapped[int | None]
+    is_internal: Mapped[bool] = mapped_column(default=False)
+    meta: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LeadEvent(Base):
+    """A funnel event (quiz completed, catalogue sent, test batch requested…) in order of occurrence."""
+
+    __tablename__ = "lead_events"
+    __table_args__ = (Index("ix_lead_events_lead_id_id", "lead_id", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TestBatchRequest(Base):
+    """What a manager needs to ship a test batch."""
+
+    __tablename__ = "test_batch_requests"
+    __test__ = False  # not a pytest class
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    assortment: Mapped[str] = mapped_column(Text)
+    city: Mapped[str] = mapped_column(String(128))
+    phone: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CatalogRender(Base):
+    """A rendered catalogue: personalisation key → file, and its Telegram ``file_id`` once uploaded."""
+
+    __tablename__ = "catalog_renders"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    path: Mapped[str] = mapped_column(String(512))
+    file_id: Mapped[str | None] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class KeyValue(Base):
+    """Small durable facts (the bot's username, token pairs…) shared between instances."""
+
+    __tablename__ = "kv"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -1,0 +1,91 @@
+"""The journal: lead events and the conversation log, written in the caller's transaction.
+
+Subscribers (the amoCRM outbox, SLA tracking, sequences) are called inside the same
+transaction, so whatever they enqueue commits or rolls back together with the event.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.base import utcnow
+from bot.db.models import Lead, LeadEvent, Message
+
+Record = LeadEvent | Message
+Subscriber = Callable[[AsyncSession, Lead, Record], Awaitable[None]]
+
+# Event kinds recorded by the lead journey (the CRM maps them to stages and tasks).
+LEAD_CREATED = "lead_created"
+QUIZ_COMPLETED = "quiz_completed"
+GREETED = "greeted"
+CATALOG_SENT = "catalog_sent"
+CALLBACK_REQUESTED = "callback_requested"
+QUESTION_ASKED = "question_asked"
+TEST_BATCH_REQUESTED = "test_batch_requested"
+PHONE_SHARED = "phone_shared"
+LEAD_MERGED = "lead_merged"
+BLOCKED = "blocked"
+UNSUBSCRIBED = "unsubscribed"
+RESUBSCRIBED = "resubscribed"
+
+
+class Journal:
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.append(subscriber)
+
+    async def _publish(self, session: AsyncSession, lead: Lead, record: Record) -> None:
+        for subscriber in self._subscribers:
+            await subscriber(session, lead, record)
+
+    async def event(self, session: AsyncSession, lead: Lead, kind: str, **data: Any) -> LeadEvent:
+        """Record a funnel event for ``lead``."""
+        record = LeadEvent(lead_id=lead.id, kind=kind, data=data)
+        session.add(record)
+        await session.flush()
+        await self._publish(session, lead, record)
+        return record
+
+    async def message(
+        self,
+        session: AsyncSession,
+        lead: Lead,
+        *,
+        direction: str,
+        author: str,
+        text: str | None,
+        kind: str = "text",
+        author_name: str | None = None,
+        tg_chat_id: int | None = None,
+        tg_message_id: int | None = None,
+        is_internal: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> Message:
+        """Log one message in (``"in"``) or out (``"out"``) of the conversation."""
+        record = Message(
+            lead_id=lead.id,
+            direction=direction,
+            author=author,
+            author_name=author_name,
+            kind=kind,
+            text=text,
+            tg_chat_id=tg_chat_id,
+            tg_message_id=tg_message_id,
+            is_internal=is_internal,
+            meta=meta or {},
+        )
+        now = utcnow()
+        if direction == "in":
+            lead.last_inbound_at = now
+        elif author != "broadcast":
+            lead.last_outbound_at = now
+            if author == "manager" and not is_internal:
+                lead.awaiting_reply_since = None
+        session.add(record)
+        await session.flush()
+        await self._publish(session, lead, record)
+        return record

@@ -1,0 +1,368 @@
+"""The lead journey: greeting, in-bot quiz, phone match, catalogue, callback and test-batch request.
+
+Each step decides in one short database transaction what to answer (a :class:`Reply`), then
+answers. Nothing slow stands between an update and its reply: rendering runs in a worker
+pool after the buyer has been answered, and CRM work only goes into the outbox.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import structlog
+from aiogram.enums import ChatAction
+from aiogram.types import Message as TgMessage
+from aiogram.types import ReplyKeyboardRemove, User
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db import leads, submissions
+from bot.db.base import utcnow
+from bot.db.models import Lead, QuizSubmission, TestBatchRequest
+from bot.funnel import advance
+from bot.journal import (
+    CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
+    RESUBSCRIBED, TEST_BATCH_REQUESTED, Journal,
+)
+from bot.journey import keyboards
+from bot.journey.catalog import CatalogService
+from bot.journey.identity import attach_telegram, merge
+from bot.journey.intake import TOKEN_PREFIX
+from bot.journey.quiz import Question, Quiz
+from bot.messenger import Messenger
+from bot.phones import normalise_phone
+from bot.texts import Safe, t
+
+log = structlog.get_logger(__name__)
+
+
+class BuyerRelay(Protocol):
+    """Where free buyer messages go for a human answer (the operator chat)."""
+
+    async def forward(self, lead: Lead, message: TgMessage) -> None: ...
+
+
+@dataclass
+class Reply:
+    """What to answer after the transaction: a kind and its values."""
+
+    kind: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_ad_payload(payload: str) -> dict[str, str]:
+    """``yandex__cpc__shoes`` → ``{"source": "yandex", "medium": "cpc", "campaign": "shoes"}``."""
+    parts = [part for part in payload.split("__") if part][:3]
+    return dict(zip(("source", "medium", "campaign"), parts))
+
+
+class JourneyService:
+    def __init__(
+        self,
+        db: async_sessionmaker[AsyncSession],
+        journal: Journal,
+        messenger: Messenger,
+        quiz: Quiz,
+        catalog: CatalogService,
+        *,
+        default_language: str = "ru",
+        token_ttl: timedelta = timedelta(days=30),
+        relay: BuyerRelay | None = None,
+    ) -> None:
+        self.db = db
+        self.journal = journal
+        self.messenger = messenger
+        self.quiz = quiz
+        self.catalog = catalog
+        self.default_language = default_language
+        self.token_ttl = token_ttl
+        self.relay = relay
+
+    # ------------------------------------------------------------- plumbing
+    async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None) -> Lead:
+        """The user's lead (created on first contact), locked; ``message`` is logged as inbound."""
+        lead = await leads.by_tg_user(session, user.id, for_update=True)
+        if lead is None:
+            lead = Lead(language=self.default_language)
+            attach_telegram(lead, user)
+            session.add(lead)
+            await session.flush()
+            await self.journal.event(session, lead, LEAD_CREATED, via="telegram")
+        if message is not None:
+            await self.journal.message(
+                session, lead, direction="in", author="buyer", author_name=lead.display_name,
+                kind=message.content_type.value, text=message.text or message.caption,
+                tg_chat_id=message.chat.id, tg_message_id=message.message_id,
+            )
+        return lead
+
+    def _hello(self, lead: Lead, key: str) -> Safe:
+        name = lead.first_name
+        return Safe(t(lead.language, f"journey.{key}_named", name=name) if name else t(lead.language, f"journey.{key}"))
+
+    def _interests(self, lead: Lead) -> str:
+        return ", ".join(self.quiz.describe(lead.interests, lead.language))
+
+    async def _say(self, lead: Lead, reply: Reply) -> None:
+        """Send what a step decided."""
+        lang, send = lead.language, self.messenger.send_text
+        kind, values = reply.kind, reply.values
+        if kind == "greeting":
+            await send(lead, t(lang, "journey.greeting", hello=self._hello(lead, "hello"), interests=self._interests(lead)), reply_markup=keyboards.next_steps(lang))
+        elif kind == "welcome_back":
+            await send(lead, t(lang, "journey.welcome_back", hello=self._hello(lead, "hello_back")), reply_markup=keyboards.next_steps(lang))
+        elif kind == "cold_intro":
+            hello = self._hello(lead, "hello_back" if values.get("returning") else "hello")
+            await send(lead, t(lang, "journey.cold_intro", hello=hello), reply_markup=keyboards.share_phone(lang))
+            await self._ask(lead)
+        elif kind == "ask":
+            await self._ask(lead)
+        elif kind == "quiz_done":
+            await send(lead, t(lang, "journey.quiz_done", interests=self._interests(lead)), reply_markup=keyboards.next_steps(lang))
+        elif kind == "phone_found":
+            await send(lead, t(lang, "journey.phone_found"), reply_markup=ReplyKeyboardRemove())
+            await self._say(lead, Reply("greeting"))
+        elif kind in ("phone_saved", "callback_confirmed"):
+            await send(lead, t(lang, f"journey.{kind}", phone=lead.phone), reply_markup=ReplyKeyboardRemove())
+            if kind == "phone_saved" and lead.flow.get("step") == "quiz":
+                await self._ask(lead)
+        elif kind in ("phone_not_own", "phone_invalid", "callback_need_phone", "test_ask_phone"):
+            await send(lead, t(lang, f"journey.{kind}"), reply_markup=keyboards.share_phone(lang))
+        elif kind == "test_confirmed":
+            await send(lead, t(lang, "journey.test_confirmed", **values), reply_markup=ReplyKeyboardRemove())
+        elif kind in ("question_received", "question_prompt", "test_ask_city", "test_ask_assortment"):
+            await send(lead, t(lang, f"journey.{kind}"))
+
+    # ------------------------------------------------------------- arrival
+    async def start(self, user: User, message: TgMessage, payload: str | None) -> None:
+        """``/start [payload]``: resolve the lead (quiz token, ad source or cold) and greet at once."""
+        async with self.db.begin() as session:
+            known = await leads.by_tg_user(session, user.id, for_update=True)
+            returning = known is not None and known.greeted_at is not None
+            if payload and payload.startswith(TOKEN_PREFIX):
+                await self._claim_token(session, user, known, payload)
+            lead = await self._lead(session, user, message)
+            if payload and not payload.startswith(TOKEN_PREFIX):
+                utm = parse_ad_payload(payload)
+                lead.source = lead.source or utm.get("source")
+                lead.utm = lead.utm or utm
+            lead.is_blocked = False
+            if lead.unsubscribed_at is not None:
+                lead.unsubscribed_at = None
+                await self.journal.event(session, lead, RESUBSCRIBED)
+            if lead.interests.get("category"):
+                reply = Reply("welcome_back" if returning else "greeting")
+            else:
+                if lead.flow.get("step") != "quiz":
+                    lead.flow = {"step": "quiz", "index": 0, "picked": []}
+                reply = Reply("cold_intro", {"returning": returning})
+        await self._say(lead, reply)
+        if lead.greeted_at is None:
+            async with self.db.begin() as session:
+                fresh = await session.get(Lead, lead.id)
+                fresh.greeted_at = utcnow()
+                await self.journal.event(session, fresh, GREETED, reply=reply.kind)
+
+    async def _claim_token(self, session: AsyncSession, user: User, known: Lead | None, token: str) -> None:
+        """Link the website quiz behind ``token`` to this user, if the token is valid for them."""
+        submission = await submissions.by_token(session, token)
+        if submission is None or submission.created_at < utcnow() - self.token_ttl:
+            log.warning("start.token_rejected", tg_user_id=user.id, reason="unknown or expired")
+        elif submission.claimed_by_tg_user_id not in (None, user.id):
+            log.warning("start.token_rejected", tg_user_id=user.id, reason="claimed by another user")
+        else:
+            await self._link(session, user, known, submission)
+
+    async def _link(self, session: AsyncSession, user: User, known: Lead | None, submission: QuizSubmission) -> None:
+        """Give the submission's lead this Telegram user, or fold it into the user's existing lead."""
+        submission.claimed_by_tg_user_id = user.id
+        submission.claimed_at = submission.claimed_at or utcnow()
+        quiz_lead = await session.get(Lead, submission.lead_id)
+        if quiz_lead is None or (known is not None and quiz_lead.id == known.id):
+            return
+        if known is None and quiz_lead.tg_user_id is None:
+            attach_telegram(quiz_lead, user)
+        elif known is not None:
+            await merge(session, self.journal, known, quiz_lead)
+            known.flow = {}
+
+    # ---------------------------------------------------------------- quiz
+    async def _ask(self, lead: Lead) -> None:
+        index, picked = lead.flow.get("index", 0), lead.flow.get("picked", [])
+        question = self.quiz.questions[index]
+        lang = lead.language
+        text = t(lang, "journey.quiz_question", number=index + 1, total=len(self.quiz.questions), question=question.label(lang))
+        if question.type == "text":
+            await self.messenger.send_text(lead, text + "\n" + t(lang, "journey.quiz_text_hint"))
+            return
+        if question.type == "multi":
+            text += "\n" + t(lang, "journey.quiz_multi_hint")
+        await self.messenger.send_text(lead, text, reply_markup=keyboards.quiz_options(question, lang, picked))
+
+    async def quiz_pick(self, user: User, message_id: int, question_key: str, option_key: str) -> str | None:
+        """A quiz button: toggles a multi-select or records a choice. Returns a callback alert, if any."""
+        async with self.db.begin() as session:
+            lead = await self._lead(session, user)
+            flow = lead.flow
+            question = self.quiz.question(question_key)
+            current = self.quiz.questions[flow.get("index", 0)] if flow.get("step") == "quiz" else None
+            if question is None or current is None or current.key != question_key:
+                return t(lead.language, "journey.quiz_stale")
+            picked: list[str] = list(flow.get("picked", []))
+            if option_key == keyboards.DONE:
+                if not picked:
+                    return t(lead.language, "journey.quiz_pick_one_first")
+                reply = await self._answer(session, lead, question, picked)
+            elif question.option(option_key) is None:
+                return t(lead.language, "journey.quiz_stale")
+            elif question.type == "multi":
+                picked.remove(option_key) if option_key in picked else picked.append(option_key)
+                lead.flow = {**flow, "picked": picked}
+                reply = None
+            else:
+                reply = await self._answer(session, lead, question, option_key)
+        markup = keyboards.quiz_options(question, lead.language, picked) if reply is None else None
+        await self.messenger.bot.edit_message_reply_markup(chat_id=user.id, message_id=message_id, reply_markup=markup)
+        if reply is not None:
+            await self._say(lead, reply)
+        return None
+
+    async def _answer(self, session: AsyncSession, lead: Lead, question: Question, answer: Any) -> Reply:
+        """Store one answer; the next question, or the end of the quiz."""
+        lead.interests = {**lead.interests, question.key: answer}
+        index = lead.flow.get("index", 0) + 1
+        if index < len(self.quiz.questions):
+            lead.flow = {"step": "quiz", "index": index, "picked": []}
+            return Reply("ask")
+        lead.flow = {}
+        lead.quiz_completed_at = utcnow()
+        advance(lead, "qualified")
+        session.add(
+            QuizSubmission(
+                source="bot", idempotency_key=f"bot:{lead.id}:{lead.quiz_completed_at.isoformat()}",
+                raw_body=repr(lead.interests), answers=lead.interests, phone=lead.phone, lead_id=lead.id,
+                claimed_by_tg_user_id=lead.tg_user_id, claimed_at=lead.quiz_completed_at,
+            )
+        )
+        await self.journal.event(session, lead, QUIZ_COMPLETED, via="telegram", interests=lead.interests)
+        return Reply("quiz_done")
+
+    # ------------------------------------------------------- free messages
+    async def on_message(self, user: User, message: TgMessage) -> None:
+        """Any other private message: a quiz or form answer, or a question for the managers."""
+        text = (message.text or "").strip()
+        async with self.db.begin() as session:
+            lead = await self._lead(session, user, message)
+            step = lead.flow.get("step")
+            if step == "quiz" and text and self.quiz.questions[lead.flow.get("index", 0)].type == "text":
+                reply: Reply | None = await self._answer(session, lead, self.quiz.questions[lead.flow["index"]], text[:200])
+            elif step == "test" and text:
+                reply = await self._test_field(session, lead, text)
+            elif step == "phone" and text:
+                reply = await self._phone(session, lead, text)
+            else:
+                reply = None
+                if lead.awaiting_reply_since is None:
+                    lead.awaiting_reply_since = utcnow()
+                    reply = Reply("question_received")
+                await self.journal.event(session, lead, QUESTION_ASKED, text=(text or message.caption or "")[:500])
+        if reply is not None:
+            await self._say(lead, reply)
+        if step not in ("quiz", "test", "phone") or not text:
+            if self.relay is not None:
+                await self.relay.forward(lead, message)
+
+    # --------------------------------------------------------------- phone
+    async def on_contact(self, user: User, message: TgMessage) -> None:
+        """A shared contact: must be the sender's own; links a website quiz with the same phone."""
+        async with self.db.begin() as session:
+            lead = await self._lead(session, user, message)
+            if message.contact.user_id != user.id:
+                reply = Reply("phone_not_own")
+            else:
+                reply = await self._phone(session, lead, message.contact.phone_number)
+        await self._say(lead, reply)
+
+    async def _phone(self, session: AsyncSession, lead: Lead, raw: str) -> Reply:
+        phone = normalise_phone(raw)
+        if phone is None:
+            return Reply("phone_invalid")
+        if lead.flow.get("step") == "test" and lead.flow.get("field") == "phone":
+            return await self._test_field(session, lead, phone)
+        lead.phone = phone
+        await self.journal.event(session, lead, PHONE_SHARED, phone=phone)
+        if not lead.interests.get("category"):
+            submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
+            if submission is not None:
+                await self._link(session, User(id=lead.tg_user_id, is_bot=False, first_name=""), lead, submission)
+                return Reply("phone_found")
+        if lead.flow.get("step") == "phone":
+            lead.flow = {}
+            await self.journal.event(session, lead, CALLBACK_REQUESTED, phone=phone)
+            return Reply("callback_confirmed")
+        return Reply("phone_saved")
+
+    # ---------------------------------------------------------- next steps
+    async def action(self, user: User, action: str) -> None:
+        """A next-step button: ``catalog``, ``callback``, ``question`` or ``test``."""
+        async with self.db.begin() as session:
+            lead = await self._lead(session, user)
+            reply = None
+            if action == "callback" and lead.phone:
+                await self.journal.event(session, lead, CALLBACK_REQUESTED, phone=lead.phone)
+                reply = Reply("callback_confirmed")
+            elif action == "callback":
+                lead.flow = {"step": "phone", "purpose": "callback"}
+                reply = Reply("callback_need_phone")
+            elif action == "question":
+                reply = Reply("question_prompt")
+            elif action == "test":
+                lead.flow = {"step": "test", "field": "assortment", "data": {}}
+                reply = Reply("test_ask_assortment")
+        if action == "catalog":
+            await self.send_catalog(lead)
+        elif reply is not None:
+            await self._say(lead, reply)
+
+    async def send_catalog(self, lead: Lead) -> None:
+        """Render (or reuse) the personal catalogue, send it, record the event, offer the test batch."""
+        await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
+        try:
+            await self.catalog.send(lead)
+        except Exception:
+            log.exception("catalog.failed", lead_id=lead.id)
+            await self.messenger.send_text(lead, t(lead.language, "journey.catalog_failed"))
+            raise
+        async with self.db.begin() as session:
+            fresh = await session.get(Lead, lead.id)
+            fresh.catalog_sent_at = utcnow()
+            advance(fresh, "catalog_sent")
+            await self.journal.event(session, fresh, CATALOG_SENT)
+        await self.messenger.send_text(lead, t(lead.language, "journey.test_offer"), reply_markup=keyboards.test_offer(lead.language))
+
+    # ---------------------------------------------------------- test batch
+    async def _test_field(self, session: AsyncSession, lead: Lead, value: str) -> Reply:
+        """Store one field of the test-batch form; ask the next missing one or record the request."""
+        data = dict(lead.flow.get("data", {}))
+        field_name = lead.flow.get("field")
+        if field_name == "phone":
+            phone = normalise_phone(value)
+            if phone is None:
+                return Reply("phone_invalid")
+            lead.phone = data["phone"] = phone
+        else:
+            data[field_name] = value[:1000]
+        city = data.get("city") or lead.interests.get("city")
+        phone = data.get("phone") or lead.phone
+        if not city or not phone:
+            missing = "city" if not city else "phone"
+            lead.flow = {"step": "test", "field": missing, "data": data}
+            return Reply(f"test_ask_{missing}")
+        lead.flow = {}
+        request = TestBatchRequest(lead_id=lead.id, assortment=data.get("assortment", ""), city=city, phone=phone)
+        session.add(request)
+        lead.test_batch_requested_at = utcnow()
+        await session.flush()
+        details = {"assortment": request.assortment, "city": city, "phone": phone}
+        await self.journal.event(session, lead, TEST_BATCH_REQUESTED, request_id=request.id, **details)
+        return Reply("test_confirmed", details)

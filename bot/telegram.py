@@ -1,0 +1,48 @@
+"""The aiogram ``Bot`` for any Bot API server, with flood-wait retries on the session."""
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiogram import Bot
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.enums import ParseMode
+from aiogram.exceptions import TelegramRetryAfter
+from aiogram.methods import Response, TelegramMethod
+from aiogram.methods.base import TelegramType
+
+log = structlog.get_logger(__name__)
+
+
+class RetryAfterMiddleware(BaseRequestMiddleware):
+    """Waits ``retry_after`` on a 429 and repeats the call: a flood wait means it was not executed."""
+
+    def __init__(self, max_attempts: int = 5, max_wait: float = 120.0) -> None:
+        self.max_attempts = max_attempts
+        self.max_wait = max_wait
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
+    ) -> Response[TelegramType]:
+        waited = 0.0
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                if attempt == self.max_attempts or waited + exc.retry_after > self.max_wait:
+                    raise
+                log.warning("telegram.flood_wait", method=type(method).__name__, retry_after=exc.retry_after, attempt=attempt)
+                waited += exc.retry_after
+                await asyncio.sleep(exc.retry_after)
+        raise AssertionError("unreachable")
+
+
+def create_bot(token: str, api_url: str, *, retry_flood: bool = True) -> Bot:
+    """A Bot speaking HTML to ``api_url`` (api.telegram.org, a local Bot API server or the sandbox)."""
+    session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
+    if retry_flood:
+        session.middleware(RetryAfterMiddleware())
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))

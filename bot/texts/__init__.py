@@ -1,0 +1,69 @@
+"""Every buyer-facing string, in one place: ``bot/texts/<feature>.<lang>.yaml``.
+
+``t(lang, "journey.greeting", name=...)`` formats a text with ``str.format``; every
+keyword value is HTML-escaped unless wrapped in :class:`Safe`, so buyer input can
+never break Telegram HTML markup.
+"""
+from __future__ import annotations
+
+import html
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TEXTS_DIR = Path(__file__).parent
+LANGUAGES = ("ru", "en")
+FALLBACK = "ru"
+
+
+class Safe(str):
+    """A string that is already valid Telegram HTML and must not be escaped again."""
+
+
+def escape(value: Any) -> str:
+    """Escape a value for Telegram HTML (``<``, ``>``, ``&`` and quotes)."""
+    if isinstance(value, Safe):
+        return value
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
+    else:
+        out[prefix] = node
+
+
+@lru_cache(maxsize=None)
+def catalogue(lang: str) -> dict[str, Any]:
+    """All texts of one language, keyed ``<feature>.<dotted.key>``."""
+    texts: dict[str, Any] = {}
+    for path in sorted(TEXTS_DIR.glob(f"*.{lang}.yaml")):
+        feature = path.name.split(".")[0]
+        _flatten(feature, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, texts)
+    return texts
+
+
+def normalise_language(code: str | None, default: str = FALLBACK) -> str:
+    """Map a Telegram ``language_code`` (``ru``, ``en-US``…) to a supported language."""
+    lang = (code or "").split("-")[0].lower()
+    return lang if lang in LANGUAGES else default
+
+
+def raw(lang: str, key: str) -> Any:
+    """The unformatted text (or list/dict) for ``key``, falling back to Russian."""
+    lang = lang if lang in LANGUAGES else FALLBACK
+    for candidate in (lang, FALLBACK):
+        value = catalogue(candidate).get(key)
+        if value is not None:
+            return value
+    raise KeyError(f"no text {key!r}")
+
+
+def t(lang: str, key: str, /, **values: Any) -> str:
+    """The text ``key`` in ``lang`` with ``values`` HTML-escaped and substituted."""
+    template = raw(lang, key)
+    return template.format(**{name: escape(value) for name, value in values.items()})

@@ -1,0 +1,70 @@
+"""The service's own HTTP server: inbound webhooks (Marquiz, amoCRM, Telegram) and a health check."""
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from bot.journey.intake import IntakeService
+from bot.journey.marquiz import BadPayload
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY = 256 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, reason: str) -> web.Response:
+    return web.json_response({"ok": False, "error": reason}, status=status)
+
+
+def secret_guard(secret: str | None, handler: Handler) -> Handler:
+    """Serve ``handler`` only when the ``{secret}`` path segment matches (compared in constant time)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        given = request.match_info.get("secret", "").encode()
+        if not secret or not hmac.compare_digest(given, secret.encode()):
+            return error(404, "not found")
+        return await handler(request)
+
+    return guarded
+
+
+async def read_body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY, actual_size=request.content_length or 0, text='{"ok": false, "error": "body too large"}',
+            content_type="application/json",
+        ) from None
+
+
+def marquiz_handler(intake: IntakeService, start_link: Callable[[str], str]) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        body = await read_body(request)
+        try:
+            result = await intake.accept_marquiz(body, request.content_type)
+        except BadPayload as exc:
+            log.warning("marquiz.rejected", reason=str(exc), size=len(body))
+            return error(400, str(exc))
+        return web.json_response(
+            {"ok": True, "lead_id": result.lead_id, "duplicate": result.duplicate, "start_link": start_link(result.token)}
+        )
+
+    return handle
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def create_web_app(secret: str | None, routes: list[tuple[str, str, Handler]]) -> web.Application:
+    """An aiohttp app; ``routes`` are ``(method, path, handler)``, and paths with ``{secret}`` are guarded."""
+    app = web.Application(client_max_size=MAX_BODY)
+    app.router.add_get("/healthz", health)
+    for method, path, handler in routes:
+        app.router.add_route(method, path, secret_guard(secret, handler) if "{secret}" in path else handler)
+    return app
