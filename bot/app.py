@@ -20,7 +20,7 @@ from bot.journal import Journal
 from bot.journey.catalog import CatalogService
 from bot.journey.intake import IntakeService
 from bot.journey.quiz import load_quiz
-from bot.journey.router import router as journey_router
+from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
@@ -36,7 +36,7 @@ Worker = Callable[[], Awaitable[None]]
 class App:
     """Every part of optobot, wired once. ``start()`` prepares, ``serve()`` runs, ``close()`` releases."""
 
-    def __init__(self, settings: Settings, *, bot: Bot | None = None) -> None:
+    def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None) -> None:
         self.settings = settings
         self.engine = create_engine(settings.database_url)
         self.db = create_sessionmaker(self.engine)
@@ -44,7 +44,8 @@ class App:
         self.quiz = load_quiz(settings.quiz_config)
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
         self.bot = bot or create_bot(token, settings.telegram_api_url)
-        self.renderer = CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
+        self._owns_renderer = renderer is None
+        self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
         self.messenger = Messenger(self.bot, self.db, self.journal)
         self.catalog = CatalogService(self.db, self.renderer, self.messenger, self.quiz)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
@@ -58,8 +59,10 @@ class App:
         ]
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
         self.dp.update.outer_middleware(PerChatOrder())
-        self.dp.include_router(journey_router)
+        self.dp.include_router(journey_router())
         self.bot_username = ""
+        self.http_port = settings.http_port
+        self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def start_link(self, payload: str) -> str:
@@ -97,7 +100,8 @@ class App:
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
         await site.start()
-        log.info("http.listening", host=self.settings.http_host, port=self.settings.http_port)
+        self.http_port = runner.addresses[0][1]
+        log.info("http.listening", host=self.settings.http_host, port=self.http_port)
         self._tasks = [asyncio.create_task(worker()) for worker in self.workers]
         try:
             if self.settings.public_url:
@@ -105,10 +109,12 @@ class App:
                     self.settings.public_url + TELEGRAM_WEBHOOK_PATH, secret_token=self.telegram_secret_token,
                     allowed_updates=self.dp.resolve_used_update_types(),
                 )
+                self.ready.set()
                 await stop.wait()
             else:
                 await self.bot.delete_webhook()
                 polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
+                self.ready.set()
                 await stop.wait()
                 await self.dp.stop_polling()
                 await polling
@@ -121,6 +127,7 @@ class App:
             await runner.cleanup()
 
     async def close(self) -> None:
-        self.renderer.close()
+        if self._owns_renderer:
+            self.renderer.close()
         await self.bot.session.close()
         await self.engine.dispose()

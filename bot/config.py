@@ -40,6 +40,14 @@ class Settings(BaseSettings):
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
 
+    amocrm_base_url: str | None = Field(default=None, alias="AMOCRM_BASE_URL")
+    amocrm_access_token: SecretStr | None = Field(default=None, alias="AMOCRM_ACCESS_TOKEN")
+    amocrm_client_id: str | None = Field(default=None, alias="AMOCRM_CLIENT_ID")
+    amocrm_client_secret: SecretStr | None = Field(default=None, alias="AMOCRM_CLIENT_SECRET")
+    amocrm_redirect_uri: str | None = Field(default=None, alias="AMOCRM_REDIRECT_URI")
+    amocrm_rps: int = Field(default=6, ge=1, le=50, alias="AMOCRM_RPS")
+    crm_config: Path = Field(default=PACKAGE_DIR / "crm" / "crm.yaml", alias="CRM_CONFIG")
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -51,7 +59,7 @@ class Settings(BaseSettings):
                 raise ValueError("ADMIN_IDS must be comma-separated Telegram user ids, e.g. 111,222") from exc
         return value
 
-    @field_validator("telegram_api_url", "public_url")
+    @field_validator("telegram_api_url", "public_url", "amocrm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None or value == "":

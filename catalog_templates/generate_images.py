@@ -211,21 +211,21 @@ def _mix(colour: str, other: str, share: float) -> str:
 
 
 def svg(sku: str, kind: str, colour: str) -> str:
-    """One product illustration (160×120) as SVG text."""
+    """One product illustration (200×90) as SVG text."""
     dark, tint = _mix(colour, "#000000", 0.35), _mix(colour, "#ffffff", 0.86)
     parts = [
         f'<g fill="{dark if detail else colour}" stroke="{dark}">{element}</g>'
         for element, detail in SHAPES[kind]
     ]
     return (
-        '<svg xmlns="http://www.w3.org/2000/svg" width="160" height="120" '
-        'viewBox="0 0 160 120">\n'
-        f'<rect width="160" height="120" rx="8" fill="{tint}"/>\n'
-        '<g transform="translate(36 12) scale(0.88)" stroke-width="1.5" '
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="90" '
+        'viewBox="0 0 200 90">\n'
+        f'<rect width="200" height="90" rx="8" fill="{tint}"/>\n'
+        '<g transform="translate(62 7) scale(0.76)" stroke-width="1.5" '
         'stroke-linejoin="round" stroke-linecap="round">\n'
         + "\n".join(parts)
         + "\n</g>\n"
-        f'<text x="8" y="16" font-family="DejaVu Sans" font-size="9" '
+        f'<text x="10" y="17" font-family="DejaVu Sans" font-size="9" '
         f'font-weight="bold" fill="{dark}">{sku}</text>\n'
         "</svg>\n"
     )

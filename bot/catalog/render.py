@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -43,8 +44,9 @@ _CODE_FILES = (*sorted(Path(__file__).parent.glob("*.py")),
 class CatalogRequest:
     """What one buyer's catalogue depends on (the quiz answers and the contact).
 
-    ``categories`` are stored deduplicated in catalogue order; ``volume`` is a tier
-    key or ``None`` (all tiers shown); ``limit`` caps the number of products.
+    Missing texts may be ``None`` (stored as ``""``); ``categories`` are stored
+    deduplicated in catalogue order; ``volume`` is a tier key or ``None`` (all tiers
+    shown); ``limit`` caps the number of products.
     """
 
     name: str = ""
@@ -65,6 +67,8 @@ class CatalogRequest:
             raise ValueError(f"unsupported language {self.language!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be positive")
+        for name in ("name", "company", "city"):
+            object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
         ordered = tuple(c for c in CATEGORIES if c in self.categories)
         object.__setattr__(self, "categories", ordered)
 
@@ -194,6 +198,7 @@ def _warm_worker(catalog_dir: Path) -> None:
 
 
 def _worker_pid() -> int:
+    """A trivial job: waits for the worker to start (and finish its warm-up)."""
     return os.getpid()
 
 
@@ -214,7 +219,8 @@ class CatalogRenderer:
     """Renders catalogues in a process pool with an on-disk cache.
 
     Concurrent requests for the same cache key share one render. ``rendered`` counts
-    the renders this instance started (cache misses).
+    the renders this instance started (cache misses). If a worker dies (e.g. killed
+    for memory), the pool is replaced and the render retried once.
     """
 
     def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
@@ -223,11 +229,15 @@ class CatalogRenderer:
         self.workers = workers
         self.rendered = 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+        self._pool = self._new_pool()
+        self._inflight: dict[str, asyncio.Task[Path]] = {}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        # "spawn": never fork a process that runs an event loop and threads
+        return ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
             initializer=_warm_worker, initargs=(self.catalog_dir,),
         )
-        self._inflight: dict[str, asyncio.Task[Path]] = {}
 
     def path_for(self, request: CatalogRequest) -> Path:
         """Where the PDF for ``request`` is (or will be) cached."""
@@ -248,10 +258,21 @@ class CatalogRenderer:
 
     async def _render(self, request: CatalogRequest, target: Path) -> Path:
         self.rendered += 1
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, _render_to_file, request,
-                                   self.catalog_dir, target)
+        pool = self._pool
+        try:
+            await self._run(pool, request, target)
+        except BrokenProcessPool:
+            log.warning("a catalogue worker died; restarting the pool and retrying")
+            if self._pool is pool:  # not yet replaced by a concurrent render
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            await self._run(self._pool, request, target)
         return target
+
+    async def _run(self, pool: ProcessPoolExecutor, request: CatalogRequest,
+                   target: Path) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(pool, _render_to_file, request, self.catalog_dir, target)
 
     async def warm_up(self) -> None:
         """Start every worker (each loads the catalogue and draws a tiny PDF)."""

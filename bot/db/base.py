@@ -51,3 +51,18 @@ class Base(DeclarativeBase):
         list[Any]: JSONType,
         int: BigInt,
     }
+
+    def __init__(self, **values: Any) -> None:
+        """Set ``values``; columns left out get their Python default at once, not only at flush."""
+        for column in self.__table__.columns:
+            default = column.default
+            if column.key in values or default is None:
+                continue
+            if default.is_scalar:
+                values[column.key] = default.arg
+            elif default.is_callable:
+                values[column.key] = default.arg(None)
+        for key, value in values.items():
+            if not hasattr(type(self), key):
+                raise TypeError(f"{type(self).__name__} has no attribute {key!r}")
+            setattr(self, key, value)

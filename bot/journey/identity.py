@@ -9,7 +9,7 @@ from bot.db.models import Lead, LeadEvent, Message, QuizSubmission, TestBatchReq
 from bot.funnel import STAGES
 from bot.journal import LEAD_MERGED, Journal
 
-_COPIED = ("first_name", "last_name", "company", "phone", "email", "source", "crm_lead_id", "crm_contact_id",
+_COPIED = ("company", "phone", "email", "source", "crm_lead_id", "crm_contact_id",
            "crm_status_id", "crm_pipeline_id", "responsible_user_id", "quiz_completed_at")
 
 
@@ -30,8 +30,8 @@ def split_name(name: str | None) -> tuple[str | None, str | None]:
 async def merge(session: AsyncSession, journal: Journal, survivor: Lead, other: Lead) -> None:
     """Fold ``other`` (a website quiz lead) into ``survivor`` (the Telegram lead).
 
-    The conversation, events and submissions move; answers and CRM ids the survivor lacks are
-    copied; ``other`` stays as a tombstone pointing to the survivor.
+    The conversation, events and submissions move; the quiz name and answers win; contacts and
+    CRM ids the survivor lacks are copied; ``other`` stays as a tombstone pointing to the survivor.
     """
     from_crm_lead_id = other.crm_lead_id
     for model in (Message, LeadEvent, QuizSubmission, TestBatchRequest):
@@ -39,6 +39,8 @@ async def merge(session: AsyncSession, journal: Journal, survivor: Lead, other: 
     for name in _COPIED:
         if getattr(survivor, name) is None and getattr(other, name) is not None:
             setattr(survivor, name, getattr(other, name))
+    if other.first_name:  # the name typed into the quiz beats the Telegram display name
+        survivor.first_name, survivor.last_name = other.first_name, other.last_name
     if other.interests:
         survivor.interests = {**survivor.interests, **other.interests}
     if not survivor.utm and other.utm:

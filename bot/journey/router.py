@@ -10,39 +10,43 @@ from bot.journey.keyboards import ActionCb, QuizCb
 from bot.journey.service import JourneyService
 from bot.messenger import BuyerUnreachable
 
-router = Router(name="journey")
-router.message.filter(F.chat.type == ChatType.PRIVATE)
-router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
 
-
-@router.message(CommandStart())
 async def start(message: Message, command: CommandObject, journey: JourneyService) -> None:
     await journey.start(message.from_user, message, command.args)
 
 
-@router.callback_query(ActionCb.filter())
 async def next_step(query: CallbackQuery, callback_data: ActionCb, journey: JourneyService) -> None:
     await query.answer()
     await journey.action(query.from_user, callback_data.action)
 
 
-@router.callback_query(QuizCb.filter())
 async def quiz_pick(query: CallbackQuery, callback_data: QuizCb, journey: JourneyService) -> None:
     alert = await journey.quiz_pick(query.from_user, query.message.message_id, callback_data.question, callback_data.option)
     await query.answer(alert)
 
 
-@router.message(F.contact)
 async def contact(message: Message, journey: JourneyService) -> None:
     await journey.on_contact(message.from_user, message)
 
 
-@router.message()
 async def anything_else(message: Message, journey: JourneyService) -> None:
     await journey.on_message(message.from_user, message)
 
 
-@router.errors(ExceptionTypeFilter(BuyerUnreachable))
 async def buyer_unreachable(event: ErrorEvent) -> bool:
     """Already recorded on the lead by the messenger; nothing else to do."""
     return True
+
+
+def create_router() -> Router:
+    """The journey's router (one per dispatcher); its catch-all handler goes last."""
+    router = Router(name="journey")
+    router.message.filter(F.chat.type == ChatType.PRIVATE)
+    router.callback_query.filter(F.message.chat.type == ChatType.PRIVATE)
+    router.message.register(start, CommandStart())
+    router.callback_query.register(next_step, ActionCb.filter())
+    router.callback_query.register(quiz_pick, QuizCb.filter())
+    router.message.register(contact, F.contact)
+    router.message.register(anything_else)
+    router.errors.register(buyer_unreachable, ExceptionTypeFilter(BuyerUnreachable))
+    return router

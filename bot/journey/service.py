@@ -212,7 +212,7 @@ class JourneyService:
             if option_key == keyboards.DONE:
                 if not picked:
                     return t(lead.language, "journey.quiz_pick_one_first")
-                reply = await self._answer(session, lead, question, picked)
+                reply = await self._answer(session, lead, question, [o.key for o in question.options if o.key in picked])
             elif question.option(option_key) is None:
                 return t(lead.language, "journey.quiz_stale")
             elif question.type == "multi":

@@ -42,9 +42,12 @@ def forbidden(reason: str) -> ApiError:
     return ApiError(403, f"Forbidden: {reason}")
 
 
-def too_many_requests(retry_after: int) -> ApiError:
-    """429 with ``parameters.retry_after``."""
-    return ApiError(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
+class RateLimited(ApiError):
+    """429 issued by the sandbox's flood control; ``scope`` names the limit hit."""
+
+    def __init__(self, retry_after: int, scope: str) -> None:
+        super().__init__(429, f"Too Many Requests: retry after {retry_after}", retry_after=retry_after)
+        self.scope = scope
 
 
 def default_description(error_code: int, retry_after: int | None = None) -> str:
@@ -63,5 +66,11 @@ def default_description(error_code: int, retry_after: int | None = None) -> str:
     }.get(error_code, "Error")
 
 
-UNAUTHORIZED = ApiError(401, "Unauthorized")
-NOT_FOUND = ApiError(404, "Not Found")
+def unauthorized() -> ApiError:
+    """401 for a token that is not the sandbox bot's."""
+    return ApiError(401, "Unauthorized")
+
+
+def not_found() -> ApiError:
+    """404 for an unknown method or file."""
+    return ApiError(404, "Not Found")

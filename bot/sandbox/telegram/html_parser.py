@@ -226,7 +226,8 @@ class HtmlParser:
         self.pos += 1
         tag = self.stack.pop()
         if name and name != tag.name:
-            raise self._error(f'Unmatched end tag, expected "</{tag.name}>", found "</{name}>"', begin)
+            raise parse_error(f"Unmatched end tag at byte offset {byte_offset(self.source, begin)}, "
+                              f'expected "</{tag.name}>", found "</{name}>"')
         if self.offset > tag.offset:
             self._close(tag)
 

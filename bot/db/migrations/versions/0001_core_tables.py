@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 16:02:36.333991
+Create Date: 2026-11-26 16:09:40.624664
 """
 from alembic import op
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-        op.create_table('catalog_renders',
+    op.create_table('catalog_renders',
     sa.Column('key', sa.String(length=64), nullable=False),
     sa.Column('path', sa.String(length=512), nullable=False),
     sa.Column('file_id', sa.String(length=256), nullable=True),
@@ -146,7 +146,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-        with op.batch_alter_table('test_batch_requests', schema=None) as batch_op:
+    with op.batch_alter_table('test_batch_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_test_batch_requests_lead_id'))
 
     op.drop_table('test_batch_requests')

@@ -1,0 +1,91 @@
+"""``optobot demo|run|check|db|crm|amocrm|broadcast``: one entry point for every job."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.logs import setup_logging
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
+
+
+async def run(settings: Settings, _: argparse.Namespace) -> int:
+    """Run the service for real; without BOT_TOKEN, run the sandbox demo instead."""
+    if settings.sandbox:
+        print("BOT_TOKEN is not set: running the built-in sandbox demo (see README to run for real).\n")
+        return await demo(settings, _)
+    settings.require("BOT_TOKEN", "WEBHOOK_SECRET")
+    from bot.app import App
+
+    app = App(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await app.start()
+        await app.serve(stop=stop)
+    finally:
+        await app.close()
+    return 0
+
+
+async def demo(settings: Settings, _: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+
+    return await run_demo(settings)
+
+
+async def check(settings: Settings, _: argparse.Namespace) -> int:
+    """Validate the configuration and reach every dependency; print what is wrong."""
+    from bot.checks import run_checks
+
+    return await run_checks(settings)
+
+
+async def db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
+    from bot.db import migrate
+    from bot.db.session import create_engine
+
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate.upgrade(engine)
+        print("database is at", ", ".join(sorted(await migrate.current(engine))))
+    finally:
+        await engine.dispose()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="optobot", description="Telegram sales assistant and broadcasts for amoCRM suppliers")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("demo", help="play a scripted buyer against the built-in sandbox").set_defaults(func=demo)
+    commands.add_parser("run", help="run the service (the sandbox demo when BOT_TOKEN is unset)").set_defaults(func=run)
+    commands.add_parser("check", help="validate the configuration and reach every dependency").set_defaults(func=check)
+    db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Command = getattr(args, "func", run)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        sys.exit(2)
+    setup_logging("WARNING" if settings.sandbox and func in (demo, run) else settings.log_level)
+    try:
+        code = asyncio.run(func(settings, args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code or 0)

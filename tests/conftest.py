@@ -1,0 +1,151 @@
+"""Shared fixtures: a migrated database (SQLite file; PostgreSQL when configured), the sandbox
+Telegram Bot API server, a shared catalogue renderer, and the whole app wired to them."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from bot.app import App
+from bot.catalog.render import CATALOG_DIR, CatalogRenderer
+from bot.config import Settings, load_settings
+from bot.db import migrate
+from bot.db.session import create_engine
+from bot.sandbox.telegram import TelegramSandbox
+from tests.buyer import Buyer
+
+TOKEN = "123456:TEST-sandbox-token"
+SECRET = "test-webhook-secret-0123456789"
+POSTGRES_URL = os.environ.get("OPTOBOT_TEST_POSTGRES_URL")
+REDIS_URL = os.environ.get("OPTOBOT_TEST_REDIS_URL")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """PostgreSQL/Redis tests skip, saying why, unless their server is configured."""
+    for item in items:
+        if "postgres" in item.keywords and not POSTGRES_URL:
+            item.add_marker(pytest.mark.skip(reason="set OPTOBOT_TEST_POSTGRES_URL (e.g. postgresql+asyncpg://postgres@127.0.0.1:5432/test) to run PostgreSQL tests"))
+        if "redis" in item.keywords and not REDIS_URL:
+            item.add_marker(pytest.mark.skip(reason="set OPTOBOT_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379/15) to run Redis tests"))
+
+
+# ------------------------------------------------------------------ databases
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session; each test gets a copy."""
+    path = tmp_path_factory.mktemp("db") / "template.sqlite3"
+
+    async def build() -> None:
+        engine = create_engine(f"sqlite+aiosqlite:///{path}")
+        await migrate.upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(build())
+    return path
+
+
+async def _admin(sql: str) -> None:
+    engine = create_engine(POSTGRES_URL)
+    try:
+        async with engine.connect() as connection:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+def _pg_url(name: str) -> str:
+    return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL template database, created once per session and dropped after."""
+    name = f"optobot_tpl_{uuid.uuid4().hex[:10]}"
+
+    async def build() -> None:
+        await _admin(f'CREATE DATABASE "{name}"')
+        engine = create_engine(_pg_url(name))
+        await migrate.upgrade(engine)
+        await engine.dispose()
+
+    asyncio.run(build())
+    yield name
+    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "optobot.sqlite3"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def postgres_url(postgres_template: str) -> AsyncIterator[str]:
+    name = f"optobot_t_{uuid.uuid4().hex[:10]}"
+    await _admin(f'CREATE DATABASE "{name}" TEMPLATE "{postgres_template}"')
+    yield _pg_url(name)
+    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh migrated database: a SQLite file, and PostgreSQL too when configured."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+# ------------------------------------------------------------ Telegram & app
+@pytest.fixture
+async def sandbox() -> AsyncIterator[TelegramSandbox]:
+    server = TelegramSandbox(token=TOKEN)
+    await server.start(host="127.0.0.1", port=0)
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+def renderer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CatalogRenderer]:
+    """One process pool for the whole session (workers are expensive to spawn)."""
+    pool = CatalogRenderer(CATALOG_DIR, tmp_path_factory.mktemp("catalogs"), workers=2)
+    yield pool
+    pool.close()
+
+
+def make_settings(sandbox: TelegramSandbox, database_url: str, data_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "DATABASE_URL": database_url,
+        "WEBHOOK_SECRET": SECRET, "HTTP_PORT": 0, "DATA_DIR": data_dir, **overrides,
+    }
+    return load_settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path) -> Settings:
+    return make_settings(sandbox, database_url, tmp_path)
+
+
+@pytest.fixture
+async def app(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
+    """The whole service, polling the sandbox and serving HTTP on a free port."""
+    service = App(settings, renderer=renderer)
+    await service.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.serve(stop=stop))
+    await asyncio.wait_for(service.ready.wait(), 10)
+    yield service
+    stop.set()
+    await task
+    await service.close()
+
+
+@pytest.fixture
+def buyer(sandbox: TelegramSandbox) -> Buyer:
+    return Buyer(sandbox, user_id=1001, first_name="Анна", last_name="Петрова", username="anna_opt")

@@ -1,0 +1,300 @@
+"""The personalised PDF catalogue: content, escaping, the safe fetcher, cache and pool."""
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import shutil
+import signal
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+from pypdf import PdfReader
+
+from bot.catalog.fetcher import RefusedURL, SafeFetcher
+from bot.catalog.products import CATEGORIES, TIERS, load_products
+from bot.catalog.render import (
+    CATALOG_DIR, CatalogRenderer, CatalogRequest, _worker_pid, cache_key, render_pdf,
+)
+from bot.texts import raw
+
+QUIZ = Path(__file__).resolve().parents[1] / "bot" / "quiz.yaml"
+SKU = re.compile(r"\b[WMKSA]-\d{3}\b")
+
+
+def pdf_text(pdf: bytes) -> str:
+    """All text of a PDF, whitespace (incl. no-break spaces) folded to single spaces."""
+    reader = PdfReader(io.BytesIO(pdf))
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    return re.sub(r"\s+", " ", text)
+
+
+def skus(text: str) -> list[str]:
+    """SKUs in order of first appearance."""
+    return list(dict.fromkeys(SKU.findall(text)))
+
+
+@pytest.fixture(scope="module")
+def products() -> dict[str, object]:
+    return {p.sku: p for p in load_products(CATALOG_DIR / "products.yaml")}
+
+
+@pytest.fixture(scope="module")
+def women_shoes_pdf() -> bytes:
+    request = CatalogRequest(name="Ирина Волкова", company="ИП Волкова", city="Казань",
+                             categories=("shoes", "women"), volume="100to300k")
+    return render_pdf(request, CATALOG_DIR)
+
+
+@pytest.fixture
+def catalog_copy(tmp_path: Path) -> Path:
+    """A private copy of the sample catalogue that a test may edit."""
+    return Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))
+
+
+@pytest.fixture
+def http_trap() -> Iterator[tuple[str, list[str]]]:
+    """A local HTTP server; yields its base URL and the paths it was asked for."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server API
+            hits.append(self.path)
+            body = b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'
+            self.send_response(200)
+            self.send_header("Content-Type", "image/svg+xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    # the trap works: a real client is served and recorded
+    with urllib.request.urlopen(f"{url}/probe", timeout=5) as response:
+        assert response.status == 200
+    assert hits == ["/probe"]
+    hits.clear()
+    yield url, hits
+    server.shutdown()
+    server.server_close()
+
+
+# --------------------------------------------------------------- sample data
+def test_catalogue_keys_match_the_quiz(products: dict[str, object]) -> None:
+    quiz = {q["key"]: q for q in yaml.safe_load(QUIZ.read_text(encoding="utf-8"))["questions"]}
+    assert tuple(o["key"] for o in quiz["category"]["options"]) == CATEGORIES
+    assert tuple(o["key"] for o in quiz["volume"]["options"]) == TIERS
+    for category in CATEGORIES:
+        assert sum(p.category == category for p in products.values()) >= 12, category
+    assert len(products) >= 60
+    for product in products.values():
+        assert (CATALOG_DIR / product.image).is_file(), product.image
+    for lang in ("ru", "en"):
+        for key in (*(f"categories.{c}" for c in CATEGORIES), *(f"tiers.{t}" for t in TIERS)):
+            assert raw(lang, f"catalog.{key}")
+
+
+def test_request_is_validated_and_normalised() -> None:
+    request = CatalogRequest(categories=("shoes", "women", "shoes"), volume="over1m")
+    assert request.categories == ("women", "shoes")
+    for bad in ({"categories": ("hats",)}, {"volume": "huge"}, {"language": "de"},
+                {"limit": 0}):
+        with pytest.raises(ValueError):
+            CatalogRequest(**bad)
+
+
+# ------------------------------------------------------------------- content
+def test_pdf_is_personalised(women_shoes_pdf: bytes, products: dict[str, object]) -> None:
+    reader = PdfReader(io.BytesIO(women_shoes_pdf))
+    assert len(reader.pages) >= 2
+    text = pdf_text(women_shoes_pdf)
+    for expected in ("Ирина Волкова", "ИП Волкова", "Казань", "Женская одежда", "Обувь",
+                     "Другие категории", "Тестовая партия", "Анна Соколова",
+                     "+7 (900) 000-12-34", "@optliniya_anna"):
+        assert expected in text, expected
+    order = skus(text)
+    assert len(order) == len(products)
+    # the buyer's categories (catalogue order: women, then shoes) come first
+    chosen = [s for category in ("women", "shoes")
+              for s, p in products.items() if p.category == category]
+    assert order[:len(chosen)] == chosen
+    assert text.index("Другие категории") > text.index(chosen[-1])
+    # the buyer's tier price is shown, other tiers' prices are not (W-101: 1 350 vs 1 450)
+    assert "Ваша цена 1 350 ₽" in text
+    assert "1 450 ₽" not in text
+
+
+def test_different_answers_give_different_catalogues(women_shoes_pdf: bytes) -> None:
+    other = render_pdf(CatalogRequest(name="Ирина Волкова", company="ИП Волкова",
+                                      city="Казань", categories=("men",), volume="over1m"),
+                       CATALOG_DIR)
+    assert other != women_shoes_pdf
+    first, second = pdf_text(women_shoes_pdf), pdf_text(other)
+    assert skus(first)[0] == "W-101" and skus(second)[0] == "M-201"
+    assert "Ваша цена 1 350 ₽" in first and "Ваша цена 1 170 ₽" in second  # W-101
+    assert "Мужская одежда" in second.split("Другие категории")[0]
+
+
+def test_unknown_volume_lists_every_tier() -> None:
+    text = pdf_text(render_pdf(CatalogRequest(name="Олег", categories=("women",), limit=3),
+                               CATALOG_DIR))
+    assert "Объём закупки не указан" in text
+    # W-101: all four tiers with their prices
+    for tier, price in (("до 100 тыс ₽", "1 450 ₽"), ("100–300 тыс ₽", "1 350 ₽"),
+                        ("300 тыс – 1 млн ₽", "1 260 ₽"), ("более 1 млн ₽", "1 170 ₽")):
+        assert f"{tier} {price}" in text
+    assert "Ваша цена" not in text
+    assert skus(text) == ["W-101", "W-102", "W-103"]  # limit caps the product count
+
+
+def test_english_catalogue() -> None:
+    text = pdf_text(render_pdf(CatalogRequest(name="Jane", categories=("kids",),
+                                              volume="upto100k", language="en", limit=4),
+                               CATALOG_DIR))
+    for expected in ("Children's clothing", "Baby bodysuits, set of 3", "Your price 690 ₽",
+                     "Test batch", "Anna Sokolova"):
+        assert expected in text, expected
+    assert "Детская одежда" not in text
+
+
+def test_markup_in_buyer_values_is_printed_literally() -> None:
+    request = CatalogRequest(name="<script>alert(1)</script>",
+                             company="<b>Bold</b> & <i>Co</i>",
+                             city='<img src="http://127.0.0.1:1/x.png">', limit=1)
+    text = pdf_text(render_pdf(request, CATALOG_DIR))
+    assert "<script>alert(1)</script>" in text
+    assert "<b>Bold</b> & <i>Co</i>" in text
+    assert '<img src="http://127.0.0.1:1/x.png">' in text
+
+
+# ------------------------------------------------------------------ fetching
+def test_fetcher_serves_only_catalogue_files(
+    catalog_copy: Path, tmp_path: Path, http_trap: tuple[str, list[str]],
+) -> None:
+    url, hits = http_trap
+    secret = tmp_path / "secret.svg"
+    secret.write_text("<svg/>")
+    (catalog_copy / "images" / "link.svg").symlink_to(secret)
+    fetcher = SafeFetcher(catalog_copy)
+
+    response = fetcher.fetch((catalog_copy / "images" / "W-101.svg").as_uri())
+    assert response.read() == (catalog_copy / "images" / "W-101.svg").read_bytes()
+    assert response.content_type == "image/svg+xml"
+
+    for refused in (
+        "file:///etc/passwd",
+        f"file://{catalog_copy}/images/../../secret.svg",
+        f"file://{catalog_copy}/images/%2e%2e/%2e%2e/secret.svg",
+        (catalog_copy / "images" / "link.svg").as_uri(),
+        (catalog_copy / "images" / "missing.svg").as_uri(),
+        f"file://localhost.evil/{catalog_copy}/logo.svg",
+        f"{url}/image.svg",
+        "https://example.com/image.svg",
+        "ftp://127.0.0.1/x.svg",
+        "data:image/svg+xml,%3Csvg%2F%3E",
+        "images/W-101.svg",
+    ):
+        with pytest.raises(RefusedURL):
+            fetcher.fetch(refused)
+    assert hits == []
+
+
+def test_render_never_fetches_outside_the_catalogue(
+    catalog_copy: Path, tmp_path: Path, http_trap: tuple[str, list[str]],
+) -> None:
+    url, hits = http_trap
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="40">'
+        '<text x="5" y="20" font-size="12">SECRETMARKER</text></svg>')
+    (catalog_copy / "images" / "inside.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="40">'
+        '<text x="5" y="20" font-size="12">INSIDEMARKER</text></svg>')
+    (catalog_copy / "images" / "link.svg").symlink_to(outside / "secret.svg")
+    template = catalog_copy / "catalog.html.j2"
+    hostile = (
+        f'<link rel="stylesheet" href="{url}/style.css">'
+        f'<style>@import url("{url}/import.css"); body {{ background: url("{url}/bg.png") }}</style>'
+        '<img src="images/inside.svg">'
+        '<img src="file:///etc/passwd">'
+        f'<img src="file://{outside}/secret.svg">'
+        '<img src="../outside/secret.svg">'
+        '<img src="images/link.svg">'
+        f'<img src="{url}/img.svg">'
+        f'<object data="{url}/object.svg"></object>'
+        f'<embed src="{url}/embed.svg">'
+        f'<svg><image href="{url}/svg-image.svg" width="5" height="5"/></svg>'
+    )
+    template.write_text(template.read_text().replace("</body>", hostile + "</body>"))
+
+    text = pdf_text(render_pdf(CatalogRequest(name="Test", limit=1), catalog_copy))
+
+    assert "INSIDEMARKER" in text  # the catalogue's own files are served…
+    assert "SECRETMARKER" not in text  # …nothing outside it…
+    assert hits == []  # …and no network request at all
+
+
+# ------------------------------------------------------------ cache and pool
+def test_cache_key_tracks_request_and_catalogue(catalog_copy: Path) -> None:
+    request = CatalogRequest(name="Анна", categories=("men",), volume="over1m")
+    key = cache_key(request, catalog_copy)
+    assert re.fullmatch(r"[0-9a-f]{64}", key)
+    assert cache_key(CatalogRequest(name="Анна", categories=("men",), volume="over1m"),
+                     catalog_copy) == key
+    assert cache_key(CatalogRequest(name="Анна", categories=("men",)), catalog_copy) != key
+    products = catalog_copy / "products.yaml"
+    products.write_text(products.read_text().replace("1450", "1490"))
+    assert cache_key(request, catalog_copy) != key
+
+
+async def test_cached_catalogue_is_not_rendered_again(renderer: CatalogRenderer) -> None:
+    await renderer.warm_up()
+    request = CatalogRequest(name="Кеш Тестович", categories=("kids",), volume="300kto1m")
+    before = renderer.rendered
+    path = await renderer.render(request)
+    assert renderer.rendered == before + 1
+    assert path.parent == renderer.cache_dir and path.name == f"{cache_key(request, CATALOG_DIR)}.pdf"
+    assert "Кеш Тестович" in pdf_text(path.read_bytes())
+    stamp = path.stat().st_mtime_ns
+
+    assert await renderer.render(request) == path
+    assert renderer.rendered == before + 1
+    assert path.stat().st_mtime_ns == stamp
+
+
+async def test_concurrent_requests_share_one_render(renderer: CatalogRenderer) -> None:
+    request = CatalogRequest(name="Одновременно", categories=("accessories",), limit=6)
+    before = renderer.rendered
+    paths = await asyncio.gather(*(renderer.render(request) for _ in range(5)))
+    assert renderer.rendered == before + 1
+    assert len(set(paths)) == 1 and paths[0].is_file()
+    assert not [p for p in os.listdir(renderer.cache_dir) if p.endswith(".tmp")]
+    # a different buyer is a different render
+    other = await renderer.render(CatalogRequest(name="Другой", categories=("accessories",),
+                                                 limit=6))
+    assert other != paths[0] and renderer.rendered == before + 2
+
+
+async def test_pool_recovers_when_a_worker_dies(tmp_path: Path) -> None:
+    renderer = CatalogRenderer(CATALOG_DIR, tmp_path / "cache", workers=1)
+    try:
+        await renderer.warm_up()
+        loop = asyncio.get_running_loop()
+        os.kill(await loop.run_in_executor(renderer._pool, _worker_pid), signal.SIGKILL)
+        path = await renderer.render(CatalogRequest(name="После сбоя", limit=2))
+        assert "После сбоя" in pdf_text(path.read_bytes())
+        assert renderer.rendered == 1
+    finally:
+        renderer.close()
