@@ -31,8 +31,7 @@ from aiogram.types import (
 )
 from aiohttp import web
 
-from bot.sandbox.telegram import SandboxError, TelegramSandbox, parse_html, parse_markdown_v2
-from bot.sandbox.telegram.errors import ApiError
+from bot.sandbox.telegram import ApiError, SandboxError, TelegramSandbox, parse_html, parse_markdown_v2
 
 BUYER = 1001
 OTHER = 1002

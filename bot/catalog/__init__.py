@@ -1,0 +1,1 @@
+"""The personalised PDF catalogue: products, templates, safe fetching and the render pool."""

@@ -69,11 +69,14 @@ class ApiServer:
         started = time.perf_counter()
         if request.match_info["token"] != self.core.token:
             return _json_response(401, json.dumps(unauthorized().to_dict()))
+        name = request.match_info["method"]
         try:
             params = await read_request(request)
-        except ApiError as error:
+        except ApiError as error:  # unreadable or oversized request
+            self.core.record(CallRecord(name, {}, None, started, time.perf_counter(), False, error.error_code,
+                                        error.description))
             return _json_response(error.error_code, json.dumps(error.to_dict()))
-        status, body = await self.call(request.match_info["method"], params, started)
+        status, body = await self.call(name, params, started)
         return _json_response(status, body)
 
     async def call(self, name: str, params: Params, started: float | None = None) -> tuple[int, str]:

@@ -213,8 +213,11 @@ class MessageMethods(MethodGroup):
         ids = p.json("message_ids")
         if not isinstance(ids, list) or not 1 <= len(ids) <= 100:
             raise bad_request("message_ids must be a non-empty list of at most 100 identifiers")
-        sources = [m for m in (source_chat.messages.get(i) for i in sorted(set(map(int, ids))))
-                   if m is not None and not is_service(m)]
+        try:
+            wanted = sorted({int(message_id) for message_id in ids})
+        except (TypeError, ValueError):
+            raise bad_request("can't parse message_ids JSON object") from None
+        sources = [m for m in map(source_chat.messages.get, wanted) if m is not None and not is_service(m)]
         if not sources:
             raise bad_request(missing)
         self.compose.throttle(p, target.chat, len(sources))

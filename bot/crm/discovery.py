@@ -1,0 +1,116 @@
+"""Discovery: the configured pipeline, status, field, enum and user names resolved to amoCRM ids.
+
+Every missing name is reported by name together with what exists instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.crm.client import AmoClient
+from bot.crm.config import CrmConfig
+from bot.journey.quiz import Quiz
+from bot.journey.quiz import _fold as fold
+
+WON, LOST = 142, 143
+SPECIAL_FIELDS = ("source", "telegram")
+FIELD_TYPES = {"multi": ("multiselect", "checkbox"), "single": ("select", "radiobutton"), "text": ("text", "textarea")}
+
+
+@dataclass(frozen=True)
+class LeadField:
+    id: int
+    name: str
+    enums: dict[str, int] = field(default_factory=dict)  # quiz option key → enum id
+
+
+@dataclass(frozen=True)
+class AccountMap:
+    """What the sync needs to know about the account, by id."""
+
+    stages: dict[str, tuple[int, int]]  # local stage → (pipeline_id, status_id)
+    lead_fields: dict[str, LeadField]  # config key → field
+    contact_fields: dict[str, str]  # "phone"/"email" → field_code
+    responsible_id: int | None = None
+
+    def stage_of(self, status_id: int | None, pipeline_id: int | None) -> str | None:
+        """The local stage of an amoCRM status: a funnel key, ``won``/``lost``, or None if unmapped."""
+        if status_id == WON:
+            return "won"
+        if status_id == LOST:
+            return "lost"
+        return next((key for key, ids in self.stages.items() if ids[1] == status_id and pipeline_id in (None, ids[0])), None)
+
+
+def _names(items: list[dict[str, Any]]) -> str:
+    return ", ".join(f"«{item['name']}»" for item in items) or "nothing"
+
+
+def _find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    return next((item for item in items if fold(item["name"]) == fold(name) or item.get("code") == name), None)
+
+
+async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[AccountMap, list[str]]:
+    """Read pipelines, fields and users; returns the map and the problems found (empty when all is there)."""
+    problems: list[str] = []
+    body = await client.get("/api/v4/leads/pipelines") or {}
+    pipelines = body.get("_embedded", {}).get("pipelines", [])
+    stages: dict[str, tuple[int, int]] = {}
+    for key, (pipeline_name, status_name) in config.stages.items():
+        pipeline = _find(pipelines, pipeline_name)
+        if pipeline is None:
+            problems.append(f"pipeline «{pipeline_name}» (stage {key}) not found; amoCRM has {_names(pipelines)}")
+            continue
+        statuses = [s for s in pipeline["_embedded"]["statuses"] if s.get("type", 0) == 0]
+        status = _find(statuses, status_name)
+        if status is None:
+            problems.append(f"status «{status_name}» (stage {key}) not found in «{pipeline['name']}»; it has {_names(statuses)}")
+            continue
+        stages[key] = (pipeline["id"], status["id"])
+
+    lead_fields = [f async for f in client.pages("/api/v4/leads/custom_fields", "custom_fields")]
+    resolved: dict[str, LeadField] = {}
+    for key, name in config.lead_fields.items():
+        if name is None:
+            continue
+        question = quiz.question(key)
+        if question is None and key not in SPECIAL_FIELDS:
+            problems.append(f"lead_fields.{key}: not a quiz question nor one of {', '.join(SPECIAL_FIELDS)}")
+            continue
+        found = _find(lead_fields, name)
+        if found is None:
+            problems.append(f"lead field «{name}» ({key}) not found; amoCRM has {_names(lead_fields)}")
+            continue
+        expected = FIELD_TYPES[question.type if question else "text"]
+        if found["type"] not in expected:
+            problems.append(f"lead field «{found['name']}» ({key}) is {found['type']}, expected {' or '.join(expected)}")
+            continue
+        enums: dict[str, int] = {}
+        for option in question.options if question else ():
+            wanted = config.enums.get(key, {}).get(option.key) or option.label(config.language)
+            enum = next((e for e in found.get("enums") or [] if fold(e["value"]) == fold(wanted)), None)
+            if enum is None:
+                existing = ", ".join(f"«{e['value']}»" for e in found.get("enums") or []) or "nothing"
+                problems.append(f"value «{wanted}» of lead field «{found['name']}» not found; it has {existing}")
+            else:
+                enums[option.key] = enum["id"]
+        resolved[key] = LeadField(found["id"], found["name"], enums)
+
+    contact_fields = [f async for f in client.pages("/api/v4/contacts/custom_fields", "custom_fields")]
+    codes: dict[str, str] = {}
+    for key, code in config.contact_fields.items():
+        found = _find(contact_fields, code)
+        if found is None:
+            problems.append(f"contact field {code} ({key}) not found; amoCRM has {_names(contact_fields)}")
+        else:
+            codes[key] = found.get("code") or code
+
+    responsible_id = None
+    if config.responsible:
+        users = [u async for u in client.pages("/api/v4/users", "users")]
+        user = _find(users, config.responsible)
+        if user is None:
+            problems.append(f"user «{config.responsible}» (responsible) not found; amoCRM has {_names(users)}")
+        else:
+            responsible_id = user["id"]
+    return AccountMap(stages, resolved, codes, responsible_id), problems

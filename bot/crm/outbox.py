@@ -1,0 +1,272 @@
+"""The outbox: journal records become CRM operations in the same transaction; every query of ``crm_outbox``.
+
+Ordering rules the claim enforces per lead: nothing but the lead card goes before amoCRM knows
+the lead; card updates never overlap; notes go strictly in order (a note waits while an
+earlier one is sending or waiting to retry); tasks are independent.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from sqlalchemy import delete, event, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from bot.crm import store
+from bot.crm.compose import Composer
+from bot.crm.config import CrmConfig, OutboxTuning
+from bot.crm.models import DONE, FAILED, LEAD, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
+from bot.db.models import Lead, Message
+from bot.journal import LEAD_MERGED, Record
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A claimed outbox item, detached from the session."""
+
+    id: int
+    lead_id: int
+    op: str
+    key: str | None
+    payload: dict[str, Any]
+    attempts: int
+    uncertain: bool
+
+
+@dataclass
+class Outcome:
+    """What became of a round's jobs (undecided jobs go back to the queue untouched)."""
+
+    done: dict[int, dict[str, Any]] = field(default_factory=dict)
+    failed: dict[int, str] = field(default_factory=dict)
+    retry: dict[int, tuple[Job, str, bool]] = field(default_factory=dict)
+    leads: dict[int, dict[str, Any]] = field(default_factory=dict)  # local lead id → columns to set
+
+    def decided(self, job: Job) -> bool:
+        return job.id in self.done or job.id in self.failed or job.id in self.retry
+
+    def succeed(self, job: Job, **result: Any) -> None:
+        self.done[job.id] = result
+
+    def fail(self, job: Job, reason: str) -> None:
+        self.failed[job.id] = reason
+
+    def postpone(self, job: Job, error: str, *, uncertain: bool) -> None:
+        self.retry[job.id] = (job, error, job.uncertain or uncertain)
+
+
+# --------------------------------------------------------------------- writing
+class OutboxWriter:
+    """The journal subscriber: one event or message → the outbox items the configuration asks for."""
+
+    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None) -> None:
+        self.config = config
+        self.composer = composer
+        self.clock = clock
+        self.wake = wake
+
+    async def __call__(self, session: AsyncSession, lead: Lead, record: Record) -> None:
+        if lead.merged_into_id is not None:
+            return
+        now = self.clock()
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        if isinstance(record, Message):
+            items.append((NOTE, "message", {"text": self.composer.message_note(record)}))
+        else:
+            if record.kind == LEAD_MERGED:
+                await adopt(session, record.data["from_lead_id"], lead.id)
+            rule = self.config.events.get(record.kind)
+            if rule is not None:
+                if rule.sync or rule.stage or rule.contact:
+                    items.append((LEAD, record.kind, {"stage": rule.stage, "contact": rule.contact}))
+                if rule.note:
+                    items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
+                if rule.task:
+                    minutes = timedelta(minutes=self.config.tasks[rule.task])
+                    if not await recent_task(session, lead.id, rule.task, now - minutes):
+                        text = self.composer.task(rule.task, lead, record.data)
+                        items.append((TASK, rule.task, {"text": text, "due": int((now + minutes).timestamp())}))
+        if not items:
+            return
+        if lead.crm_lead_id is None and all(op != LEAD for op, _, _ in items) and not await has_unfinished(session, lead.id, LEAD):
+            items.insert(0, (LEAD, "sync", {}))
+        for op, key, payload in items:
+            session.add(OutboxItem(lead_id=lead.id, op=op, key=key, payload=payload, state=PENDING, created_at=now))
+        self._wake_after_commit(session)
+
+    def _wake_after_commit(self, session: AsyncSession) -> None:
+        if self.wake is None or session.info.get("crm_wake"):
+            return
+        session.info["crm_wake"] = True
+
+        def fire(_: object) -> None:
+            session.info.pop("crm_wake", None)
+            self.wake()  # type: ignore[misc]
+
+        event.listen(session.sync_session, "after_commit", fire, once=True)
+
+
+def add_task(session: AsyncSession, lead_id: int, kind: str, text: str, due: datetime, now: datetime) -> None:
+    session.add(OutboxItem(lead_id=lead_id, op=TASK, key=kind, payload={"text": text, "due": int(due.timestamp())},
+                           state=PENDING, created_at=now))
+
+
+async def has_unfinished(session: AsyncSession, lead_id: int, op: str) -> bool:
+    query = select(exists().where(OutboxItem.lead_id == lead_id, OutboxItem.op == op, OutboxItem.state.in_(UNFINISHED)))
+    return bool(await session.scalar(query))
+
+
+async def recent_task(session: AsyncSession, lead_id: int, kind: str, since: datetime) -> bool:
+    """A task of this kind for the lead was queued since ``since`` (and not refused)."""
+    query = select(exists().where(
+        OutboxItem.lead_id == lead_id, OutboxItem.op == TASK, OutboxItem.key == kind,
+        OutboxItem.created_at >= since, OutboxItem.state != FAILED,
+    ))
+    return bool(await session.scalar(query))
+
+
+async def leads_with_unfinished_tasks(session: AsyncSession, lead_ids: list[int]) -> set[int]:
+    query = select(OutboxItem.lead_id).where(OutboxItem.lead_id.in_(lead_ids), OutboxItem.op == TASK, OutboxItem.state.in_(UNFINISHED))
+    return set((await session.scalars(query)).all())
+
+
+async def adopt(session: AsyncSession, from_lead_id: int, to_lead_id: int) -> None:
+    """A merged lead's queued items now belong to the survivor (they keep their place in line)."""
+    await session.execute(
+        update(OutboxItem).where(OutboxItem.lead_id == from_lead_id, OutboxItem.state.in_(READY)).values(lead_id=to_lead_id)
+    )
+
+
+# -------------------------------------------------------------------- claiming
+def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime, tuning: OutboxTuning) -> list[OutboxItem]:
+    """Choose what to send now from each lead's unfinished items (in id order), within the batch sizes."""
+    def ready(item: OutboxItem) -> bool:
+        return item.state in READY and (item.next_attempt_at is None or item.next_attempt_at <= now)
+
+    chosen: list[OutboxItem] = []
+    leads_left, notes_left, tasks_left = tuning.lead_batch, tuning.note_batch, tuning.task_batch
+    for lead_id, group in groupby(items, key=lambda item: item.lead_id):
+        own = list(group)
+        cards = [item for item in own if item.op == LEAD]
+        if cards and leads_left and all(ready(item) for item in cards):
+            chosen += cards
+            leads_left -= 1
+        if crm_ids.get(lead_id) is None:
+            continue
+        for item in (item for item in own if item.op == NOTE):
+            if not ready(item) or not notes_left:
+                break
+            chosen.append(item)
+            notes_left -= 1
+        for item in (item for item in own if item.op == TASK and ready(item)):
+            if not tasks_left:
+                break
+            chosen.append(item)
+            tasks_left -= 1
+    return chosen
+
+
+async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime, tuning: OutboxTuning) -> list[Job]:
+    """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances."""
+    async with db.begin() as session:
+        await store.lock(session, store.CLAIM)
+        due = or_(OutboxItem.next_attempt_at.is_(None), OutboxItem.next_attempt_at <= now)
+        heads = (
+            select(OutboxItem.lead_id).join(Lead, Lead.id == OutboxItem.lead_id)
+            .where(OutboxItem.state.in_(READY), due, or_(OutboxItem.op == LEAD, Lead.crm_lead_id.is_not(None)))
+            .group_by(OutboxItem.lead_id).order_by(func.min(OutboxItem.id)).limit(tuning.note_batch)
+        )
+        lead_ids = list((await session.scalars(heads)).all())
+        if not lead_ids:
+            return []
+        ranked = (
+            select(OutboxItem, func.row_number().over(partition_by=OutboxItem.lead_id, order_by=OutboxItem.id).label("n"))
+            .where(OutboxItem.lead_id.in_(lead_ids), OutboxItem.state.in_(UNFINISHED))
+            .subquery()
+        )
+        row = aliased(OutboxItem, ranked)
+        items = list((await session.scalars(select(row).where(ranked.c.n <= tuning.note_batch).order_by(ranked.c.lead_id, ranked.c.id))).all())
+        crm_ids = dict((await session.execute(select(Lead.id, Lead.crm_lead_id).where(Lead.id.in_(lead_ids)))).tuples().all())
+        chosen = plan(items, crm_ids, now, tuning)
+        if chosen:
+            await session.execute(
+                update(OutboxItem).where(OutboxItem.id.in_([item.id for item in chosen]))
+                .values(state=SENDING, claimed_by=worker, claimed_at=now)
+            )
+        return [Job(i.id, i.lead_id, i.op, i.key, dict(i.payload), i.attempts, i.uncertain) for i in chosen]
+
+
+async def recover(db: async_sessionmaker[AsyncSession], now: datetime, lease: float) -> int:
+    """Items left ``sending`` past the lease (their worker died) may have reached amoCRM: reconcile them."""
+    async with db.begin() as session:
+        result = await session.execute(
+            update(OutboxItem)
+            .where(OutboxItem.state == SENDING, OutboxItem.claimed_at < now - timedelta(seconds=lease))
+            .values(state=RETRY, uncertain=True, next_attempt_at=now, claimed_by=None,
+                    last_error="the worker stopped while sending; will look it up in amoCRM first")
+        )
+        return result.rowcount or 0
+
+
+def backoff(tuning: OutboxTuning, attempts: int) -> timedelta:
+    return timedelta(seconds=min(tuning.backoff * 2 ** max(attempts - 1, 0), tuning.backoff_max))
+
+
+async def finish(db: async_sessionmaker[AsyncSession], jobs: list[Job], outcome: Outcome, now: datetime, tuning: OutboxTuning) -> None:
+    """Record a round: done, failed, retrying; undecided jobs go back to ``pending``; lead columns are set."""
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        if job.id in outcome.done:
+            rows.append({"id": job.id, "state": DONE, "result": outcome.done[job.id], "done_at": now, "uncertain": False, "last_error": None})
+        elif job.id in outcome.failed:
+            rows.append({"id": job.id, "state": FAILED, "last_error": outcome.failed[job.id], "uncertain": False, "done_at": now})
+        elif job.id in outcome.retry:
+            _, error, uncertain = outcome.retry[job.id]
+            rows.append({"id": job.id, "state": RETRY, "attempts": job.attempts + 1, "last_error": error, "uncertain": uncertain,
+                         "next_attempt_at": now + backoff(tuning, job.attempts + 1)})
+        else:
+            rows.append({"id": job.id, "state": PENDING})
+    async with db.begin() as session:
+        if rows:
+            await session.execute(update(OutboxItem), [{"claimed_by": None, **row} for row in rows])
+        for lead_id, columns in outcome.leads.items():
+            lead = await session.get(Lead, lead_id)
+            if lead is not None:
+                for name, value in columns.items():
+                    setattr(lead, name, value)
+
+
+# -------------------------------------------------------------------- operator
+async def counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state))
+    return dict(rows.tuples().all())
+
+
+async def listing(session: AsyncSession, states: tuple[str, ...], limit: int = 20) -> list[OutboxItem]:
+    query = select(OutboxItem).where(OutboxItem.state.in_(states)).order_by(OutboxItem.id).limit(limit)
+    return list((await session.scalars(query)).all())
+
+
+async def oldest_pending(session: AsyncSession) -> datetime | None:
+    return await session.scalar(select(func.min(OutboxItem.created_at)).where(OutboxItem.state.in_(UNFINISHED)))
+
+
+async def requeue_failed(session: AsyncSession, ids: list[int] | None = None) -> int:
+    """Failed items back to ``pending`` (all of them, or those ``ids``)."""
+    query = update(OutboxItem).where(OutboxItem.state == FAILED)
+    if ids:
+        query = query.where(OutboxItem.id.in_(ids))
+    result = await session.execute(query.values(state=PENDING, attempts=0, next_attempt_at=None, last_error=None, done_at=None))
+    return result.rowcount or 0
+
+
+async def prune(db: async_sessionmaker[AsyncSession], before: datetime) -> int:
+    async with db.begin() as session:
+        result = await session.execute(delete(OutboxItem).where(OutboxItem.state == DONE, OutboxItem.done_at < before))
+        return result.rowcount or 0
