@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
+from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journal import Journal
@@ -24,8 +25,12 @@ from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
+from bot.relay.router import create_router as relay_router
+from bot.relay.service import RelayService
 from bot.telegram import create_bot
 from bot.web import Handler, create_web_app, marquiz_handler
+from broadcasts.router import create_router as broadcasts_router
+from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
@@ -53,12 +58,27 @@ class App:
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
             default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
         )
-        self.workers: list[Worker] = []
+        self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
+        self.journal.subscribe(self.crm.writer)
+        self.workers: list[Worker] = [*self.crm.workers]
+        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.quiz)
+        self.journey.relay = self.relay
+        self.journal.subscribe(self.relay.on_record)
+        self.workers.append(self.relay.run)
+        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.renderer)
+        self.journal.subscribe(self.broadcasts.on_record)
+        self.workers += self.broadcasts.workers
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
+            *self.crm.routes,
         ]
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
-        self.dp.update.outer_middleware(PerChatOrder())
+        self.order = PerChatOrder()
+        self.dp.update.outer_middleware(self.order)
+        self.dp["relay"] = self.relay
+        self.dp["broadcasts"] = self.broadcasts
+        self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
+        self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
         self.bot_username = ""
         self.http_port = settings.http_port
@@ -78,6 +98,7 @@ class App:
         me = await self.bot.me()
         self.bot_username = me.username or ""
         await self.renderer.warm_up()
+        await self.crm.start()
         if not self.webhook_secret:
             log.warning("webhooks.disabled", reason="WEBHOOK_SECRET is not set")
         log.info("app.started", bot=self.bot_username)
@@ -118,6 +139,7 @@ class App:
                 await stop.wait()
                 await self.dp.stop_polling()
                 await polling
+            await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -130,4 +152,6 @@ class App:
         if self._owns_renderer:
             self.renderer.close()
         await self.bot.session.close()
+        await self.crm.close()
+        await self.broadcasts.close()
         await self.engine.dispose()

@@ -8,7 +8,9 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bot.config import ConfigError, Settings, load_settings
+from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
+from broadcasts import cli as broadcast_cli
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
 
@@ -68,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate the configuration and reach every dependency").set_defaults(func=check)
     db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
+    crm_cli.register(commands)
+    broadcast_cli.register(commands)
     return parser
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.relay.hours import parse_days, parse_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
+DEFAULT_CATALOG_DIR = PROJECT_DIR / "catalog_templates"
 
 
 class ConfigError(SystemExit):
@@ -29,7 +32,7 @@ class Settings(BaseSettings):
     public_url: str | None = Field(default=None, alias="PUBLIC_URL")
     operator_chat_id: int | None = Field(default=None, alias="OPERATOR_CHAT_ID")
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="ADMIN_IDS")
-    catalog_dir: Path = Field(default=PROJECT_DIR / "catalog_templates", alias="CATALOG_DIR")
+    catalog_dir: Path = Field(default=DEFAULT_CATALOG_DIR, alias="CATALOG_DIR")
     quiz_config: Path = Field(default=PACKAGE_DIR / "quiz.yaml", alias="QUIZ_CONFIG")
     default_language: str = Field(default="ru", pattern="^(ru|en)$", alias="DEFAULT_LANGUAGE")
 
@@ -48,6 +51,23 @@ class Settings(BaseSettings):
     amocrm_rps: int = Field(default=6, ge=1, le=50, alias="AMOCRM_RPS")
     crm_config: Path = Field(default=PACKAGE_DIR / "crm" / "crm.yaml", alias="CRM_CONFIG")
 
+    # Operator chat (bot/relay/): managers and templates, topic on /start or on the first question, answer SLA
+    operators_config: Path = Field(default=PACKAGE_DIR / "relay" / "operators.yaml", alias="OPERATORS_CONFIG")
+    topic_on_arrival: bool = Field(default=False, alias="TOPIC_ON_ARRIVAL")
+    sla_minutes: int = Field(default=5, ge=1, alias="SLA_MINUTES")  # working minutes to the first ping
+    sla_escalate_minutes: int = Field(default=15, ge=1, alias="SLA_ESCALATE_MINUTES")  # … to the head of sales
+    working_hours: str = Field(default="09:00-19:00", alias="WORKING_HOURS")  # in TIMEZONE
+    working_days: str = Field(default="1-5", alias="WORKING_DAYS")  # ISO weekdays, 1 = Monday
+
+    # Broadcasts and warm-up sequences (broadcasts/)
+    broadcast_rate: float = Field(default=25, gt=0, le=30, alias="BROADCAST_RATE")  # messages/s, all broadcasts together
+    broadcast_paid: float = Field(default=0, ge=0, le=1000, alias="BROADCAST_PAID")  # paid broadcasts: off (0/false), on (true = 1000/s) or a rate
+    broadcast_max_errors: int = Field(default=20, ge=0, alias="BROADCAST_MAX_ERRORS")  # consecutive errors that pause a broadcast (0 = never)
+    broadcast_max_attempts: int = Field(default=3, ge=1, le=10, alias="BROADCAST_MAX_ATTEMPTS")  # tries on a transient error
+    quiet_hours: str | None = Field(default="21:00-09:00", pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$", alias="QUIET_HOURS")  # "" = none
+    broadcast_sequences: Path = Field(default=PROJECT_DIR / "broadcasts" / "sequences.yaml", alias="BROADCAST_SEQUENCES")
+    broadcast_segments: Path = Field(default=PROJECT_DIR / "broadcasts" / "segments.yaml", alias="BROADCAST_SEGMENTS")
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -59,6 +79,16 @@ class Settings(BaseSettings):
                 raise ValueError("ADMIN_IDS must be comma-separated Telegram user ids, e.g. 111,222") from exc
         return value
 
+    @field_validator("broadcast_paid", mode="before")
+    @classmethod
+    def _paid(cls, value: object) -> object:
+        """``true``/``on`` means Telegram's paid ceiling (1000/s); ``false``/``off``/empty means off."""
+        if isinstance(value, bool):
+            return 1000 if value else 0
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "false", "no", "off", ""):
+            return 1000 if value.strip().lower() in ("true", "yes", "on") else 0
+        return value
+
     @field_validator("telegram_api_url", "public_url", "amocrm_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -67,6 +97,24 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("working_hours")
+    @classmethod
+    def _hours(cls, value: str) -> str:
+        parse_hours(value)
+        return value
+
+    @field_validator("working_days")
+    @classmethod
+    def _days(cls, value: str) -> str:
+        parse_days(value)
+        return value
+
+    @model_validator(mode="after")
+    def _escalation(self) -> Settings:
+        if self.sla_escalate_minutes <= self.sla_minutes:
+            raise ValueError("SLA_ESCALATE_MINUTES must be greater than SLA_MINUTES")
+        return self
 
     @field_validator("webhook_secret")
     @classmethod

@@ -80,9 +80,13 @@ class Messenger:
             async with self.db.begin() as own:
                 await write(own)
 
-    async def send_text(self, lead: Lead, text: str, *, reply_markup: Any = None, author: str = "bot", author_name: str | None = None) -> Message:
+    async def send_text(
+        self, lead: Lead, text: str, *, reply_markup: Any = None, author: str = "bot", author_name: str | None = None, log: bool = True
+    ) -> Message:
+        """Send ``text``; ``log=False`` when the caller logs it in its own transaction."""
         sent = await self._deliver(lead, lambda: self.bot.send_message(lead.tg_user_id, text, reply_markup=reply_markup))
-        await self.log_out(lead.id, kind="text", text=sent.text or text, tg_message_id=sent.message_id, author=author, author_name=author_name)
+        if log:
+            await self.log_out(lead.id, kind="text", text=sent.text or text, tg_message_id=sent.message_id, author=author, author_name=author_name)
         return sent
 
     async def send_document(self, lead: Lead, document: str | InputFile, *, caption: str | None = None, reply_markup: Any = None) -> Message:

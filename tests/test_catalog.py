@@ -226,7 +226,8 @@ def test_render_never_fetches_outside_the_catalogue(
     template = catalog_copy / "catalog.html.j2"
     hostile = (
         f'<link rel="stylesheet" href="{url}/style.css">'
-        f'<style>@import url("{url}/import.css"); body {{ background: url("{url}/bg.png") }}</style>'
+        f'<style>@import url("{url}/import.css");'
+        f' body {{ background: url("{url}/bg.png") }}</style>'
         '<img src="images/inside.svg">'
         '<img src="file:///etc/passwd">'
         f'<img src="file://{outside}/secret.svg">'
@@ -265,7 +266,7 @@ async def test_cached_catalogue_is_not_rendered_again(renderer: CatalogRenderer)
     before = renderer.rendered
     path = await renderer.render(request)
     assert renderer.rendered == before + 1
-    assert path.parent == renderer.cache_dir and path.name == f"{cache_key(request, CATALOG_DIR)}.pdf"
+    assert path == renderer.cache_dir / f"{cache_key(request, CATALOG_DIR)}.pdf"
     assert "Кеш Тестович" in pdf_text(path.read_bytes())
     stamp = path.stat().st_mtime_ns
 

@@ -42,6 +42,7 @@ def payload_of(start_link: str) -> str:
 
 
 async def count(app: App, model: type) -> int:
+    await app.order.idle()
     async with app.db() as session:
         return (await session.execute(select(func.count()).select_from(model))).scalar_one()
 
@@ -61,6 +62,7 @@ async def test_quiz_webhook_then_deep_link_greets_by_name_and_interests(app: App
     assert any("каталог" in label for label in labels)
     assert any("Перезвоните" in label for label in labels)
     assert any("вопрос" in label for label in labels)
+    await app.order.idle()
     async with app.db() as session:
         lead = await session.get(Lead, body["lead_id"])
         assert lead.tg_user_id == buyer.id
@@ -91,6 +93,7 @@ async def test_form_encoded_variant_and_unknown_answers_are_kept(app: App) -> No
     )
     response = await post_marquiz(app, form, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 200, response.text
+    await app.order.idle()
     async with app.db() as session:
         submission = (await session.execute(select(QuizSubmission))).scalar_one()
         assert submission.answers == {"category": ["men", "accessories"]}
@@ -121,6 +124,7 @@ async def test_ad_link_records_source_and_runs_the_quiz(app: App, buyer: Buyer) 
 
     assert "Обувь, Аксессуары, 300 тыс – 1 млн ₽, Свой магазин, Екатеринбург" in done["text"]
     assert any("каталог" in text for text, _ in buttons(done))
+    await app.order.idle()
     async with app.db() as session:
         lead = (await session.execute(select(Lead).where(Lead.tg_user_id == buyer.id))).scalar_one()
         assert lead.source == "yandex"
@@ -151,6 +155,7 @@ async def test_shared_phone_links_the_website_quiz(app: App, sandbox) -> None:
 
     assert "Нашёл вашу заявку" in found["text"]
     assert greeting["text"].startswith("Анна, здравствуйте! Вы выбрали: Обувь")
+    await app.order.idle()
     async with app.db() as session:
         lead = (await session.execute(select(Lead).where(Lead.tg_user_id == buyer.id))).scalar_one()
         assert lead.interests["category"] == ["shoes"] and lead.first_name == "Анна"
@@ -165,6 +170,7 @@ async def test_someone_elses_contact_is_refused(app: App, buyer: Buyer) -> None:
     buyer.share_phone("+79991234567", own=False)
     refusal = await buyer.reply()
     assert "свой номер" in refusal["text"]
+    await app.order.idle()
     async with app.db() as session:
         submission = (await session.execute(select(QuizSubmission))).scalar_one()
         assert submission.claimed_by_tg_user_id is None
@@ -190,6 +196,7 @@ async def test_expired_or_taken_token_is_never_someone_elses_lead(app: App, buye
     assert "Вы выбрали" not in intro["text"]
 
     other = (await post_marquiz(app, {**MARQUIZ, "created": "2026-01-01T00:00:00Z"})).json()
+    await app.order.idle()
     async with app.db.begin() as session:
         submission = (await session.execute(select(QuizSubmission).where(QuizSubmission.lead_id == other["lead_id"], QuizSubmission.created_at > utcnow() - timedelta(minutes=5)).order_by(QuizSubmission.id.desc()))).scalars().first()
         submission.created_at = utcnow() - timedelta(days=31)

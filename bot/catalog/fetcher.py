@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -24,7 +25,7 @@ class SafeFetcher(URLFetcher):
     """
 
     def __init__(self, root: Path) -> None:
-        super().__init__(allowed_protocols=("file",))
+        super().__init__()
         self.root = root.resolve()
 
     def resolve(self, url: str) -> Path:
@@ -41,7 +42,7 @@ class SafeFetcher(URLFetcher):
             raise RefusedURL(f"outside the catalogue folder: {url[:200]}")
         return path
 
-    def fetch(self, url: str, headers: object = None) -> URLFetcherResponse:
+    def fetch(self, url: str, headers: Mapping[str, str] | None = None) -> URLFetcherResponse:
         """Read a catalogue file for WeasyPrint."""
         path = self.resolve(url)
         mime_type = _MIME_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]

@@ -83,9 +83,9 @@ def load_products(path: Path) -> tuple[Product, ...]:
 
 
 def load_company(path: Path) -> dict[str, Any]:
-    """Parse ``company.yaml`` (supplier name, manager contacts, test-batch terms, logo)."""
+    """Parse ``company.yaml`` (supplier, logo, manager contacts, test-batch terms)."""
     company = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    missing = {"name", "manager", "test_batch", "logo"} - set(company)
+    missing = {"name", "tagline", "warehouse", "logo", "manager", "test_batch"} - set(company)
     if missing:
         raise CatalogError(f"company.yaml lacks {sorted(missing)}")
     return company

@@ -26,13 +26,14 @@ from weasyprint import CSS, HTML
 from weasyprint.text.fonts import FontConfiguration
 
 from bot import texts
+from bot.config import DEFAULT_CATALOG_DIR
 from bot.catalog.fetcher import SafeFetcher
 from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
 
 log = logging.getLogger(__name__)
 
 #: The default catalogue folder shipped with the project.
-CATALOG_DIR = Path(__file__).resolve().parents[2] / "catalog_templates"
+CATALOG_DIR = DEFAULT_CATALOG_DIR
 TEMPLATE = "catalog.html.j2"
 STYLESHEET = "catalog.css"
 #: Files outside the catalogue folder whose edits change the PDF.
@@ -188,11 +189,10 @@ def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
 
 
 def _warm_worker(catalog_dir: Path) -> None:
-    """Pool initializer: import and load everything a render needs, then draw a tiny PDF."""
+    """Pool initializer: load the catalogue and render a one-product PDF, so imports,
+    fonts and templates are ready before the first real render."""
     try:
-        bundle = _bundle(catalog_dir.resolve(), fingerprint(catalog_dir))
-        HTML(string="<p>Каталог</p>", url_fetcher=bundle.fetcher).write_pdf(
-            stylesheets=[bundle.stylesheet], font_config=bundle.fonts)
+        render_pdf(CatalogRequest(limit=1), catalog_dir)
     except Exception:  # a broken catalogue must not break the pool; renders report it
         log.exception("catalogue worker warm-up failed")
 

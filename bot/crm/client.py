@@ -115,7 +115,7 @@ class AmoClient:
         """One API call with rate limiting and retries; ``None`` for 204 (and 404 on GET)."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.tuning.attempts),
-            wait=wait_exponential_jitter(initial=self.tuning.wait, max=self.tuning.wait_max),
+            wait=wait_exponential_jitter(multiplier=self.tuning.wait, max=self.tuning.wait_max, jitter=self.tuning.wait),
             retry=retry_if_exception(_retryable(method)),
             before_sleep=lambda state: log.warning(
                 "amocrm.retry", method=method, path=path, attempt=state.attempt_number, error=str(state.outcome.exception()),
@@ -141,12 +141,12 @@ class AmoClient:
         return self._result(method, response)
 
     async def _send(self, method: str, path: str, params: Params, body: Any, token: str) -> httpx.Response:
-        await self.limiter.acquire()
         started = time.monotonic()
         try:
-            response = await self.http.request(
-                method, self.base_url + path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
-            )
+            async with self.limiter.slot():
+                response = await self.http.request(
+                    method, self.base_url + path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
+                )
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AmoUnavailable(f"cannot connect: {exc!r}") from None
         except httpx.TransportError as exc:

@@ -54,14 +54,19 @@ class Composer:
         name = f" ({message.author_name})" if message.author_name and message.author in ("buyer", "manager") else ""
         body = message.text or ""
         if message.kind != "text":
-            kinds = raw(self.lang, "crm.kinds")
             file_name = (message.meta or {}).get("file_name")
-            marker = self.text("attachment", kind=kinds.get(message.kind, message.kind), file=f": {file_name}" if file_name else "")
+            marker = self.text("attachment", kind=self._kind(message.kind), file=f": {file_name}" if file_name else "")
             body = f"{marker}\n{body}" if body else marker
         return self.text(
             "message", who=who, name=name, time=message.created_at.astimezone(self.tz).strftime("%d.%m %H:%M"),
             internal=self.text("internal") if message.is_internal else "", text=body,
         )
+
+    def _kind(self, kind: str) -> str:
+        try:
+            return str(raw(self.lang, f"crm.kinds.{kind}"))
+        except KeyError:
+            return kind
 
     def event_note(self, note: str, lead: Lead, data: dict[str, Any]) -> str:
         if note == "quiz":

@@ -1,24 +1,32 @@
-"""Request rate limits: never more than N requests in any window of one second.
+"""Request rate limits: never more than N requests in any window of one second, as amoCRM counts them.
 
-One :class:`SlidingWindow` per process; with ``REDIS_URL`` a :class:`RedisWindow` shares the
-same limit between every instance talking to the same amoCRM account.
+A request holds its slot from before it is sent until its answer is in, and the second
+counts from then: however late a request leaves or long it takes, N + 1 requests can never
+reach amoCRM within one second. One :class:`SlidingWindow` per process; with ``REDIS_URL``
+a :class:`RedisWindow` shares the limit between every instance using the same account.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Protocol
 
 
 class Limiter(Protocol):
-    async def acquire(self) -> None: ...
+    def slot(self) -> AsyncIterator[None]: ...
+
+
+@dataclass
+class _Slot:
+    done_at: float | None = None  # None while the request is in flight
 
 
 class SlidingWindow:
-    """At most ``rate`` acquisitions in any ``period`` seconds; waiters are served in order."""
+    """At most ``rate`` slots per ``period`` seconds, each counted until ``period`` after its request ended."""
 
     def __init__(
         self, rate: int, period: float = 1.0, *,
@@ -26,56 +34,82 @@ class SlidingWindow:
     ) -> None:
         self.rate, self.period = rate, period
         self._clock, self._sleep = clock, sleep
-        self._stamps: deque[float] = deque()
+        self._slots: list[_Slot] = []
         self._lock = asyncio.Lock()
+        self._released = asyncio.Event()
 
-    async def acquire(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Wait for a free slot (waiters in order), hold it for the request."""
+        taken = await self._take()
+        try:
+            yield
+        finally:
+            taken.done_at = self._clock()
+            self._released.set()
+
+    async def _take(self) -> _Slot:
         async with self._lock:
             while True:
                 now = self._clock()
-                while self._stamps and now - self._stamps[0] > self.period:
-                    self._stamps.popleft()
-                if len(self._stamps) < self.rate:
-                    self._stamps.append(now)
-                    return
-                await self._sleep(self._stamps[0] + self.period - now + 1e-3)
+                self._slots = [s for s in self._slots if s.done_at is None or now - s.done_at <= self.period]
+                if len(self._slots) < self.rate:
+                    taken = _Slot()
+                    self._slots.append(taken)
+                    return taken
+                ended = [s.done_at for s in self._slots if s.done_at is not None]
+                self._released.clear()
+                if ended:
+                    await self._sleep(min(ended) + self.period - now + 1e-3)
+                else:
+                    await self._released.wait()
 
 
-# A sorted set of request times (server clock, ms); a slot is taken only if fewer than the
-# limit were taken in the closed window [now - period, now]. Returns 0 or the ms to wait.
+# A sorted set of slots scored by when they stop counting (ms, Redis clock). A slot in flight
+# counts until ``hold`` ms from now (so a dead process frees it), then until ``period`` after its end.
 _TAKE = """
-local now_parts = redis.call('TIME')
-local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local limit, period = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (now - period))
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local limit, period, hold = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], period * 2)
+  redis.call('ZADD', KEYS[1], now + hold, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], hold + period)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + period - now + 1)
+local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, math.min(tonumber(first[2]) - now + 1, 50))
+"""
+_RELEASE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 """
 
 
 class RedisWindow:
-    """The same sliding window, kept in Redis so that all instances share it."""
+    """The same window kept in Redis, so that all instances share one limit."""
 
-    def __init__(self, redis_url: str, key: str, rate: int, period: float = 1.0) -> None:
+    def __init__(self, redis_url: str, key: str, rate: int, period: float = 1.0, hold: float = 120.0) -> None:
         from redis.asyncio import Redis
 
-        self.rate, self.period_ms, self.key = rate, int(period * 1000), key
+        self.rate, self.key = rate, key
+        self.period_ms, self.hold_ms = int(period * 1000), int(hold * 1000)
         self._redis = Redis.from_url(redis_url)
         self._take = self._redis.register_script(_TAKE)
+        self._release = self._redis.register_script(_RELEASE)
         self._local = asyncio.Lock()
 
-    async def acquire(self) -> None:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        member = uuid.uuid4().hex
         async with self._local:
-            while True:
-                wait_ms = int(await self._take(keys=[self.key], args=[self.rate, self.period_ms, uuid.uuid4().hex]))
-                if wait_ms == 0:
-                    return
+            while wait_ms := int(await self._take(keys=[self.key], args=[self.rate, self.period_ms, member, self.hold_ms])):
                 await asyncio.sleep(wait_ms / 1000)
+        try:
+            yield
+        finally:
+            await self._release(keys=[self.key], args=[member, self.period_ms])
 
     async def close(self) -> None:
         await self._redis.aclose()

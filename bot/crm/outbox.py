@@ -12,7 +12,9 @@ from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+import structlog
 from sqlalchemy import delete, event, exists, func, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -22,6 +24,8 @@ from bot.crm.config import CrmConfig, OutboxTuning
 from bot.crm.models import DONE, FAILED, LEAD, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
 from bot.journal import LEAD_MERGED, Record
+
+log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -75,23 +79,13 @@ class OutboxWriter:
         if lead.merged_into_id is not None:
             return
         now = self.clock()
-        items: list[tuple[str, str, dict[str, Any]]] = []
-        if isinstance(record, Message):
-            items.append((NOTE, "message", {"text": self.composer.message_note(record)}))
-        else:
-            if record.kind == LEAD_MERGED:
-                await adopt(session, record.data["from_lead_id"], lead.id)
-            rule = self.config.events.get(record.kind)
-            if rule is not None:
-                if rule.sync or rule.stage or rule.contact:
-                    items.append((LEAD, record.kind, {"stage": rule.stage, "contact": rule.contact}))
-                if rule.note:
-                    items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
-                if rule.task:
-                    minutes = timedelta(minutes=self.config.tasks[rule.task])
-                    if not await recent_task(session, lead.id, rule.task, now - minutes):
-                        text = self.composer.task(rule.task, lead, record.data)
-                        items.append((TASK, rule.task, {"text": text, "due": int((now + minutes).timestamp())}))
+        try:
+            items = await self._items(session, lead, record, now)
+        except SQLAlchemyError:
+            raise
+        except Exception:  # a text that cannot be composed must not cost the buyer the bot's answer
+            log.exception("crm.compose_failed", lead_id=lead.id, record=type(record).__name__)
+            items = [(NOTE, "raw", {"text": str(getattr(record, "text", None) or getattr(record, "kind", "?"))})]
         if not items:
             return
         if lead.crm_lead_id is None and all(op != LEAD for op, _, _ in items) and not await has_unfinished(session, lead.id, LEAD):
@@ -99,6 +93,27 @@ class OutboxWriter:
         for op, key, payload in items:
             session.add(OutboxItem(lead_id=lead.id, op=op, key=key, payload=payload, state=PENDING, created_at=now))
         self._wake_after_commit(session)
+
+    async def _items(self, session: AsyncSession, lead: Lead, record: Record, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
+        """(op, key, payload) of what the configuration asks for this record."""
+        if isinstance(record, Message):
+            return [(NOTE, "message", {"text": self.composer.message_note(record)})]
+        if record.kind == LEAD_MERGED:
+            await adopt(session, record.data["from_lead_id"], lead.id)
+        rule = self.config.events.get(record.kind)
+        if rule is None:
+            return []
+        items: list[tuple[str, str, dict[str, Any]]] = []
+        if rule.sync or rule.stage or rule.contact:
+            items.append((LEAD, record.kind, {"stage": rule.stage, "contact": rule.contact}))
+        if rule.note:
+            items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
+        if rule.task:
+            minutes = timedelta(minutes=self.config.tasks[rule.task])
+            if not await recent_task(session, lead.id, rule.task, now - minutes):
+                text = self.composer.task(rule.task, lead, record.data)
+                items.append((TASK, rule.task, {"text": text, "due": int((now + minutes).timestamp())}))
+        return items
 
     def _wake_after_commit(self, session: AsyncSession) -> None:
         if self.wake is None or session.info.get("crm_wake"):
@@ -192,7 +207,7 @@ async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime
         )
         row = aliased(OutboxItem, ranked)
         items = list((await session.scalars(select(row).where(ranked.c.n <= tuning.note_batch).order_by(ranked.c.lead_id, ranked.c.id))).all())
-        crm_ids = dict((await session.execute(select(Lead.id, Lead.crm_lead_id).where(Lead.id.in_(lead_ids)))).tuples().all())
+        crm_ids = {row.id: row.crm_lead_id for row in await session.execute(select(Lead.id, Lead.crm_lead_id).where(Lead.id.in_(lead_ids)))}
         chosen = plan(items, crm_ids, now, tuning)
         if chosen:
             await session.execute(
@@ -245,7 +260,7 @@ async def finish(db: async_sessionmaker[AsyncSession], jobs: list[Job], outcome:
 # -------------------------------------------------------------------- operator
 async def counts(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(OutboxItem.state, func.count()).group_by(OutboxItem.state))
-    return dict(rows.tuples().all())
+    return dict(rows.all())
 
 
 async def listing(session: AsyncSession, states: tuple[str, ...], limit: int = 20) -> list[OutboxItem]:

@@ -94,9 +94,9 @@ class OAuthTokens:
         return datetime.fromisoformat(pair["expires_at"])
 
     async def _grant(self, **grant: str) -> dict[str, Any]:
-        await self.limiter.acquire()
         try:
-            response = await self.http.post(self.url, json={**self._client, **grant})
+            async with self.limiter.slot():
+                response = await self.http.post(self.url, json={**self._client, **grant})
         except httpx.TransportError as exc:
             raise AmoUnavailable(f"token endpoint: {exc!r}") from None
         if response.status_code >= 500 or response.status_code == 429:

@@ -2,5 +2,7 @@
 from bot.crm import models as crm_models  # noqa: F401
 from bot.db import models  # noqa: F401
 from bot.db.base import Base
+from bot.relay import models as relay_models  # noqa: F401
+from broadcasts import models as broadcast_models  # noqa: F401
 
 metadata = Base.metadata

@@ -1,6 +1,10 @@
 """Engine and session factory for any SQLAlchemy async URL (aiosqlite by default, asyncpg for scale)."""
 from __future__ import annotations
 
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from sqlalchemy import event
@@ -14,7 +18,7 @@ def create_engine(url: str) -> AsyncEngine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, pool_size=8, max_overflow=0, pool_timeout=60)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -29,9 +33,64 @@ def create_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+class WriterLock:
+    """One writer at a time, first come first served, except that urgent writers (on the way to
+    a reply to a buyer) go before the rest."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (deque(), deque())
+
+    async def acquire(self, *, urgent: bool = False) -> None:
+        if not self._busy:
+            self._busy = True
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._queues[0 if urgent else 1].append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # ownership was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        """Hand the lock to the next waiter (urgent first), or free it."""
+        for queue in self._queues:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._busy = False
 
 
-def is_sqlite(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "sqlite"
+class Database(async_sessionmaker[AsyncSession]):
+    """``db()`` opens a session for reads; ``db.begin()`` a write transaction.
+
+    SQLite takes one writer at a time and its busy handler backs off in sleeps of up to
+    100 ms, so concurrent writers collapse under load: on SQLite, write transactions of this
+    process queue on a :class:`WriterLock` instead (``urgent=True`` jumps the queue), while
+    reads run in parallel (WAL). PostgreSQL needs none of it.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, expire_on_commit=False)
+        self._writer = WriterLock() if engine.dialect.name == "sqlite" else None
+
+    @asynccontextmanager
+    async def begin(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:  # type: ignore[override]
+        if self._writer is None:
+            async with super().begin() as session:
+                yield session
+            return
+        await self._writer.acquire(urgent=urgent)
+        try:
+            async with super().begin() as session:
+                yield session
+        finally:
+            self._writer.release()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> Database:
+    return Database(engine)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.base import utcnow
 from bot.db.models import QuizSubmission
 
 
@@ -32,5 +33,22 @@ async def unclaimed_by_phone(session: AsyncSession, phone: str, since: datetime)
         .order_by(QuizSubmission.id.desc())
         .limit(1)
         .with_for_update()
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def claim(session: AsyncSession, token: str, tg_user_id: int, since: datetime) -> int | None:
+    """Atomically give the start token to ``tg_user_id`` unless another user has it or it expired;
+    returns the submission's lead id, or None."""
+    query = (
+        update(QuizSubmission)
+        .where(
+            QuizSubmission.token == token,
+            QuizSubmission.created_at >= since,
+            or_(QuizSubmission.claimed_by_tg_user_id.is_(None), QuizSubmission.claimed_by_tg_user_id == tg_user_id),
+        )
+        .values(claimed_by_tg_user_id=tg_user_id, claimed_at=func.coalesce(QuizSubmission.claimed_at, utcnow()))
+        .returning(QuizSubmission.lead_id)
+        .execution_options(synchronize_session=False)
     )
     return (await session.execute(query)).scalar_one_or_none()

@@ -42,6 +42,9 @@ class BuyerRelay(Protocol):
     async def forward(self, lead: Lead, message: TgMessage) -> None: ...
 
 
+Outgoing = tuple[str, Any]  # (HTML text, reply markup or None)
+
+
 @dataclass
 class Reply:
     """What to answer after the transaction: a kind and its values."""
@@ -79,9 +82,10 @@ class JourneyService:
         self.relay = relay
 
     # ------------------------------------------------------------- plumbing
-    async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None) -> Lead:
-        """The user's lead (created on first contact), locked; ``message`` is logged as inbound."""
-        lead = await leads.by_tg_user(session, user.id, for_update=True)
+    async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None, *, known: Lead | None = None) -> Lead:
+        """The user's lead (``known``, or looked up, or created on first contact), locked;
+        ``message`` is logged as inbound."""
+        lead = known or await leads.by_tg_user(session, user.id, for_update=True)
         if lead is None:
             lead = Lead(language=self.default_language)
             attach_telegram(lead, user)
@@ -103,45 +107,81 @@ class JourneyService:
     def _interests(self, lead: Lead) -> str:
         return ", ".join(self.quiz.describe(lead.interests, lead.language))
 
-    async def _say(self, lead: Lead, reply: Reply) -> None:
-        """Send what a step decided."""
-        lang, send = lead.language, self.messenger.send_text
-        kind, values = reply.kind, reply.values
+    def _compose(self, lead: Lead, reply: Reply) -> list[Outgoing]:
+        """The messages (text, keyboard) that answer a step."""
+        lang, kind, values = lead.language, reply.kind, reply.values
         if kind == "greeting":
-            await send(lead, t(lang, "journey.greeting", hello=self._hello(lead, "hello"), interests=self._interests(lead)), reply_markup=keyboards.next_steps(lang))
-        elif kind == "welcome_back":
-            await send(lead, t(lang, "journey.welcome_back", hello=self._hello(lead, "hello_back")), reply_markup=keyboards.next_steps(lang))
-        elif kind == "cold_intro":
+            text = t(lang, "journey.greeting", hello=self._hello(lead, "hello"), interests=self._interests(lead))
+            return [(text, keyboards.next_steps(lang))]
+        if kind == "welcome_back":
+            return [(t(lang, "journey.welcome_back", hello=self._hello(lead, "hello_back")), keyboards.next_steps(lang))]
+        if kind == "cold_intro":
             hello = self._hello(lead, "hello_back" if values.get("returning") else "hello")
-            await send(lead, t(lang, "journey.cold_intro", hello=hello), reply_markup=keyboards.share_phone(lang))
-            await self._ask(lead)
-        elif kind == "ask":
-            await self._ask(lead)
-        elif kind == "quiz_done":
-            await send(lead, t(lang, "journey.quiz_done", interests=self._interests(lead)), reply_markup=keyboards.next_steps(lang))
-        elif kind == "phone_found":
-            await send(lead, t(lang, "journey.phone_found"), reply_markup=ReplyKeyboardRemove())
-            await self._say(lead, Reply("greeting"))
-        elif kind in ("phone_saved", "callback_confirmed"):
-            await send(lead, t(lang, f"journey.{kind}", phone=lead.phone), reply_markup=ReplyKeyboardRemove())
-            if kind == "phone_saved" and lead.flow.get("step") == "quiz":
-                await self._ask(lead)
-        elif kind in ("phone_not_own", "phone_invalid", "callback_need_phone", "test_ask_phone"):
-            await send(lead, t(lang, f"journey.{kind}"), reply_markup=keyboards.share_phone(lang))
-        elif kind == "test_confirmed":
-            await send(lead, t(lang, "journey.test_confirmed", **values), reply_markup=ReplyKeyboardRemove())
-        elif kind in ("question_received", "question_prompt", "test_ask_city", "test_ask_assortment"):
-            await send(lead, t(lang, f"journey.{kind}"))
+            return [(t(lang, "journey.cold_intro", hello=hello), keyboards.share_phone(lang)), self._question(lead)]
+        if kind == "ask":
+            return [self._question(lead)]
+        if kind == "quiz_done":
+            return [(t(lang, "journey.quiz_done", interests=self._interests(lead)), keyboards.next_steps(lang))]
+        if kind == "phone_found":
+            return [(t(lang, "journey.phone_found"), ReplyKeyboardRemove()), *self._compose(lead, Reply("greeting"))]
+        if kind in ("phone_saved", "callback_confirmed"):
+            said = [(t(lang, f"journey.{kind}", phone=lead.phone), ReplyKeyboardRemove())]
+            return said + [self._question(lead)] if kind == "phone_saved" and lead.flow.get("step") == "quiz" else said
+        if kind in ("phone_not_own", "phone_invalid", "callback_need_phone", "test_ask_phone"):
+            return [(t(lang, f"journey.{kind}"), keyboards.share_phone(lang))]
+        if kind == "test_confirmed":
+            return [(t(lang, "journey.test_confirmed", **values), ReplyKeyboardRemove())]
+        return [(t(lang, f"journey.{kind}"), None)]  # question_received, question_prompt, test_ask_city/assortment
+
+    async def _say(self, lead: Lead, reply: Reply, *, log: bool = True) -> list[TgMessage]:
+        """Send what a step decided; ``log=False`` leaves logging to the caller's transaction."""
+        return [await self.messenger.send_text(lead, text, reply_markup=markup, log=log) for text, markup in self._compose(lead, reply)]
 
     # ------------------------------------------------------------- arrival
     async def start(self, user: User, message: TgMessage, payload: str | None) -> None:
-        """``/start [payload]``: resolve the lead (quiz token, ad source or cold) and greet at once."""
+        """``/start [payload]``: greet at once from what the database knows, then record the visit.
+
+        The greeting is decided on a read (the lead, the website quiz behind an atomically claimed
+        token) and sent before anything else is written; the visit and the messages are then
+        recorded in one transaction. A known buyer bringing a new website quiz is folded in first.
+        """
+        quiz_lead_id = None
+        if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
+            async with self.db.begin(urgent=True) as session:
+                quiz_lead_id = await submissions.claim(session, payload, user.id, utcnow() - self.token_ttl)
+        async with self.db() as session:
+            known = await leads.by_tg_user(session, user.id)
+            quiz_lead = await session.get(Lead, quiz_lead_id) if quiz_lead_id else None
+        if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
+            lead, reply = await self._record_start(user, message, payload, [])
+            await self._say(lead, reply)
+            return
+        view = known or quiz_lead or Lead(language=self.default_language)
+        attach_telegram(view, user)  # a detached view: the transaction below records the real change
+        sent = await self._say(view, self._start_reply(view, returning=bool(known and known.greeted_at)), log=False)
+        await self._record_start(user, message, payload, sent)
+
+    @staticmethod
+    def _start_reply(lead: Lead, *, returning: bool) -> Reply:
+        """Greeting, welcome back, or the intro and the (next) quiz question."""
+        if lead.interests.get("category"):
+            return Reply("welcome_back" if returning else "greeting")
+        if lead.flow.get("step") != "quiz":
+            lead.flow = {"step": "quiz", "index": 0, "picked": []}
+        return Reply("cold_intro", {"returning": returning})
+
+    async def _record_start(self, user: User, message: TgMessage, payload: str | None, sent: list[TgMessage]) -> tuple[Lead, Reply]:
+        """Record a ``/start``: claim the token, create or merge the lead, log the messages."""
         async with self.db.begin() as session:
             known = await leads.by_tg_user(session, user.id, for_update=True)
-            returning = known is not None and known.greeted_at is not None
-            if payload and payload.startswith(TOKEN_PREFIX):
-                await self._claim_token(session, user, known, payload)
-            lead = await self._lead(session, user, message)
+            returning = bool(known and known.greeted_at)
+            submission = await self._valid_submission(session, user, payload, report=True)
+            if submission is not None:
+                await self._link(session, user, known, submission)
+                if known is None:
+                    quiz_lead = await session.get(Lead, submission.lead_id)
+                    known = quiz_lead if quiz_lead is not None and quiz_lead.tg_user_id == user.id else None
+            lead = await self._lead(session, user, message, known=known)
             if payload and not payload.startswith(TOKEN_PREFIX):
                 utm = parse_ad_payload(payload)
                 lead.source = lead.source or utm.get("source")
@@ -150,28 +190,28 @@ class JourneyService:
             if lead.unsubscribed_at is not None:
                 lead.unsubscribed_at = None
                 await self.journal.event(session, lead, RESUBSCRIBED)
-            if lead.interests.get("category"):
-                reply = Reply("welcome_back" if returning else "greeting")
-            else:
-                if lead.flow.get("step") != "quiz":
-                    lead.flow = {"step": "quiz", "index": 0, "picked": []}
-                reply = Reply("cold_intro", {"returning": returning})
-        await self._say(lead, reply)
-        if lead.greeted_at is None:
-            async with self.db.begin() as session:
-                fresh = await session.get(Lead, lead.id)
-                fresh.greeted_at = utcnow()
-                await self.journal.event(session, fresh, GREETED, reply=reply.kind)
+            reply = self._start_reply(lead, returning=returning)
+            if lead.greeted_at is None:
+                lead.greeted_at = utcnow()
+                await self.journal.event(session, lead, GREETED, reply=reply.kind)
+            for out in sent:
+                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
+        return lead, reply
 
-    async def _claim_token(self, session: AsyncSession, user: User, known: Lead | None, token: str) -> None:
-        """Link the website quiz behind ``token`` to this user, if the token is valid for them."""
-        submission = await submissions.by_token(session, token)
+    async def _valid_submission(self, session: AsyncSession, user: User, payload: str | None, *, report: bool = False) -> QuizSubmission | None:
+        """The website quiz behind a start token, if the token is valid for this user."""
+        if not payload or not payload.startswith(TOKEN_PREFIX):
+            return None
+        submission = await submissions.by_token(session, payload)
         if submission is None or submission.created_at < utcnow() - self.token_ttl:
-            log.warning("start.token_rejected", tg_user_id=user.id, reason="unknown or expired")
+            reason = "unknown or expired"
         elif submission.claimed_by_tg_user_id not in (None, user.id):
-            log.warning("start.token_rejected", tg_user_id=user.id, reason="claimed by another user")
+            reason = "claimed by another user"
         else:
-            await self._link(session, user, known, submission)
+            return submission
+        if report:
+            log.warning("start.token_rejected", tg_user_id=user.id, reason=reason)
+        return None
 
     async def _link(self, session: AsyncSession, user: User, known: Lead | None, submission: QuizSubmission) -> None:
         """Give the submission's lead this Telegram user, or fold it into the user's existing lead."""
@@ -187,17 +227,17 @@ class JourneyService:
             known.flow = {}
 
     # ---------------------------------------------------------------- quiz
-    async def _ask(self, lead: Lead) -> None:
+    def _question(self, lead: Lead) -> Outgoing:
+        """The current quiz question of ``lead`` with its keyboard."""
         index, picked = lead.flow.get("index", 0), lead.flow.get("picked", [])
         question = self.quiz.questions[index]
         lang = lead.language
         text = t(lang, "journey.quiz_question", number=index + 1, total=len(self.quiz.questions), question=question.label(lang))
         if question.type == "text":
-            await self.messenger.send_text(lead, text + "\n" + t(lang, "journey.quiz_text_hint"))
-            return
+            return text + "\n" + t(lang, "journey.quiz_text_hint"), None
         if question.type == "multi":
             text += "\n" + t(lang, "journey.quiz_multi_hint")
-        await self.messenger.send_text(lead, text, reply_markup=keyboards.quiz_options(question, lang, picked))
+        return text, keyboards.quiz_options(question, lang, picked)
 
     async def quiz_pick(self, user: User, message_id: int, question_key: str, option_key: str) -> str | None:
         """A quiz button: toggles a multi-select or records a choice. Returns a callback alert, if any."""
@@ -282,6 +322,8 @@ class JourneyService:
             else:
                 reply = await self._phone(session, lead, message.contact.phone_number)
         await self._say(lead, reply)
+        if self.relay is not None:  # managers see shared contacts too
+            await self.relay.forward(lead, message)
 
     async def _phone(self, session: AsyncSession, lead: Lead, raw: str) -> Reply:
         phone = normalise_phone(raw)

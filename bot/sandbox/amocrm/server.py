@@ -15,9 +15,9 @@ from aiohttp import web
 
 from bot.sandbox.amocrm.account import Account, ApiError
 
-HTML_429 = "<html><head><title>429 Too Many Requests</title></head><body><center><h1>429 Too Many Requests</h1></center><hr><center>nginx</center></body></html>"
-HTML_403 = "<html><head><title>403 Forbidden</title></head><body><center><h1>403 Forbidden</h1></center><hr><center>nginx</center></body></html>"
-HTML_5XX = "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+NGINX_PAGE = "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+HTML_429 = NGINX_PAGE.format(status="429 Too Many Requests")
+HTML_403 = NGINX_PAGE.format(status="403 Forbidden")
 ACCESS_TTL = 86400
 
 
@@ -159,11 +159,11 @@ class AmoSandbox:
         a = self.account
         routes = [
             ("POST", "/oauth2/access_token", self._token),
-            ("GET", "/api/v4/account", lambda r: _json({"id": a.id, "name": "Sandbox", "subdomain": a.subdomain, "country": "RU"})),
-            ("GET", "/api/v4/users", lambda r: self._list(r, "users", list(a.users.values()))),
+            ("GET", "/api/v4/account", self._account),
+            ("GET", "/api/v4/users", self._listing("users", lambda: a.users.values())),
             ("GET", "/api/v4/leads/pipelines", self._pipelines),
-            ("GET", "/api/v4/leads/custom_fields", lambda r: self._list(r, "custom_fields", list(a.fields["leads"].values()))),
-            ("GET", "/api/v4/contacts/custom_fields", lambda r: self._list(r, "custom_fields", list(a.fields["contacts"].values()))),
+            ("GET", "/api/v4/leads/custom_fields", self._listing("custom_fields", lambda: a.fields["leads"].values())),
+            ("GET", "/api/v4/contacts/custom_fields", self._listing("custom_fields", lambda: a.fields["contacts"].values())),
             ("GET", "/api/v4/contacts", self._contacts),
             ("GET", "/api/v4/contacts/{id:\\d+}", self._contact),
             ("POST", "/api/v4/contacts", self._batch("contacts", a.add_contacts)),
@@ -193,7 +193,7 @@ class AmoSandbox:
 
     async def _answer(self, request: web.Request, handler: Any, now: float) -> web.StreamResponse:
         if self.outage:
-            return web.Response(text=HTML_5XX.format(status="503 Service Temporarily Unavailable"), status=503, content_type="text/html")
+            return web.Response(text=NGINX_PAGE.format(status="503 Service Temporarily Unavailable"), status=503, content_type="text/html")
         if self.blocked:
             return web.Response(text=HTML_403, status=403, content_type="text/html")
         if self._over_limit(now):
@@ -245,7 +245,7 @@ class AmoSandbox:
             return web.Response(text=HTML_429, status=429, content_type="text/html")
         if fault.status == 403:
             return web.Response(text=HTML_403, status=403, content_type="text/html")
-        return web.Response(text=HTML_5XX.format(status=fault.status), status=fault.status, content_type="text/html")
+        return web.Response(text=NGINX_PAGE.format(status=fault.status), status=fault.status, content_type="text/html")
 
     def _authorised(self, request: web.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -290,6 +290,14 @@ class AmoSandbox:
         if page * limit < len(items):
             links["next"] = {"href": f"{self.base_url}{request.path}?page={page + 1}"}
         return _json({"_page": page, "_links": links, "_embedded": {entity: chunk}})
+
+    async def _account(self, request: web.Request) -> web.Response:
+        return _json({"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU"})
+
+    def _listing(self, entity: str, items: Any) -> Any:
+        async def handle(request: web.Request) -> web.Response:
+            return self._list(request, entity, list(items()))
+        return handle
 
     async def _pipelines(self, request: web.Request) -> web.Response:
         pipelines = [{**p, "account_id": self.account.id, "_embedded": {"statuses": self.account.pipeline_statuses(p["id"])}}

@@ -1,0 +1,115 @@
+"""Periodic checks: no open lead without an open task; leads changed in amoCRM re-read (webhooks get lost)."""
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.crm import outbox, store
+from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
+from bot.crm.compose import Composer
+from bot.crm.config import CrmConfig
+from bot.crm.discovery import LOST, WON
+from bot.crm.outbox import Clock
+from bot.crm.state import SyncState
+from bot.crm.webhooks import LeadChange, apply_changes
+from bot.db.models import Lead
+from bot.funnel import CLOSED
+from bot.journal import Journal
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 100  # lead ids per task query
+NO_TASK = "no_task"
+
+
+class Checks:
+    def __init__(
+        self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, journal: Journal,
+        config: CrmConfig, composer: Composer, clock: Clock,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.state = state
+        self.journal = journal
+        self.config = config
+        self.composer = composer
+        self.clock = clock
+
+    async def _open_leads(self) -> dict[int, int]:
+        """crm lead id → local id of every open lead the bot manages."""
+        query = select(Lead.crm_lead_id, Lead.id).where(
+            Lead.crm_lead_id.is_not(None), Lead.merged_into_id.is_(None), Lead.stage.not_in(CLOSED),
+            or_(Lead.crm_status_id.is_(None), Lead.crm_status_id.not_in((WON, LOST))),
+        )
+        async with self.db() as session:
+            return {row.crm_lead_id: row.id for row in await session.execute(query)}
+
+    async def ensure_tasks(self) -> int:
+        """Queue a ``no_task`` task for every open lead amoCRM shows without an open task; returns how many."""
+        if await self.state.ready() is None:
+            return 0
+        open_leads = await self._open_leads()
+        crm_ids = sorted(open_leads)
+        covered: set[int] = set()
+        for start in range(0, len(crm_ids), CHUNK):
+            params = [("filter[is_completed]", 0), ("filter[entity_type]", "leads"),
+                      *[("filter[entity_id][]", crm_id) for crm_id in crm_ids[start:start + CHUNK]]]
+            covered |= {task["entity_id"] async for task in self.client.pages("/api/v4/tasks", "tasks", params)}
+        bare = [open_leads[crm_id] for crm_id in crm_ids if crm_id not in covered]
+        if not bare:
+            return 0
+        now = self.clock()
+        deadline = timedelta(minutes=self.config.tasks[NO_TASK])
+        queued = 0
+        async with self.db.begin() as session:
+            waiting = await outbox.leads_with_unfinished_tasks(session, bare)
+            for lead_id in bare:
+                if lead_id in waiting or await outbox.recent_task(session, lead_id, NO_TASK, now - deadline):
+                    continue
+                lead = await session.get(Lead, lead_id)
+                outbox.add_task(session, lead_id, NO_TASK, self.composer.task(NO_TASK, lead, {}), now + deadline, now)
+                queued += 1
+        if queued:
+            log.warning("crm.leads_without_task", queued=queued)
+        return queued
+
+    async def reconcile(self) -> int:
+        """Re-read leads changed in amoCRM since the last run; returns how many moved stage locally."""
+        account = await self.state.ready()
+        if account is None:
+            return 0
+        async with self.db() as session:
+            cursor = (await store.read(session, store.RECONCILE) or {}).get("updated_at")
+        if cursor is None:
+            cursor = int((self.clock() - timedelta(seconds=self.config.reconcile_interval * 2)).timestamp())
+        params = [("filter[updated_at][from]", cursor), ("order[updated_at]", "asc")]
+        changes, latest = [], cursor
+        async for found in self.client.pages("/api/v4/leads", "leads", params):
+            changes.append(LeadChange(found["id"], found.get("status_id"), found.get("pipeline_id"), found.get("responsible_user_id")))
+            latest = max(latest, found.get("updated_at") or latest)
+        moved = await apply_changes(self.db, self.journal, account, changes, "reconcile") if changes else 0
+        async with self.db.begin() as session:
+            await store.write(session, store.RECONCILE, {"updated_at": latest})
+        return moved
+
+    async def run(self) -> None:
+        """Forever: each check at its own interval."""
+        intervals = {self.ensure_tasks: self.config.check_interval, self.reconcile: self.config.reconcile_interval}
+        loop = asyncio.get_running_loop()
+        due = {check: loop.time() + 5 for check in intervals}
+        while True:
+            check = min(due, key=due.__getitem__)
+            await asyncio.sleep(max(due[check] - loop.time(), 0))
+            try:
+                await check()
+            except (AmoBlocked, AmoAuthError) as exc:
+                await self.state.stop(exc)
+            except AmoError as exc:
+                log.warning("crm.check_failed", check=check.__name__, error=str(exc))
+            except Exception:
+                log.exception("crm.check_failed", check=check.__name__)
+            due[check] = loop.time() + intervals[check]

@@ -1,0 +1,103 @@
+"""The amoCRM sync, wired from the settings: outbox writer, client, worker, checks, webhook route.
+
+Without ``AMOCRM_BASE_URL`` the writer still queues every operation (so nothing is lost when
+amoCRM is configured later) but nothing is sent and no webhook route is served.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.config import Settings
+from bot.crm.checks import Checks
+from bot.crm.client import AmoClient, TokenSource
+from bot.crm.compose import Composer
+from bot.crm.config import CrmConfig, load_crm_config
+from bot.crm.limiter import RedisWindow, create_limiter
+from bot.crm.outbox import Clock, OutboxWriter
+from bot.crm.state import SyncState
+from bot.crm.tokens import OAuthTokens, StaticToken
+from bot.crm.webhooks import webhook_handler
+from bot.crm.worker import OutboxWorker
+from bot.db.base import utcnow
+from bot.journal import Journal
+from bot.journey.quiz import Quiz
+
+if TYPE_CHECKING:
+    from bot.web import Handler
+
+log = structlog.get_logger(__name__)
+
+WEBHOOK_PATH = "/webhooks/amocrm/{secret}"
+DISCOVERY_TIMEOUT = 15  # seconds the app start waits for amoCRM
+
+
+def oauth_tokens(settings: Settings, db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, limiter: object, clock: Clock) -> OAuthTokens:
+    settings.require("AMOCRM_BASE_URL", "AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET", "AMOCRM_REDIRECT_URI")
+    return OAuthTokens(
+        db, settings.amocrm_base_url, settings.amocrm_client_id, settings.amocrm_client_secret.get_secret_value(),  # type: ignore[arg-type, union-attr]
+        settings.amocrm_redirect_uri, http=http, limiter=limiter, clock=clock,  # type: ignore[arg-type]
+    )
+
+
+class CrmSync:
+    """``writer`` goes to ``Journal.subscribe``; ``routes`` and ``workers`` to the app; ``start()``/``close()`` around."""
+
+    def __init__(
+        self, settings: Settings, db: async_sessionmaker[AsyncSession], journal: Journal, quiz: Quiz, *,
+        config: CrmConfig | None = None, clock: Clock = utcnow, transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config or load_crm_config(settings.crm_config)
+        self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
+        self.wakeup = asyncio.Event()
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set)
+        self.journal = journal
+        self.db = db
+        self.workers: list[Callable[[], Awaitable[None]]] = []
+        self.enabled = settings.amocrm_base_url is not None
+        if not self.enabled:
+            return
+        base_url = settings.amocrm_base_url
+        self.limiter = create_limiter(settings.amocrm_rps, settings.redis_url, urlsplit(base_url).netloc)
+        self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
+        tokens: TokenSource = (
+            StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
+            else oauth_tokens(settings, db, self.http, self.limiter, clock)
+        )
+        self.client = AmoClient(base_url, tokens, self.limiter, self.config.client, http=self.http)
+        self.state = SyncState(db, self.client, self.config, quiz, clock)
+        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
+        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock)
+        self.workers += [self.worker.run, self.checks.run]
+
+    @property
+    def routes(self) -> list[tuple[str, str, Handler]]:
+        """The inbound amoCRM webhook (only when the sync is on)."""
+        if not self.enabled:
+            return []
+        return [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+
+    async def start(self) -> None:
+        """Discover the account; never fails the app (CRM work waits in the outbox meanwhile)."""
+        if not self.enabled:
+            log.warning("amocrm.disabled", reason="AMOCRM_BASE_URL is not set; CRM operations are queued, not sent")
+            return
+        try:
+            await asyncio.wait_for(self.state.discover(), DISCOVERY_TIMEOUT)
+        except TimeoutError:
+            log.warning("amocrm.unreachable", note="discovery is retried by the worker; CRM work waits in the outbox")
+        except Exception:
+            log.exception("amocrm.discovery_failed", note="CRM work waits in the outbox")
+
+    async def close(self) -> None:
+        if self.enabled:
+            await self.http.aclose()
+            if isinstance(self.limiter, RedisWindow):
+                await self.limiter.close()

@@ -1,0 +1,112 @@
+"""The outbox worker: claim a round, carry it out in batches, record what happened.
+
+``run_once()`` is one deterministic round (tests drive it); ``run()`` loops forever, woken as
+soon as a transaction that enqueued something commits.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.crm import outbox
+from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient
+from bot.crm.compose import Composer
+from bot.crm.config import CrmConfig
+from bot.crm.models import LEAD, NOTE, TASK
+from bot.crm.operations import Operations
+from bot.crm.outbox import Clock, Job, Outcome
+from bot.crm.state import SyncState
+
+log = structlog.get_logger(__name__)
+
+PRUNE_EVERY = timedelta(hours=1)
+
+
+class OutboxWorker:
+    def __init__(
+        self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, config: CrmConfig,
+        composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None,
+    ) -> None:
+        self.db = db
+        self.client = client
+        self.state = state
+        self.config = config
+        self.composer = composer
+        self.clock = clock
+        self.wakeup = wakeup or asyncio.Event()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._pruned_at: datetime | None = None
+
+    async def run_once(self) -> int:
+        """One round; returns how many items it claimed (0: nothing to do now, or the sync waits)."""
+        tuning = self.config.outbox
+        recovered = await outbox.recover(self.db, self.clock(), tuning.lease)
+        if recovered:
+            log.warning("crm.recovered", items=recovered, note="claimed by a worker that stopped; looking them up before resending")
+        account = await self.state.ready()
+        if account is None:
+            return 0
+        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning)
+        if not jobs:
+            return 0
+        outcome = Outcome()
+        try:
+            operations = Operations(self.db, self.client, self.config, self.composer, account)
+            await operations.cards([job for job in jobs if job.op == LEAD], outcome)
+            await operations.notes([job for job in jobs if job.op == NOTE], outcome)
+            await operations.tasks([job for job in jobs if job.op == TASK], outcome)
+        except (AmoBlocked, AmoAuthError) as exc:
+            await self.state.stop(exc)
+        except asyncio.CancelledError:
+            self._postpone_rest(jobs, outcome, "stopped while sending")
+            raise
+        except Exception as exc:
+            log.exception("crm.round_failed")
+            self._postpone_rest(jobs, outcome, f"internal error: {exc!r}")
+        finally:
+            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), tuning))
+        log.info("crm.round", claimed=len(jobs), done=len(outcome.done), failed=len(outcome.failed), retry=len(outcome.retry))
+        return len(jobs)
+
+    @staticmethod
+    def _postpone_rest(jobs: list[Job], outcome: Outcome, reason: str) -> None:
+        for job in jobs:
+            if not outcome.decided(job):
+                outcome.postpone(job, reason, uncertain=True)
+
+    async def drain(self, max_rounds: int = 1000) -> int:
+        """Run rounds until one claims nothing; returns the items claimed in total."""
+        total = 0
+        for _ in range(max_rounds):
+            claimed = await self.run_once()
+            if not claimed:
+                break
+            total += claimed
+        return total
+
+    async def run(self) -> None:
+        """Forever: rounds while there is work, then wait for a wake-up or the poll interval."""
+        while True:
+            try:
+                claimed = await self.run_once()
+                await self._prune()
+            except Exception:
+                log.exception("crm.worker_error")
+                claimed = 0
+            if not claimed:
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), self.config.outbox.poll)
+
+    async def _prune(self) -> None:
+        now = self.clock()
+        if self._pruned_at is None or now - self._pruned_at >= PRUNE_EVERY:
+            self._pruned_at = now
+            await outbox.prune(self.db, now - timedelta(days=self.config.outbox.keep_done_days))

@@ -1,0 +1,86 @@
+"""Working hours (``WORKING_HOURS``, ``WORKING_DAYS``, ``TIMEZONE``): SLA deadlines and response times count only them."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+HOURS_PATTERN = r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$"
+DAYS_PATTERN = r"^[1-7](-[1-7])?(,[1-7](-[1-7])?)*$"
+_MAX_DAYS = 366  # a wait longer than a year is not measured to the second
+
+
+def parse_hours(value: str) -> tuple[int, int]:
+    """``"09:00-19:00"`` → minutes from midnight ``(540, 1140)``; ``24:00`` ends at midnight."""
+    match = re.match(HOURS_PATTERN, value.strip())
+    if match is None:
+        raise ValueError("must look like 09:00-19:00")
+    start, end = (int(match[1]) * 60 + int(match[2])), (int(match[3]) * 60 + int(match[4]))
+    if not 0 <= start < end <= 24 * 60:
+        raise ValueError("the day must start before it ends, within 00:00-24:00")
+    return start, end
+
+
+def parse_days(value: str) -> frozenset[int]:
+    """``"1-5"`` or ``"1,2,3,4,5"`` (ISO weekdays, 1 = Monday) → ``{1, 2, 3, 4, 5}``."""
+    if re.match(DAYS_PATTERN, value.replace(" ", "")) is None:
+        raise ValueError("must be ISO weekdays like 1-5 or 1,2,3,4,5,6 (1 = Monday)")
+    days: set[int] = set()
+    for part in value.replace(" ", "").split(","):
+        first, _, last = part.partition("-")
+        days.update(range(int(first), int(last or first) + 1))
+    return frozenset(days)
+
+
+@dataclass(frozen=True)
+class WorkingHours:
+    start: int  # minutes from local midnight
+    end: int
+    days: frozenset[int]
+    tz: ZoneInfo
+
+    @classmethod
+    def parse(cls, hours: str, days: str, tz: str) -> WorkingHours:
+        start, end = parse_hours(hours)
+        return cls(start, end, parse_days(days), ZoneInfo(tz))
+
+    def _window(self, day: date) -> tuple[datetime, datetime] | None:
+        """The working interval of a local date, or None on a day off."""
+        if day.isoweekday() not in self.days:
+            return None
+        midnight = datetime.combine(day, time(), tzinfo=self.tz)
+        return midnight + timedelta(minutes=self.start), midnight + timedelta(minutes=self.end)
+
+    def add(self, moment: datetime, minutes: float) -> datetime:
+        """The moment ``minutes`` of working time after ``moment``."""
+        left = timedelta(minutes=minutes)
+        local = moment.astimezone(self.tz)
+        for offset in range(_MAX_DAYS):
+            window = self._window(local.date() + timedelta(days=offset))
+            if window is None:
+                continue
+            begin = max(window[0], local)
+            if begin >= window[1]:
+                continue
+            if begin + left <= window[1]:
+                return begin + left
+            left -= window[1] - begin
+        return moment + timedelta(minutes=minutes)  # no working day within a year: plain time
+
+    def between(self, first: datetime, last: datetime) -> float:
+        """Working seconds from ``first`` to ``last``."""
+        first, last = first.astimezone(self.tz), last.astimezone(self.tz)
+        total = 0.0
+        day = first.date()
+        while day <= last.date() and (day - first.date()).days < _MAX_DAYS:
+            window = self._window(day)
+            if window is not None:
+                begin, end = max(window[0], first), min(window[1], last)
+                total += max(0.0, (end - begin).total_seconds())
+            day += timedelta(days=1)
+        return total
+
+    def start_of_day(self, moment: datetime) -> datetime:
+        """Local midnight of ``moment``'s day (for "today" in /stats)."""
+        return datetime.combine(moment.astimezone(self.tz).date(), time(), tzinfo=self.tz)

@@ -1,0 +1,151 @@
+"""The admin UI end to end over the sandbox, and the buyer's side: tracked buttons, /stop, the unsubscribe button, /start."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.app import App
+from bot.db.models import Lead, LeadEvent
+from bot.sandbox.telegram import TelegramSandbox
+from tests.broadcast_support import (  # noqa: F401  (fixtures)
+    ADMIN, FakeClock, add_leads, bapp, broadcast, broadcast_settings, clock, create, states, until_done,
+)
+from tests.buyer import buttons
+
+
+class Admin:
+    """The admin in a private chat with the bot."""
+
+    def __init__(self, sandbox: TelegramSandbox) -> None:
+        self.sandbox = sandbox
+        sandbox.add_user(ADMIN, "Ольга", started=True)
+
+    def last(self) -> dict[str, Any]:
+        return self.sandbox.last(ADMIN)
+
+    async def says(self, text: str, count: int = 1) -> dict[str, Any]:
+        """Write ``text``; the ``count``-th bot message that follows."""
+        seen = len(self.sandbox.messages(ADMIN, from_bot=True))
+        self.sandbox.send_text(ADMIN, text)
+        return (await self.sandbox.wait_for_messages(ADMIN, seen + count))[seen + count - 1]
+
+    async def presses(self, callback_data: str, *, answer: str | None = None) -> dict[str, Any]:
+        """Press a button of the newest message that has it; waits for the bot's answer to the press."""
+        started = time.perf_counter()
+        message = next(m for m in reversed(self.sandbox.messages(ADMIN, from_bot=True)) if callback_data in dict(buttons(m)).values())
+        self.sandbox.click(ADMIN, message, callback_data)
+        await self.sandbox.wait_for_call("answerCallbackQuery", since=started)
+        return message
+
+
+async def test_wizard_builds_previews_sends_and_reports(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 3)
+    await add_leads(bapp, sandbox, 1, first_id=6000, interests={"category": ["women"]})
+    admin = Admin(sandbox)
+
+    panel = await admin.says("/broadcast")
+    assert "В сегменте сейчас: 4" in panel["text"]
+    await admin.presses("bw:category:shoes")
+    assert "В сегменте сейчас: 3" in panel["text"] and "✅ Обувь" in dict(buttons(panel)).keys().__str__()
+    await admin.presses("bw:next:")
+    assert "Пришлите сообщение" in panel["text"]
+
+    seen = len(sandbox.messages(ADMIN, from_bot=True))
+    sandbox.send_media(ADMIN, "photo", caption="Новинки для {{ first_name }}!")
+    [buttons_panel] = (await sandbox.wait_for_messages(ADMIN, seen + 1))[seen:]
+    await admin.presses("bw:add:test")
+    assert "Хочу тестовую партию" in buttons_panel["text"]
+    await admin.presses("bw:next:")
+    preview, review = (await sandbox.wait_for_messages(ADMIN, seen + 3))[seen + 1:]
+    assert preview["caption"] == "Новинки для Покупатель0!" and "photo" in preview
+    assert [label for label, _ in buttons(preview)] == ["📦 Хочу тестовую партию", "🔕 Отписаться от рассылки"]
+    assert "Получателей: 3" in review["text"]
+    await admin.presses("bw:now:")
+    assert "сейчас" in review["text"]
+    await admin.presses("bw:confirm:")
+    assert review["text"].startswith("Рассылка #1 создана")
+
+    await until_done(bapp, 1)
+    for user_id in (5000, 5001, 5002):
+        [got] = sandbox.messages(user_id, from_bot=True)
+        assert got["caption"].startswith("Новинки для Покупатель") and "photo" in got
+    assert sandbox.messages(6000, from_bot=True) == []
+
+    await bapp.broadcasts.progress.update()  # the wizard's message is now the progress message
+    assert "завершена" in review["text"] and "▰▰▰▰▰▰▰▰▰▰▰▰ 100%" in review["text"] and "доставлено 3" in review["text"]
+
+    sandbox.click(5000, sandbox.last(5000), next(data for label, data in buttons(sandbox.last(5000)) if "тестовую" in label))
+    assert "Тестовая партия" in (await sandbox.wait_for_messages(5000, 2))[1]["text"]  # the journey's test-batch form
+    sandbox.click(5001, sandbox.last(5001), next(data for label, data in buttons(sandbox.last(5001)) if "Отписаться" in label))
+    assert "Вы отписались" in (await sandbox.wait_for_messages(5001, 2))[1]["text"]
+
+    sandbox.send_text(5002, "А размеры 36–41 есть?")  # a reply to the broadcast: the operators get it as any question
+    await sandbox.wait_for_messages(5002, 2)
+
+    listing = await admin.says("/broadcasts")
+    assert "#1 «Новинки для {{ first_name }}!» — завершена, доставлено 3 из 3" in listing["text"]
+    await admin.presses("bcc:stats:1")
+    report = admin.last()["text"]
+    assert "Клики: Тестовая партия 1, Отписка 1" in report and "Ответы за 48 ч: 1 · отписки: 1" in report
+
+
+async def test_wizard_schedules_and_controls_pause_and_cancel(bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:
+    await add_leads(bapp, sandbox, 2, catalog_sent_at=clock.now)
+    await add_leads(bapp, sandbox, 1, first_id=6000)
+    admin = Admin(sandbox)
+    await admin.says("/broadcast")
+    await admin.presses("bw:preset:1")  # «Got the catalogue, no test batch yet»
+    await admin.presses("bw:next:")
+    await admin.says("Скидка на тестовую партию до пятницы")
+    seen = len(sandbox.messages(ADMIN, from_bot=True))
+    await admin.presses("bw:next:")
+    preview, review = (await sandbox.wait_for_messages(ADMIN, seen + 2))[seen:]
+    assert preview["text"] == "Скидка на тестовую партию до пятницы" and "Получателей: 2" in review["text"]
+    await admin.presses("bw:schedule:")
+    assert "Когда отправить" in review["text"]
+    assert "Не понял время" in (await admin.says("вчера"))["text"]
+    confirm = await admin.says("2099-01-01 10:00")
+    assert "01.01.2099 10:00" in confirm["text"]
+    await admin.presses("bw:confirm:")
+    scheduled = await broadcast(bapp, 1)
+    assert scheduled.state == "scheduled" and scheduled.send_at.isoformat() == "2099-01-01T07:00:00+00:00"
+
+    await bapp.broadcasts.progress.update()  # the progress message gets its controls
+    await admin.presses("bcc:pause:1")
+    assert (await broadcast(bapp, 1)).state == "paused"
+    await admin.presses("bcc:resume:1")
+    assert (await broadcast(bapp, 1)).state == "scheduled"  # paused before its time: back to waiting for it
+    await admin.presses("bcc:cancel:1")
+    assert (await broadcast(bapp, 1)).state == "cancelled"
+    assert await bapp.broadcasts.tick() == {} and sandbox.messages(5000, from_bot=True) == []
+
+
+async def test_only_admins_get_the_wizard(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 1)
+    sandbox.send_text(5000, "/broadcast")
+    [answer] = await sandbox.wait_for_messages(5000, 1)
+    assert "Менеджер ответит" in answer["text"]  # just a question for the managers
+    async with bapp.db() as session:
+        assert (await session.execute(select(LeadEvent.kind).where(LeadEvent.kind == "question_asked"))).scalars().all() == ["question_asked"]
+
+
+async def test_stop_opts_out_of_all_marketing_and_start_opts_back_in(bapp: App, sandbox: TelegramSandbox) -> None:
+    [lead_id] = await add_leads(bapp, sandbox, 1)
+    sandbox.send_text(5000, "/stop")
+    [confirmation] = await sandbox.wait_for_messages(5000, 1)
+    assert "Вы отписались" in confirmation["text"]
+    first = await create(bapp)
+    await until_done(bapp, first)
+    assert await states(bapp, first) == {}  # not in any segment
+
+    sandbox.send_text(5000, "/start")
+    await sandbox.wait_for_messages(5000, 2)
+    second = await create(bapp, name="После /start")
+    await until_done(bapp, second)
+    assert await states(bapp, second) == {"sent": 1}
+    async with bapp.db() as session:
+        lead = await session.get(Lead, lead_id)
+        kinds = (await session.execute(select(LeadEvent.kind).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id))).scalars().all()
+    assert lead.unsubscribed_at is None and kinds[:2] == ["unsubscribed", "resubscribed"]

@@ -1,0 +1,96 @@
+"""The broadcast CLI (``python -m broadcasts``, the same commands as ``optobot broadcast``) on a real database."""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.config import PROJECT_DIR
+from bot.db.models import Lead
+from bot.db.session import create_engine, create_sessionmaker
+from broadcasts.__main__ import main
+
+EXAMPLES = sorted((PROJECT_DIR / "broadcasts" / "examples").glob("*.yaml"))
+CAMPAIGN = """
+name: Новинки обуви
+segment: {category: [shoes]}
+message:
+  text: "{{ first_name }}, новая коллекция уже на складе!"
+  buttons:
+    - {text: Хочу тестовую партию, action: test}
+"""
+
+
+@pytest.fixture
+def database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A migrated SQLite database with four buyers; the CLI reads its settings from the environment."""
+    async def seed() -> None:
+        engine = create_engine(sqlite_url)
+        async with create_sessionmaker(engine).begin() as session:
+            session.add_all([Lead(tg_user_id=100 + i, first_name=f"Покупатель{i}", interests={"category": ["shoes"]}) for i in range(3)])
+            session.add(Lead(tg_user_id=200, first_name="Другая", interests={"category": ["women"]}))
+        await engine.dispose()
+
+    asyncio.run(seed())
+    for name in ("BOT_TOKEN", "REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return sqlite_url
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out
+
+
+def test_plan_preview_schedule_and_control(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(CAMPAIGN, encoding="utf-8")
+
+    code, out = run(capsys, "plan", str(campaign))
+    assert code == 0 and "«Новинки обуви»: 3 recipients, about 0 s at 25 msg/s" in out
+
+    code, out = run(capsys, "preview", str(campaign), "--sample", "2")
+    assert code == 0 and out.splitlines()[0] == "3 recipients" and "Покупатель0" in out and "Покупатель2" not in out
+
+    code, out = run(capsys, "schedule", str(campaign), "--at", "2099-01-01 10:00")
+    assert code == 0 and "#1 «Новинки обуви» — запланирована" in out and "01.01.2099 10:00 (Europe/Moscow)" in out
+
+    code, out = run(capsys, "status")
+    assert code == 0 and "#1" in out and "scheduled" in out
+    assert run(capsys, "pause", "1") == (0, "#1: paused\n")
+    assert run(capsys, "resume", "1") == (0, "#1: scheduled\n")
+    assert run(capsys, "cancel", "1") == (0, "#1: cancelled\n")
+    assert run(capsys, "resume", "1") == (1, "#1: cancelled (resume not possible)\n")
+
+    code, out = run(capsys, "stats", "1")
+    assert code == 0 and "#1 «Новинки обуви» — отменена" in out and "Получателей 0" in out
+
+
+def test_plan_refuses_a_message_that_breaks_for_some_recipient(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    campaign = tmp_path / "broken.yaml"
+    campaign.write_text(CAMPAIGN.replace("{{ first_name }}", "<b>{{ first_name }}"), encoding="utf-8")
+    code, out = run(capsys, "plan", str(campaign))
+    assert code == 1 and "3 recipient(s) fail validation" in out and "unclosed <b>" in out
+    assert run(capsys, "schedule", str(campaign))[0] == 1
+    assert run(capsys, "status") == (0, "")
+
+    campaign.write_text("name: x\nmessage: {text: hi}\nsegment: {categories: [shoes]}\n", encoding="utf-8")
+    code, out = run(capsys, "plan", str(campaign))
+    assert code == 1 and "segment.categories" in out
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
+def test_shipped_examples_are_valid(database: str, example: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if "sequence" in example.name:
+        from bot.journey.quiz import load_quiz
+        from broadcasts.content import Renderer
+        from broadcasts.sequences import load_sequences
+
+        assert load_sequences(example, Renderer(load_quiz(PROJECT_DIR / "bot" / "quiz.yaml")))
+        return
+    code, out = run(capsys, "plan", str(example))
+    assert code == 0, out

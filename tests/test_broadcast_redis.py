@@ -1,0 +1,49 @@
+"""The token bucket shared through Redis by several senders (run with OPTOBOT_TEST_REDIS_URL)."""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import pytest
+
+from broadcasts.ratelimit import RedisBucket
+from tests.broadcast_support import add_leads, bapp, broadcast_settings, clock, create, states, until_done  # noqa: F401
+from tests.conftest import REDIS_URL
+
+pytestmark = pytest.mark.redis
+
+
+async def test_two_senders_share_one_rate_and_one_pause() -> None:
+    prefix = f"optobot-test:{uuid.uuid4().hex}"
+    first, second = RedisBucket(REDIS_URL, 40, prefix=prefix), RedisBucket(REDIS_URL, 40, prefix=prefix)
+    try:
+        taken = 0
+        started = time.monotonic()
+
+        async def consume(bucket: RedisBucket) -> None:
+            nonlocal taken
+            while taken < 30:
+                taken += await bucket.take(1)
+
+        await asyncio.gather(consume(first), consume(second))
+        assert time.monotonic() - started >= (taken - first.capacity) / 40 - 0.02  # 40/s between them, not each
+
+        await first.pause(0.5)
+        started = time.monotonic()
+        await second.take(1)
+        assert time.monotonic() - started >= 0.45  # a 429 seen by one sender stops the other too
+    finally:
+        await first.redis.delete(*first.keys)
+        await first.close()
+        await second.close()
+
+
+@pytest.mark.parametrize("broadcast_settings", [{"REDIS_URL": REDIS_URL}])
+async def test_the_app_sends_through_the_shared_bucket(bapp, sandbox) -> None:  # noqa: ANN001
+    assert isinstance(bapp.broadcasts.engine.bucket, RedisBucket)
+    sandbox.rate_limits(enabled=True)
+    await add_leads(bapp, sandbox, 5)
+    broadcast_id = await create(bapp)
+    await until_done(bapp, broadcast_id)
+    assert await states(bapp, broadcast_id) == {"sent": 5} and sandbox.throttles == []
