@@ -14,6 +14,8 @@ from bot.journal import (
     TEST_BATCH_REQUESTED,
 )
 from bot.journey.intake import IntakeService
+from bot.relay.service import STAGE_CHANGED
+from bot.relay.sla import SLA_BREACHED
 from bot.sandbox.amocrm.account import WON
 from tests.crm_support import QUIZ, Env, amocrm, db, env  # noqa: F401  (fixtures)
 
@@ -161,6 +163,28 @@ async def test_funnel_events_move_the_lead_forward_only_and_create_tasks(env: En
     await env.event(lead.id, QUIZ_COMPLETED, via="telegram", interests={})  # «qualified» is behind «catalog sent»
     await env.drain()
     assert account.status_name(account.leads[crm_id]["status_id"]) == "Каталог отправлен"
+
+
+async def test_operator_chat_events_assign_sla_tasks_and_apply_the_chosen_stage(env: Env) -> None:
+    lead = await env.new_lead(tg_user_id=9, first_name="Ирина")
+    await env.event(lead.id, CATALOG_SENT)
+    await env.drain()
+    account = env.sandbox.account
+    manager, head = account.add_user("Иван Смирнов"), account.add_user("Ольга Кузнецова")
+    crm_id = (await env.lead(lead.id)).crm_lead_id
+
+    await env.event(lead.id, SLA_BREACHED, level=1, minutes=5, manager="Иван Смирнов", responsible_user_id=manager)
+    await env.event(lead.id, SLA_BREACHED, level=1, minutes=5, manager="Иван Смирнов", responsible_user_id=manager)  # once
+    await env.event(lead.id, SLA_BREACHED, level=2, minutes=15, manager="Ольга Кузнецова", responsible_user_id=head)
+    await env.event(lead.id, STAGE_CHANGED, stage="qualified", previous="catalog_sent", manager="Иван Смирнов")
+    await env.drain()
+
+    sla = [t for t in account.find_tasks(entity_ids=[crm_id]) if "ждёт ответа" in t["text"]]
+    assert sorted((t["responsible_user_id"], t["text"].rsplit(" #ob", 1)[0]) for t in sla) == sorted([
+        (manager, "Покупатель Ирина ждёт ответа в Telegram уже 5 мин — ответьте в его топике"),
+        (head, "Покупатель Ирина ждёт ответа в Telegram уже 15 мин — ответьте в его топике"),
+    ])
+    assert account.status_name(account.leads[crm_id]["status_id"]) == "Квалификация пройдена"  # back, as the manager chose
 
 
 async def test_a_shared_phone_is_added_to_the_contact(env: Env) -> None:

@@ -9,12 +9,15 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from bot.funnel import STAGES
 
 
+CHOSEN_STAGE = "event"
+
+
 class EventRule(BaseModel):
     """What one journal event does in amoCRM."""
 
     sync: bool = False
     contact: bool = False
-    stage: str | None = None
+    stage: str | None = None  # a stage key, or "event": the stage a manager chose (data["stage"]), either way
     note: str | None = None
     task: str | None = None
 
@@ -57,7 +60,7 @@ class CrmConfig(BaseModel):
     def _consistent(self) -> CrmConfig:
         problems = [f"stages.{key}: not a funnel stage (one of {', '.join(STAGES)})" for key in self.stages if key not in STAGES]
         for kind, rule in self.events.items():
-            if rule.stage is not None and rule.stage not in self.stages:
+            if rule.stage is not None and rule.stage != CHOSEN_STAGE and rule.stage not in self.stages:
                 problems.append(f"events.{kind}.stage: {rule.stage!r} is not in stages")
             if rule.task is not None and rule.task not in self.tasks:
                 problems.append(f"events.{kind}.task: {rule.task!r} is not in tasks")

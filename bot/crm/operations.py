@@ -141,15 +141,24 @@ class Operations:
         await self._create(to_create, outcome)
         await self._update(updates, outcome)
 
-    def _target(self, group: list[Job]) -> str | None:
+    def _target(self, group: list[Job]) -> tuple[str | None, bool]:
+        """The stage to move to, and whether a manager chose it (the latest choice wins, in any direction)."""
+        chosen = [job.payload["stage"] for job in group if job.payload.get("chosen") and job.payload.get("stage") in self.account.stages]
+        if chosen:
+            return chosen[-1], True
         stages = [job.payload.get("stage") for job in group if job.payload.get("stage") in self.account.stages]
-        return max(stages, key=STAGES.index) if stages else None
+        return (max(stages, key=STAGES.index) if stages else None), False
 
-    def _moves_to(self, lead: Lead, target: str | None) -> bool:
-        """Forward only: never back, never out of a closed status, a manager's unmapped status counts as before."""
-        if target is None or lead.crm_status_id in (WON, LOST):
+    def _moves_to(self, lead: Lead, target: str | None, chosen: bool) -> bool:
+        """The bot moves forward only: never back, never out of a closed status, a manager's unmapped status
+        counts as before. A stage a manager chose in the operator chat is applied as it is."""
+        if target is None:
             return False
         current = self.account.stage_of(lead.crm_status_id, lead.crm_pipeline_id)
+        if chosen:
+            return current != target
+        if lead.crm_status_id in (WON, LOST):
+            return False
         return current not in STAGES or STAGES.index(target) > STAGES.index(current)
 
     def _remember(self, lead: Lead, outcome: Outcome, **columns: Any) -> None:
@@ -194,7 +203,7 @@ class Operations:
     async def _create(self, batch: list[tuple[Lead, list[Job]]], outcome: Outcome) -> None:
         entries = []
         for lead, group in batch:
-            stage = self._target(group) or ("new" if "new" in self.account.stages else None)
+            stage = self._target(group)[0] or ("new" if "new" in self.account.stages else None)
             body: dict[str, Any] = {"name": self.composer.lead_name(lead), "request_id": str(group[0].id)}
             if stage is not None:
                 body["pipeline_id"], body["status_id"] = self.account.stages[stage]
@@ -224,8 +233,8 @@ class Operations:
             fields = cards.lead_fields(lead, self.account, self.composer)
             if fields:
                 body["custom_fields_values"] = fields
-            target = self._target(group)
-            if self._moves_to(lead, target):
+            target, chosen = self._target(group)
+            if self._moves_to(lead, target, chosen):
                 body["pipeline_id"], body["status_id"] = self.account.stages[target]  # type: ignore[index]
             entries.append(Entry(body, group))
         for item, entry in await self._send(PATCH_LEADS, entries, outcome):
@@ -285,7 +294,7 @@ class Operations:
             lead = leads[job.lead_id]
             body = {"text": f"{job.payload['text']} {item_marker(job.id)}", "complete_till": job.payload["due"], "task_type_id": 1,
                     "entity_id": lead.crm_lead_id, "entity_type": "leads", "request_id": str(job.id)}
-            responsible = lead.responsible_user_id or self.account.responsible_id
+            responsible = job.payload.get("responsible_user_id") or lead.responsible_user_id or self.account.responsible_id
             if responsible:
                 body["responsible_user_id"] = responsible
             entries.append(Entry(body, [job]))

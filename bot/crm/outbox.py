@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from bot.crm import store
 from bot.crm.compose import Composer
-from bot.crm.config import CrmConfig, OutboxTuning
+from bot.crm.config import CHOSEN_STAGE, CrmConfig, OutboxTuning
 from bot.crm.models import DONE, FAILED, LEAD, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
 from bot.journal import LEAD_MERGED, Record
@@ -105,14 +105,19 @@ class OutboxWriter:
             return []
         items: list[tuple[str, str, dict[str, Any]]] = []
         if rule.sync or rule.stage or rule.contact:
-            items.append((LEAD, record.kind, {"stage": rule.stage, "contact": rule.contact}))
+            chosen = rule.stage == CHOSEN_STAGE
+            stage = record.data.get("stage") if chosen else rule.stage
+            items.append((LEAD, record.kind, {"stage": stage, "contact": rule.contact, "chosen": chosen}))
         if rule.note:
             items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
         if rule.task:
             minutes = timedelta(minutes=self.config.tasks[rule.task])
-            if not await recent_task(session, lead.id, rule.task, now - minutes):
+            assignee = record.data.get("responsible_user_id")  # an event aimed at one person (an SLA escalation)
+            key = f"{rule.task}@{assignee}" if assignee else rule.task  # one open task of a kind per person
+            if not await recent_task(session, lead.id, key, now - minutes):
                 text = self.composer.task(rule.task, lead, record.data)
-                items.append((TASK, rule.task, {"text": text, "due": int((now + minutes).timestamp())}))
+                payload = {"text": text, "due": int((now + minutes).timestamp()), "responsible_user_id": assignee}
+                items.append((TASK, key, payload))
         return items
 
     def _wake_after_commit(self, session: AsyncSession) -> None:

@@ -1,7 +1,7 @@
 """Queries of the ``leads`` table."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
@@ -16,6 +16,14 @@ async def by_tg_user(session: AsyncSession, tg_user_id: int, *, for_update: bool
     if for_update:
         query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def of_user_or_id(session: AsyncSession, tg_user_id: int, lead_id: int | None) -> tuple[Lead | None, Lead | None]:
+    """In one query: the lead of a Telegram user, and the lead ``lead_id`` (a website quiz's)."""
+    condition = Lead.tg_user_id == tg_user_id if lead_id is None else or_(Lead.tg_user_id == tg_user_id, Lead.id == lead_id)
+    found = (await session.execute(select(Lead).where(condition))).scalars().all()
+    return (next((lead for lead in found if lead.tg_user_id == tg_user_id), None),
+            next((lead for lead in found if lead.id == lead_id), None))
 
 
 async def by_crm_lead(session: AsyncSession, crm_lead_id: int) -> Lead | None:

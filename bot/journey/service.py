@@ -6,6 +6,8 @@ pool after the buyer has been answered, and CRM work only goes into the outbox.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -53,6 +55,30 @@ class Reply:
     values: dict[str, Any] = field(default_factory=dict)
 
 
+class Burst:
+    """Counts replies in progress; record-keeping waits for a quiet moment so that, in a burst of
+    arrivals, every buyer is answered before the bookkeeping of the earlier ones (bounded wait)."""
+
+    def __init__(self, max_wait: float = 2.0) -> None:
+        self.max_wait = max_wait
+        self._active = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+
+    async def __aenter__(self) -> None:
+        self._active += 1
+        self._quiet.clear()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._active -= 1
+        if not self._active:
+            self._quiet.set()
+
+    async def quiet(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._quiet.wait(), self.max_wait)
+
+
 def parse_ad_payload(payload: str) -> dict[str, str]:
     """``yandex__cpc__shoes`` → ``{"source": "yandex", "medium": "cpc", "campaign": "shoes"}``."""
     parts = [part for part in payload.split("__") if part][:3]
@@ -80,6 +106,7 @@ class JourneyService:
         self.default_language = default_language
         self.token_ttl = token_ttl
         self.relay = relay
+        self.replying = Burst()
 
     # ------------------------------------------------------------- plumbing
     async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None, *, known: Lead | None = None) -> Lead:
@@ -145,20 +172,22 @@ class JourneyService:
         token) and sent before anything else is written; the visit and the messages are then
         recorded in one transaction. A known buyer bringing a new website quiz is folded in first.
         """
-        quiz_lead_id = None
-        if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
-            async with self.db.begin(urgent=True) as session:
-                quiz_lead_id = await submissions.claim(session, payload, user.id, utcnow() - self.token_ttl)
-        async with self.db() as session:
-            known = await leads.by_tg_user(session, user.id)
-            quiz_lead = await session.get(Lead, quiz_lead_id) if quiz_lead_id else None
-        if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
-            lead, reply = await self._record_start(user, message, payload, [])
-            await self._say(lead, reply)
-            return
-        view = known or quiz_lead or Lead(language=self.default_language)
-        attach_telegram(view, user)  # a detached view: the transaction below records the real change
-        sent = await self._say(view, self._start_reply(view, returning=bool(known and known.greeted_at)), log=False)
+        async with self.replying:
+            if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
+                async with self.db.begin(urgent=True) as session:
+                    quiz_lead_id = await submissions.claim(session, payload, user.id, utcnow() - self.token_ttl)
+                    known, quiz_lead = await leads.of_user_or_id(session, user.id, quiz_lead_id)
+            else:
+                async with self.db() as session:
+                    known, quiz_lead = await leads.of_user_or_id(session, user.id, None)
+            if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
+                lead, reply = await self._record_start(user, message, payload, [])
+                await self._say(lead, reply)
+                return
+            view = known or quiz_lead or Lead(language=self.default_language)
+            attach_telegram(view, user)  # a detached view: the transaction below records the real change
+            sent = await self._say(view, self._start_reply(view, returning=bool(known and known.greeted_at)), log=False)
+        await self.replying.quiet()
         await self._record_start(user, message, payload, sent)
 
     @staticmethod

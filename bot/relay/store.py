@@ -97,14 +97,6 @@ async def buyer_side(session: AsyncSession, operator_chat_id: int, operator_mess
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def last_inbound(session: AsyncSession, lead_id: int, operator_chat_id: int) -> RelayLink | None:
-    """The latest buyer message relayed to the operator chat (what a ping in the reply mode answers)."""
-    query = (select(RelayLink).where(RelayLink.lead_id == lead_id, RelayLink.direction == "in",
-                                     RelayLink.operator_chat_id == operator_chat_id)
-             .order_by(RelayLink.id.desc()).limit(1))
-    return (await session.execute(query)).scalar_one_or_none()
-
-
 # ------------------------------------------------------------------- waits
 async def open_wait(session: AsyncSession, lead_id: int) -> RelayWait | None:
     query = select(RelayWait).where(RelayWait.lead_id == lead_id, RelayWait.closed_at.is_(None))
