@@ -21,4 +21,7 @@ async def main(noworkers, url=None):
     finally:
         await sb.close()
 if __name__ == "__main__":
+    import os
+    if os.environ.get("UV"):
+        import uvloop; uvloop.install()
     asyncio.run(main(sys.argv[1] == "1", sys.argv[2] if len(sys.argv) > 2 else None))

@@ -52,7 +52,7 @@ def free_port() -> int:
 class RemoteSandbox:
     """The sandbox Bot API in a child process, driven over its JSON control API."""
 
-    def __init__(self, base_url: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, base_url: str, process: asyncio.subprocess.Process | None) -> None:
         self.base_url = base_url
         self.process = process
         self.http = aiohttp.ClientSession(base_url=base_url, timeout=aiohttp.ClientTimeout(total=120))
@@ -96,9 +96,10 @@ async def website_quizzes(app: App, sandbox: RemoteSandbox, leads: int) -> list[
     return payloads
 
 
-async def greetings(sandbox: RemoteSandbox, payloads: list[str], in_flight: int) -> list[float]:
-    """Seconds from each ``/start`` delivered to the bot to its greeting's ``sendMessage``."""
-    leads = len(payloads)
+async def drive(base_url: str, payloads: list[str], in_flight: int) -> None:
+    """The buyers: each sends ``/start <payload>`` and waits for the greeting, ``in_flight`` at a time.
+    Runs in its own process (``python -m bench.journey --drive``) so it takes no CPU from the bot."""
+    sandbox = RemoteSandbox(base_url, None)
     gate = asyncio.Semaphore(in_flight)
 
     async def buyer(index: int) -> None:
@@ -106,7 +107,22 @@ async def greetings(sandbox: RemoteSandbox, payloads: list[str], in_flight: int)
             await sandbox("send_text", user_id=FIRST_USER + index, text=f"/start {payloads[index]}")
             await sandbox("wait_for_messages", chat_id=FIRST_USER + index, count=1, timeout=60)
 
-    await asyncio.gather(*(buyer(index) for index in range(leads)))
+    try:
+        await asyncio.gather(*(buyer(index) for index in range(len(payloads))))
+    finally:
+        await sandbox.http.close()
+
+
+async def greetings(sandbox: RemoteSandbox, payloads: list[str], in_flight: int) -> list[float]:
+    """Seconds from each ``/start`` delivered to the bot to its greeting's ``sendMessage``."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as file:
+        json.dump(payloads, file)
+        file.flush()
+        driver = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.journey", "--drive", sandbox.base_url, file.name, "--in-flight", str(in_flight)
+        )
+        if await driver.wait():
+            raise RuntimeError("the buyers' driver failed")
     delivered: dict[int, float] = {}
     for call in await sandbox.calls("getUpdates"):
         updates = json.loads(call["result"]) if isinstance(call["result"], str) else call["result"] or []
@@ -117,7 +133,7 @@ async def greetings(sandbox: RemoteSandbox, payloads: list[str], in_flight: int)
     sent: dict[int, float] = {}
     for call in await sandbox.calls("sendMessage"):
         sent.setdefault(int(call["chat_id"]), call["started_at"])
-    return [sent[user] - delivered[user] for user in range(FIRST_USER, FIRST_USER + leads)]
+    return [sent[user] - delivered[user] for user in range(FIRST_USER, FIRST_USER + len(payloads))]
 
 
 async def cached_resends(sandbox: RemoteSandbox, count: int) -> list[float]:
@@ -174,7 +190,12 @@ if __name__ == "__main__":
     parser.add_argument("--leads", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--database-url", help="an empty database to use instead of a fresh SQLite file")
+    parser.add_argument("--drive", nargs=2, metavar=("SANDBOX_URL", "PAYLOADS_JSON"), help=argparse.SUPPRESS)
     options = parser.parse_args()
+    if options.drive:
+        url, payload_file = options.drive
+        asyncio.run(drive(url, json.loads(Path(payload_file).read_text()), options.in_flight))
+        sys.exit(0)
     result = asyncio.run(main(options.leads, options.in_flight, options.database_url))
     print(json.dumps(result, ensure_ascii=False, indent=2))
     print(f"targets: greeting p99 < 300 ms (got {result['greeting_ms']['p99']}), cold render p95 < 1.5 s "

@@ -7,7 +7,6 @@ message then becomes the live progress message. ``/broadcasts``: recent ones wit
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from bot.texts import t
 from broadcasts import stats
 from broadcasts.campaigns import CampaignSpec
 from broadcasts.content import Button, Content, Variant
+from broadcasts.markup import plain
 from broadcasts.models import SENT
 from broadcasts.progress import ControlCb, controls
 from broadcasts.schedule import parse_when
@@ -73,11 +73,7 @@ def _presets(settings: Settings) -> list[dict[str, Any]]:
 
 
 def _label(text: Any, lang: str) -> str:
-    return text.get(lang) or next(iter(text.values())) if isinstance(text, dict) else str(text)
-
-
-def _plain(html_text: str) -> str:
-    return re.sub(r"<[^>]+>", "", html_text)
+    return (text.get(lang) or next(iter(text.values()))) if isinstance(text, dict) else str(text)
 
 
 # ------------------------------------------------------------------- audience
@@ -204,20 +200,20 @@ def _variant(data: dict[str, Any]) -> Variant:
 
 
 async def review(message: Message, state: FSMContext, broadcasts: Broadcasts, settings: Settings, admin_name: str) -> None:
-    """Send the preview to the admin, validate for every recipient, offer now / schedule."""
+    """Validate the message for every recipient, send the preview to the admin, offer now / schedule."""
     lang, data = settings.default_language, await state.get_data()
     segment, variant = Segment(**data["segment"]), _variant(data)
+    await state.set_state(Wizard.content)  # a new message replaces the content unless the review passes
+    plan = await broadcasts.campaigns.plan(segment, Content(variants=[variant]))
+    if plan.problems:
+        await message.answer(t(lang, "broadcasts.admin.problems", failing=plan.failing, problems="\n".join(plan.problems)))
+        return
     preview = await broadcasts.campaigns.preview(segment, 1)
     sample = preview.sample[0] if preview.sample else Recipient(0, message.chat.id, admin_name, None, None, None, lang, {}, "new", None)
-    await state.set_state(Wizard.content)  # a new message replaces the content unless the review passes
     try:
         await broadcasts.engine.deliver(variant, sample, 0, chat_id=message.chat.id)
     except TelegramAPIError as exc:
         await message.answer(t(lang, "broadcasts.admin.preview_failed", error=exc.message))
-        return
-    plan = await broadcasts.campaigns.plan(segment, Content(variants=[variant]))
-    if plan.problems:
-        await message.answer(t(lang, "broadcasts.admin.problems", failing=plan.failing, problems="\n".join(plan.problems)))
         return
     await state.set_state(Wizard.review)
     name = " ".join(p for p in (sample.first_name, sample.last_name) if p) or f"#{sample.id}"
@@ -259,7 +255,7 @@ async def when(message: Message, state: FSMContext, broadcasts: Broadcasts, sett
 
 
 def _name(data: dict[str, Any], lang: str, broadcasts: Broadcasts) -> str:
-    text = _plain(_label(data["variant"].get("text") or "", lang)).strip().split("\n")[0]
+    text = plain(_label(data["variant"].get("text") or "", lang)).strip().split("\n")[0]
     return text[:60] or t(lang, "broadcasts.admin.default_name", when=broadcasts.clock().strftime("%d.%m %H:%M"))
 
 

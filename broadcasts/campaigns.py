@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,7 +15,7 @@ from bot.journey.quiz import Quiz
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant
 from broadcasts.models import CANCELLED, DRAFT, PAUSED, RUNNING, SCHEDULED, Broadcast
-from broadcasts.schedule import parse_when
+from broadcasts.schedule import Clock, parse_when
 from broadcasts.segments import Recipient, Segment
 from broadcasts.stats import Stats, collect
 
@@ -73,7 +73,7 @@ class Preview:
 
 
 class Campaigns:
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: Renderer, quiz: Quiz, *, rate: float, timezone: str, clock: Any) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: Renderer, quiz: Quiz, *, rate: float, timezone: str, clock: Clock) -> None:
         self.db = db
         self.renderer = renderer
         self.quiz = quiz

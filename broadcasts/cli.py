@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import html
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,15 +20,11 @@ from bot.journey.quiz import load_quiz
 from broadcasts import stats
 from broadcasts.campaigns import CampaignError, CampaignSpec
 from broadcasts.engine import AUTO_PAUSED, FINISHED_RUN, INVALID
+from broadcasts.markup import plain
 from broadcasts.models import RUNNING, SCHEDULED, SENT
 from broadcasts.schedule import parse_when
 from broadcasts.segments import Segment
 from broadcasts.service import Broadcasts
-
-
-def _plain(text: str) -> str:
-    """Telegram HTML as terminal text."""
-    return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
 @asynccontextmanager
@@ -97,7 +91,7 @@ async def schedule(settings: Settings, args: argparse.Namespace) -> int:
         send_at = parse_when(args.at, settings.timezone) if args.at else None
         broadcast_id = await service.campaigns.create(spec, send_at=send_at, start=not args.draft)
         b = await service.campaigns.get(broadcast_id)
-    print(_plain(stats.headline(settings.default_language, b, settings.timezone)))
+    print(plain(stats.headline(settings.default_language, b, settings.timezone)))
     return 0
 
 
@@ -114,7 +108,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
         if s is None:
             print(f"no broadcast #{args.id}")
             return 1
-        print(_plain(stats.progress(lang, s, None, settings.timezone)))
+        print(plain(stats.progress(lang, s, None, settings.timezone)))
     return 0
 
 
@@ -125,7 +119,7 @@ async def show_stats(settings: Settings, args: argparse.Namespace) -> int:
     if s is None:
         print(f"no broadcast #{args.id}")
         return 1
-    print(_plain(stats.report(settings.default_language, s, settings.timezone)))
+    print(plain(stats.report(settings.default_language, s, settings.timezone)))
     return 0
 
 
@@ -164,7 +158,7 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
     if s is None:
         print(f"no broadcast #{args.id}")
         return 1
-    print(_plain(stats.progress(settings.default_language, s, None, settings.timezone)))
+    print(plain(stats.progress(settings.default_language, s, None, settings.timezone)))
     return 0 if outcome == FINISHED_RUN else 1
 
 

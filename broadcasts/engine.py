@@ -31,7 +31,6 @@ from aiogram.methods import SendMessage
 from aiogram.types import FSInputFile, InputFile
 from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.catalog.render import CatalogRenderer
@@ -46,14 +45,23 @@ from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant
 from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.models import (
-    DRAFT, FAILED, ONEOFF, PAUSED, PENDING, RUNNING, SENDING, SENT, SKIPPED, UNKNOWN, Broadcast,
+    DRAFT,
+    FAILED,
+    ONEOFF,
+    PAUSED,
+    PENDING,
+    RUNNING,
+    SENDING,
+    SENT,
+    SKIPPED,
+    UNKNOWN,
+    Broadcast,
 )
-from broadcasts.ratelimit import Bucket, ChatSpacing, TokenBucket
-from broadcasts.schedule import QuietHours, zone_of
+from broadcasts.ratelimit import Bucket, ChatSpacing
+from broadcasts.schedule import Clock, QuietHours, zone_of
 from broadcasts.segments import Recipient, Segment
 
 log = structlog.get_logger(__name__)
-Clock = Callable[[], datetime]
 
 LEASE = timedelta(seconds=30)
 RENEW_EVERY = 1.0  # seconds between lease renewals (also how soon a pause or cancel is noticed)
@@ -108,29 +116,27 @@ class Engine:
         bot: Bot | None,
         journal: Journal,
         renderer: Renderer,
+        bucket: Bucket,
         *,
-        rate: float,
         paid: bool = False,
         quiet_hours: QuietHours | None = None,
         timezone: str = "Europe/Moscow",
         max_errors: int = 20,
         max_attempts: int = 3,
         clock: Clock = utcnow,
-        bucket: Bucket | None = None,
         catalog: CatalogFiles | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
         self.journal = journal
         self.renderer = renderer
-        self.rate = rate
+        self.bucket = bucket
         self.paid = paid
         self.quiet_hours = quiet_hours
         self.timezone = timezone
         self.max_errors = max_errors
         self.max_attempts = max_attempts
         self.clock = clock
-        self.bucket = bucket or TokenBucket(rate)
         self.spacing = ChatSpacing()
         self.catalog = catalog
         self.owner = owner_id()
@@ -186,7 +192,7 @@ class Engine:
         if upto is None:
             async with self.db.begin() as session:
                 upto = await segments.last_id(session)
-                await session.execute(update(Broadcast).where(Broadcast.id == broadcast.id).values(max_lead_id=upto))
+                await store.update_broadcast(session, broadcast.id, max_lead_id=upto)
         checked = Validation()
         async for page in segments.stream(self.db, segment, now, after=broadcast.prepared_upto, upto=upto):
             rows = [
@@ -198,7 +204,7 @@ class Engine:
                     return STOPPED
                 if not checked.problems:
                     await store.add_deliveries(session, rows)
-                await session.execute(update(Broadcast).where(Broadcast.id == broadcast.id).values(prepared_upto=page[-1].id))
+                await store.update_broadcast(session, broadcast.id, prepared_upto=page[-1].id)
         async with self.db.begin() as session:
             if checked.problems:
                 await store.discard_deliveries(session, broadcast.id)
@@ -209,7 +215,7 @@ class Engine:
                 log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=checked.failing)
                 return INVALID
             total = sum((await store.counts(session, broadcast.id)).values())
-            await session.execute(update(Broadcast).where(Broadcast.id == broadcast.id).values(prepared=True, total=total))
+            await store.update_broadcast(session, broadcast.id, prepared=True, total=total)
         broadcast.prepared = True
         log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total)
         return None

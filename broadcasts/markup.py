@@ -17,7 +17,12 @@ def _utf16_len(text: str) -> int:
 
 def visible_length(text: str) -> int:
     """The length Telegram counts (UTF-16 code units of the text without tags)."""
-    return _utf16_len(html.unescape(re.sub(r"<[^<>]*>", "", text)))
+    return _utf16_len(plain(text))
+
+
+def plain(text: str) -> str:
+    """Telegram HTML as plain text (the terminal, a campaign's name)."""
+    return html.unescape(re.sub(r"<[^<>]*>", "", text))
 
 
 def problem(text: str, limit: int) -> str | None:

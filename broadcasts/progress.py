@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.texts import t
 from broadcasts import stats
 from broadcasts.models import DRAFT, PAUSED, RUNNING, SCHEDULED, Broadcast
+from broadcasts.schedule import Clock
 from broadcasts.stats import Stats
 
 log = structlog.get_logger(__name__)
@@ -39,7 +40,7 @@ def controls(lang: str, b: Broadcast) -> InlineKeyboardMarkup | None:
 
 
 class Progress:
-    def __init__(self, db: async_sessionmaker[AsyncSession], bot: Bot | None, rate: float, *, lang: str, zone: str, clock: object) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], bot: Bot | None, rate: float, *, lang: str, zone: str, clock: Clock) -> None:
         self.db = db
         self.bot = bot
         self.rate = rate

@@ -1,8 +1,9 @@
 """The sender's pace: a global token bucket (in process, or shared through Redis), a global
 pause after a 429, and 1 message per second per chat.
 
-Tokens are handed out in small batches (``capacity`` = 50 ms of the rate), so at 25/s each
-message goes alone and at 1,000/s the sender claims ~50 rows per database write.
+Tokens are handed out in batches of 100 ms of the rate (2 at 25/s, 100 at 1,000/s: one
+database write claims a batch); the bucket holds two batches, so a sender busy writing one
+batch loses no tokens, and no burst exceeds 200 ms of the rate.
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-BATCH_SECONDS = 0.05
+BATCH_SECONDS = 0.1
 MAX_BATCH = 200
 
 
-def capacity_for(rate: float) -> int:
+def batch_for(rate: float) -> int:
     return max(1, min(MAX_BATCH, int(rate * BATCH_SECONDS)))
 
 
@@ -28,11 +29,12 @@ class Bucket(Protocol):
 
 
 class TokenBucket:
-    """The in-process bucket: ``rate`` tokens per second, at most ``capacity`` at once."""
+    """The in-process bucket: ``rate`` tokens per second, handed out ``batch`` at a time."""
 
     def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
-        self.capacity = capacity_for(rate)
+        self.batch = batch_for(rate)
+        self.capacity = 2 * self.batch
         self.clock = clock
         self.tokens = float(self.capacity)
         self.updated = clock()
@@ -50,7 +52,7 @@ class TokenBucket:
                 await asyncio.sleep(self.paused_until - now)
                 continue
             self._refill(now)
-            needed = min(want, self.capacity)
+            needed = min(want, self.batch)
             if self.tokens >= needed:
                 granted = min(want, int(self.tokens))
                 self.tokens -= granted
@@ -65,18 +67,19 @@ class TokenBucket:
             self.updated = until
 
 
-# KEYS: bucket, pause. ARGV: rate, capacity, want. Returns {granted, wait_ms}.
+# KEYS: bucket, pause. ARGV: rate, batch, want. Returns {granted, wait_ms}.
 _TAKE = """
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000 + math.floor(tonumber(now_parts[2]) / 1000)
-local rate, capacity, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, batch, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local capacity = 2 * batch
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then return {0, paused - now} end
 local state = redis.call('HMGET', KEYS[1], 't', 'ts')
 local tokens = tonumber(state[1]) or capacity
 local ts = tonumber(state[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - ts) * rate / 1000)
-local needed = math.min(want, capacity)
+local needed = math.min(want, batch)
 local granted = 0
 if tokens >= needed then
   granted = math.min(want, math.floor(tokens))
@@ -107,14 +110,14 @@ class RedisBucket:
 
         self.redis = Redis.from_url(url)
         self.rate = rate
-        self.capacity = capacity_for(rate)
+        self.batch = batch_for(rate)
         self.keys = [f"{prefix}:bucket", f"{prefix}:pause"]
         self._take = self.redis.register_script(_TAKE)
         self._pause = self.redis.register_script(_PAUSE)
 
     async def take(self, want: int) -> int:
         while True:
-            granted, wait_ms = await self._take(keys=self.keys, args=[self.rate, self.capacity, max(1, want)])
+            granted, wait_ms = await self._take(keys=self.keys, args=[self.rate, self.batch, max(1, want)])
             if granted:
                 return int(granted)
             await asyncio.sleep(int(wait_ms) / 1000)

@@ -32,7 +32,7 @@ from bot.texts import LANGUAGES
 from broadcasts import store
 from broadcasts.content import Content, Renderer, Variant
 from broadcasts.models import PENDING, SENT, SKIPPED
-from broadcasts.schedule import parse_duration
+from broadcasts.schedule import Clock, parse_duration
 from broadcasts.segments import Recipient, Segment, where
 
 REASONS = ("replied", "manager", "unsubscribed", "blocked")
@@ -163,12 +163,12 @@ def load_sequences(path: Path, renderer: Renderer) -> list[SequenceSpec]:
 class Sequences:
     """Enrollment and exits (a journal subscriber) and the due steps (``enqueue_due``)."""
 
-    def __init__(self, specs: list[SequenceSpec], db: async_sessionmaker[AsyncSession], journal: Journal, clock: Any) -> None:
+    def __init__(self, specs: list[SequenceSpec], db: async_sessionmaker[AsyncSession], journal: Journal, clock: Clock) -> None:
         self.specs = specs
         self.db = db
         self.journal = journal
         self.clock = clock
-        self._steps: dict[str, dict[str, int]] = {}
+        self._steps: dict[str, dict[str, int]] | None = None  # sequence → step → its broadcast id, once synced
 
     async def sync(self) -> None:
         """Create or update one broadcast row per step (their deliveries and stats hang off it)."""
@@ -198,7 +198,7 @@ class Sequences:
 
     async def enqueue_due(self) -> None:
         """Give every enrolled lead the steps that fell due: a pending delivery, a skip, or the step's event."""
-        if not self._steps:
+        if self._steps is None:
             await self.sync()
         now = self.clock()
         for spec in self.specs:
@@ -209,9 +209,12 @@ class Sequences:
     async def _step_batch(self, spec: SequenceSpec, step: Step, now: datetime) -> bool:
         """One batch of leads due for ``step``; True if there may be more."""
         step_id = self._steps[spec.key][step.key]
-        async with self.db.begin() as session:
+        async with self.db() as session:  # most polls find nothing: look before taking a write transaction
             condition = where(step.segment, session.bind.dialect.name, now)
             dues = await store.due_enrollments(session, spec.key, step_id, now - step.delay, condition)
+        if not dues:
+            return False
+        async with self.db.begin() as session:  # another instance may be here too: inserts are idempotent
             for due in dues:
                 reason = spec.exit.stage_reason(due.stage)
                 if reason is not None:

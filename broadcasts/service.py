@@ -17,15 +17,16 @@ from bot.db.models import Lead, Message
 from bot.journal import UNSUBSCRIBED, Journal, Record
 from bot.journey.quiz import Quiz
 from bot.messenger import Messenger
+from bot.relay.service import STAGE_CHANGED
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
 from broadcasts.campaigns import Campaigns
 from broadcasts.content import Renderer
-from broadcasts.engine import CatalogFiles, Clock, Engine
+from broadcasts.engine import CatalogFiles, Engine
 from broadcasts.progress import Progress
 from broadcasts.ratelimit import Bucket, RedisBucket, TokenBucket
-from broadcasts.schedule import QuietHours
+from broadcasts.schedule import Clock, QuietHours
 from broadcasts.sequences import Sequences, load_sequences, reached
 
 log = structlog.get_logger(__name__)
@@ -35,6 +36,7 @@ REPLY_WINDOW = timedelta(hours=48)
 UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 CONVERSION_WINDOW = timedelta(days=7)
 CONVERSION_STAGE = "test_batch_sent"  # «Тестовая партия отправлена»
+STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # moved in amoCRM, or by a manager on the relay card: {stage, previous}
 
 
 class Broadcasts:
@@ -69,9 +71,9 @@ class Broadcasts:
         self.bucket = bucket
         self.renderer = Renderer(quiz, settings.default_language)
         self.engine = Engine(
-            db, self.bot, journal, self.renderer, rate=self.rate, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
+            db, self.bot, journal, self.renderer, bucket, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
-            clock=self.now, bucket=bucket, catalog=CatalogFiles(db, catalog) if catalog else None,
+            clock=self.now, catalog=CatalogFiles(db, catalog) if catalog else None,
         )
         self.sequences = Sequences(load_sequences(settings.broadcast_sequences, self.renderer), db, journal, self.now)
         self.campaigns = Campaigns(db, self.renderer, quiz, rate=self.rate, timezone=settings.timezone, clock=self.now)
@@ -91,7 +93,7 @@ class Broadcasts:
                 await store.attribute(session, lead.id, "replied_at", now, REPLY_WINDOW)
         elif record.kind == UNSUBSCRIBED:
             await store.attribute(session, lead.id, "unsubscribed_at", now, UNSUBSCRIBE_WINDOW)
-        elif record.kind == CRM_STAGE_CHANGED:
+        elif record.kind in STAGE_EVENTS:
             stage, previous = record.data.get("stage") or "", record.data.get("previous") or "new"
             if reached(stage, CONVERSION_STAGE) and not reached(previous, CONVERSION_STAGE):
                 await store.attribute(session, lead.id, "converted_at", now, CONVERSION_WINDOW)

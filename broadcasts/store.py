@@ -7,14 +7,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, case, delete, exists, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
 from broadcasts.models import (
-    ACTIVE, CANCELLED, DONE, EXITED, FINISHED, ONEOFF, PENDING, RUNNING, SCHEDULED, SENDING, SENT, UNKNOWN,
-    Broadcast, Click, Delivery, Enrollment,
+    ACTIVE,
+    CANCELLED,
+    DONE,
+    EXITED,
+    FINISHED,
+    ONEOFF,
+    PENDING,
+    RUNNING,
+    SCHEDULED,
+    SENDING,
+    SENT,
+    UNKNOWN,
+    Broadcast,
+    Click,
+    Delivery,
+    Enrollment,
 )
 from broadcasts.segments import COLUMNS, Recipient, reachable
 
@@ -38,6 +52,10 @@ async def recent(session: AsyncSession, limit: int = 10) -> list[Broadcast]:
     return list((await session.execute(query)).scalars())
 
 
+async def update_broadcast(session: AsyncSession, broadcast_id: int, **values: Any) -> None:
+    await session.execute(update(Broadcast).where(Broadcast.id == broadcast_id).values(**values))
+
+
 async def transition(session: AsyncSession, broadcast_id: int, sources: Iterable[str], target: str, **values: Any) -> bool:
     """Move a broadcast to ``target`` if it is in one of ``sources``."""
     query = update(Broadcast).where(Broadcast.id == broadcast_id, Broadcast.state.in_(tuple(sources))).values(state=target, **values)
@@ -52,9 +70,11 @@ async def activate_due(session: AsyncSession, now: datetime) -> None:
 
 
 async def runnable(session: AsyncSession, now: datetime) -> list[int]:
-    """Running broadcasts with work to do now: recipients to select, or deliveries due."""
+    """Running broadcasts with work to do now: recipients to select, deliveries due, or a one-off to finish."""
     due = exists().where(D.broadcast_id == Broadcast.id, D.state == PENDING, or_(D.due_at.is_(None), D.due_at <= now))
-    query = select(Broadcast.id).where(Broadcast.state == RUNNING, or_(Broadcast.prepared.is_(False), due)).order_by(Broadcast.id)
+    left = exists().where(D.broadcast_id == Broadcast.id, D.state.in_((PENDING, SENDING)))
+    work = or_(Broadcast.prepared.is_(False), due, and_(Broadcast.kind == ONEOFF, ~left))
+    query = select(Broadcast.id).where(Broadcast.state == RUNNING, work).order_by(Broadcast.id)
     return list((await session.execute(query)).scalars())
 
 

@@ -3,6 +3,7 @@ Telegram Bot API server, a shared catalogue renderer, and the whole app wired to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -132,18 +133,26 @@ def settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path) -> Set
     return make_settings(sandbox, database_url, tmp_path)
 
 
-@pytest.fixture
-async def app(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
-    """The whole service, polling the sandbox and serving HTTP on a free port."""
+@contextlib.asynccontextmanager
+async def running(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
+    """One instance of the whole service, polling the sandbox and serving HTTP on a free port."""
     service = App(settings, renderer=renderer)
     await service.start()
     stop = asyncio.Event()
     task = asyncio.create_task(service.serve(stop=stop))
     await asyncio.wait_for(service.ready.wait(), 10)
-    yield service
-    stop.set()
-    await task
-    await service.close()
+    try:
+        yield service
+    finally:
+        stop.set()
+        await task
+        await service.close()
+
+
+@pytest.fixture
+async def app(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
+    async with running(settings, renderer) as service:
+        yield service
 
 
 @pytest.fixture

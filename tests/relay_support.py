@@ -2,9 +2,6 @@
 a lead with a known card, and managers acting in topics through the sandbox."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -13,7 +10,6 @@ import pytest
 from sqlalchemy import select
 
 from bot.app import App
-from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
@@ -21,7 +17,8 @@ from bot.relay import store
 from bot.relay.models import RelayTopic
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
-from tests.conftest import make_settings
+from tests.conftest import make_settings, running  # noqa: F401  (re-exported for the relay tests)
+from tests.crm_support import eventually  # noqa: F401  (re-exported for the relay tests)
 
 OPERATORS = -1001234567890
 IVAN, OLGA, PETR, STRANGER = 501, 502, 503, 599  # Petr is a member without an operators entry
@@ -75,22 +72,6 @@ def relay_settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path, 
 def settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path) -> Settings:
     """Overrides the shared ``settings``: the app gets the operator chat."""
     return relay_settings(sandbox, database_url, tmp_path)
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
-    """One instance of the service, polling the sandbox (for restarts within a test)."""
-    service = App(settings, renderer=renderer)
-    await service.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.serve(stop=stop))
-    await asyncio.wait_for(service.ready.wait(), 10)
-    try:
-        yield service
-    finally:
-        stop.set()
-        await task
-        await service.close()
 
 
 async def known_lead(app: App, buyer: Buyer, **fields: Any) -> Lead:
@@ -182,10 +163,3 @@ def team(sandbox: TelegramSandbox) -> Team:
     return Team(sandbox)
 
 
-async def eventually(condition: Callable[[], Awaitable[bool]], timeout: float = 5.0) -> None:
-    """Wait for a database condition the sandbox can't signal (a commit after the last Telegram call)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)

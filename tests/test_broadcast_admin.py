@@ -10,7 +10,16 @@ from bot.app import App
 from bot.db.models import Lead, LeadEvent
 from bot.sandbox.telegram import TelegramSandbox
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
-    ADMIN, FakeClock, add_leads, bapp, broadcast, broadcast_settings, clock, create, states, until_done,
+    ADMIN,
+    FakeClock,
+    add_leads,
+    bapp,
+    broadcast,
+    broadcast_settings,
+    clock,
+    create,
+    states,
+    until_done,
 )
 from tests.buyer import buttons
 
@@ -98,6 +107,12 @@ async def test_wizard_schedules_and_controls_pause_and_cancel(bapp: App, sandbox
     await admin.says("/broadcast")
     await admin.presses("bw:preset:1")  # «Got the catalogue, no test batch yet»
     await admin.presses("bw:next:")
+    await admin.says("Скидка для {{ frist_name }}")
+    seen = len(sandbox.messages(ADMIN, from_bot=True))
+    await admin.presses("bw:next:")
+    [refused] = (await sandbox.wait_for_messages(ADMIN, seen + 1))[seen:]
+    assert "не прошло проверку у 2 получателей" in refused["text"] and "'frist_name' is undefined" in refused["text"]
+
     await admin.says("Скидка на тестовую партию до пятницы")
     seen = len(sandbox.messages(ADMIN, from_bot=True))
     await admin.presses("bw:next:")
