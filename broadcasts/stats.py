@@ -140,8 +140,9 @@ def report(lang: str, stats: Stats, zone: str) -> str:
              t(lang, "broadcasts.report.outcomes", replies=total.replies, unsubscribes=total.unsubscribes, conversions=total.conversions)]
     if len(stats.variants) > 1:
         for g in stats.variants:
-            lines.append(t(lang, "broadcasts.report.variant", name=g.name, sent=g.states[SENT], clicks=g.metric("clicks"),
-                           click_rate=_percent(g.share("clicks")), replies=g.replies, reply_rate=_percent(g.share("replies")),
+            lines.append(t(lang, "broadcasts.report.variant", name=g.name, sent=g.states[SENT], blocked=g.states[BLOCKED],
+                           failed=g.states[FAILED], clicks=g.metric("clicks"), click_rate=_percent(g.share("clicks")),
+                           replies=g.replies, reply_rate=_percent(g.share("replies")), unsubscribes=g.unsubscribes,
                            conversions=g.conversions, conversion_rate=_percent(g.share("conversions"))))
         w = stats.winner
         if w is not None:
