@@ -88,12 +88,16 @@ class Broadcasts:
         """Journal subscriber: sequences, and crediting replies, opt-outs and conversions to broadcasts."""
         await self.sequences.on_record(session, lead, record)
         now = record.created_at
+
+        def broadcast_within(window: timedelta) -> bool:  # no query for leads no broadcast reached lately
+            return lead.last_broadcast_at is not None and now - lead.last_broadcast_at <= window
+
         if isinstance(record, Message):
-            if record.direction == "in":
+            if record.direction == "in" and broadcast_within(REPLY_WINDOW):
                 await store.attribute(session, lead.id, "replied_at", now, REPLY_WINDOW)
-        elif record.kind == UNSUBSCRIBED:
+        elif record.kind == UNSUBSCRIBED and broadcast_within(UNSUBSCRIBE_WINDOW):
             await store.attribute(session, lead.id, "unsubscribed_at", now, UNSUBSCRIBE_WINDOW)
-        elif record.kind in STAGE_EVENTS:
+        elif record.kind in STAGE_EVENTS and broadcast_within(CONVERSION_WINDOW):
             stage, previous = record.data.get("stage") or "", record.data.get("previous") or "new"
             if reached(stage, CONVERSION_STAGE) and not reached(previous, CONVERSION_STAGE):
                 await store.attribute(session, lead.id, "converted_at", now, CONVERSION_WINDOW)
