@@ -1,6 +1,7 @@
 """Where leads come from: the Marquiz webhook + deep link, an ad link, a shared phone, a cold /start."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -214,3 +215,19 @@ async def test_returning_lead_is_welcomed_back(app: App, buyer: Buyer) -> None:
     again = await buyer.reply()
     assert again["text"].startswith("Анна, с возвращением!")
     assert await count(app, Lead) == 1
+
+
+async def test_a_burst_of_claims_gives_each_token_to_one_user(app: App) -> None:
+    tokens = []
+    for index in range(3):
+        body = {**MARQUIZ, "contacts": {"name": f"Покупатель {index}", "phone": f"7999000000{index}"}, "created": f"burst-{index}"}
+        tokens.append(payload_of((await post_marquiz(app, body)).json()["start_link"]))
+    claims = [(tokens[0], 11), (tokens[0], 12), (tokens[1], 13), (tokens[2], 14), (tokens[0], 11), ("q_forged", 15)]
+
+    results = await asyncio.gather(*(app.journey.claims.claim(token, user) for token, user in claims))
+
+    owner_of_first = results[0]
+    assert owner_of_first is not None and results[1] is None  # the same token, a second user: refused
+    assert results[2] is not None and results[3] is not None and results[2] != results[3]
+    assert results[4] == owner_of_first  # its owner may open the link again
+    assert results[5] is None

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.base import utcnow
@@ -37,18 +37,19 @@ async def unclaimed_by_phone(session: AsyncSession, phone: str, since: datetime)
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def claim(session: AsyncSession, token: str, tg_user_id: int, since: datetime) -> int | None:
-    """Atomically give the start token to ``tg_user_id`` unless another user has it or it expired;
-    returns the submission's lead id, or None."""
+async def claim(session: AsyncSession, claims: dict[str, int], since: datetime) -> dict[str, int]:
+    """Atomically give each start token (``token → Telegram user``) to its user unless another user
+    has it or it expired, in one statement; returns ``token → lead id`` of the tokens given."""
+    user = case(claims, value=QuizSubmission.token)
     query = (
         update(QuizSubmission)
         .where(
-            QuizSubmission.token == token,
+            QuizSubmission.token.in_(list(claims)),
             QuizSubmission.created_at >= since,
-            or_(QuizSubmission.claimed_by_tg_user_id.is_(None), QuizSubmission.claimed_by_tg_user_id == tg_user_id),
+            or_(QuizSubmission.claimed_by_tg_user_id.is_(None), QuizSubmission.claimed_by_tg_user_id == user),
         )
-        .values(claimed_by_tg_user_id=tg_user_id, claimed_at=func.coalesce(QuizSubmission.claimed_at, utcnow()))
-        .returning(QuizSubmission.lead_id)
+        .values(claimed_by_tg_user_id=user, claimed_at=func.coalesce(QuizSubmission.claimed_at, utcnow()))
+        .returning(QuizSubmission.token, QuizSubmission.lead_id)
         .execution_options(synchronize_session=False)
     )
-    return (await session.execute(query)).scalar_one_or_none()
+    return {token: lead_id for token, lead_id in (await session.execute(query)).all()}

@@ -28,6 +28,7 @@ from bot.journal import (
 )
 from bot.journey import keyboards
 from bot.journey.catalog import CatalogService
+from bot.journey.claims import TokenClaims
 from bot.journey.identity import attach_telegram, merge
 from bot.journey.intake import TOKEN_PREFIX
 from bot.journey.quiz import Question, Quiz
@@ -107,6 +108,7 @@ class JourneyService:
         self.token_ttl = token_ttl
         self.relay = relay
         self.replying = Burst()
+        self.claims = TokenClaims(db, lambda: utcnow() - self.token_ttl)
 
     # ------------------------------------------------------------- plumbing
     async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None, *, known: Lead | None = None) -> Lead:
@@ -174,12 +176,11 @@ class JourneyService:
         """
         async with self.replying:
             if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
-                async with self.db.begin(urgent=True) as session:
-                    quiz_lead_id = await submissions.claim(session, payload, user.id, utcnow() - self.token_ttl)
-                    known, quiz_lead = await leads.of_user_or_id(session, user.id, quiz_lead_id)
+                quiz_lead_id = await self.claims.claim(payload, user.id)
             else:
-                async with self.db() as session:
-                    known, quiz_lead = await leads.of_user_or_id(session, user.id, None)
+                quiz_lead_id = None
+            async with self.db() as session:
+                known, quiz_lead = await leads.of_user_or_id(session, user.id, quiz_lead_id)
             if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
                 lead, reply = await self._record_start(user, message, payload, [])
                 await self._say(lead, reply)
