@@ -161,18 +161,9 @@ async def main(leads: int, in_flight: int, database_url: str | None = None) -> d
                 _env_file=None, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, WEBHOOK_SECRET=SECRET, HTTP_PORT=0,
                 DATABASE_URL=database_url or f"sqlite+aiosqlite:///{Path(workdir) / 'bench.sqlite3'}", DATA_DIR=workdir,
             )
-            app = App(settings)
-            await app.start()
-            stop = asyncio.Event()
-            service = asyncio.create_task(app.serve(stop=stop))
-            await app.ready.wait()
-            try:
+            async with App(settings).running() as app:
                 greeting = await greetings(sandbox, await website_quizzes(app, sandbox, leads), in_flight)
                 resend = await cached_resends(sandbox, 20)
-            finally:
-                stop.set()
-                await service
-                await app.close()
     finally:
         await sandbox.close()
     catalogue = await measure_catalog()

@@ -145,21 +145,12 @@ async def main(conversations: int, interval: float, duration: float) -> dict[str
                 _env_file=None, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, WEBHOOK_SECRET=SECRET, HTTP_PORT=0,
                 DATABASE_URL=f"sqlite+aiosqlite:///{Path(workdir) / 'bench.sqlite3'}", DATA_DIR=workdir, OPERATOR_CHAT_ID=OPERATORS,
             )
-            app = App(settings)
-            await app.start()
-            async with app.db.begin() as session:
-                session.add_all(Lead(tg_user_id=buyer, first_name=f"Покупатель {buyer}", greeted_at=utcnow(),
-                                     interests={"category": ["shoes"], "city": "Казань"}) for buyer in buyers)
-            stop = asyncio.Event()
-            service = asyncio.create_task(app.serve(stop=stop))
-            await app.ready.wait()
-            try:
+            async with App(settings).running() as app:
+                async with app.db.begin() as session:
+                    session.add_all(Lead(tg_user_id=buyer, first_name=f"Покупатель {buyer}", greeted_at=utcnow(),
+                                         interests={"category": ["shoes"], "city": "Казань"}) for buyer in buyers)
                 threads = await open_topics(sandbox, buyers)
                 results = {"steady": await steady(sandbox, threads, interval, duration), "burst": await burst(sandbox, threads)}
-            finally:
-                stop.set()
-                await service
-                await app.close()
     finally:
         await sandbox.close()
     p99 = max(results["steady"]["buyer_to_topic_ms"]["p99"], results["steady"]["topic_to_buyer_ms"]["p99"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -147,6 +147,20 @@ class App:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runner.cleanup()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[App]:
+        """Start, serve in the background for the duration of the block, then close (demo, tests, benchmarks)."""
+        await self.start()
+        stop = asyncio.Event()
+        service = asyncio.create_task(self.serve(stop=stop))
+        try:
+            await asyncio.wait_for(self.ready.wait(), 30)
+            yield self
+        finally:
+            stop.set()
+            await service
+            await self.close()
 
     async def close(self) -> None:
         if self._owns_renderer:

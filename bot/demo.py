@@ -6,7 +6,6 @@ transcript with the measured greeting and catalogue times and writes the PDF to 
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import tempfile
@@ -88,22 +87,13 @@ async def run_demo(settings: Settings) -> int:
                 "amocrm_base_url": amocrm_url, "amocrm_access_token": SecretStr(amocrm_token),
             })
             sandbox.add_user(BUYER_ID, "Анна", "Петрова", "anna_boutique")
-            app = App(demo)
             started = time.perf_counter()
-            await app.start()
-            print(f"optobot demo — sandbox Telegram at {sandbox.base_url}, sandbox amoCRM at {amocrm_url}; "
-                  f"service ready in {time.perf_counter() - started:.1f} s")
-            stop = asyncio.Event()
-            service = asyncio.create_task(app.serve(stop=stop))
-            await app.ready.wait()
-            try:
+            async with App(demo).running() as app:
+                print(f"optobot demo — sandbox Telegram at {sandbox.base_url}, sandbox amoCRM at {amocrm_url}; "
+                      f"service ready in {time.perf_counter() - started:.1f} s")
                 code = await _play(app, sandbox)
                 await _show_crm(app, amocrm)
                 return code
-            finally:
-                stop.set()
-                await service
-                await app.close()
     finally:
         await amocrm.close()
 

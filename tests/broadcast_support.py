@@ -3,7 +3,6 @@
 as users of the sandbox, and readers of what the sandbox delivered."""
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import datetime, time, timedelta, timezone
@@ -49,18 +48,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-async def start_app(settings: Any, renderer: CatalogRenderer, clock: FakeClock) -> tuple[App, asyncio.Event, asyncio.Task[None]]:
-    """The whole service polling the sandbox, without the broadcast workers (the test ticks them)."""
-    service = App(settings, renderer=renderer)
-    service.workers = [w for w in service.workers if w not in service.broadcasts.workers]
-    service.broadcasts.clock = clock
-    await service.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.serve(stop=stop))
-    await asyncio.wait_for(service.ready.wait(), 10)
-    return service, stop, task
-
-
 @pytest.fixture
 def broadcast_settings() -> dict[str, Any]:
     """Extra settings of ``bapp`` (override with ``@pytest.mark.parametrize("broadcast_settings", [{…}])``)."""
@@ -72,11 +59,11 @@ async def bapp(sandbox: TelegramSandbox, database_url: str, tmp_path: Path, rend
                broadcast_settings: dict[str, Any]) -> AsyncIterator[App]:
     """The app for broadcast tests, ADMIN_IDS = ``ADMIN``."""
     settings = make_settings(sandbox, database_url, tmp_path, ADMIN_IDS=str(ADMIN), **broadcast_settings)
-    service, stop, task = await start_app(settings, renderer, clock)
-    yield service
-    stop.set()
-    await task
-    await service.close()
+    service = App(settings, renderer=renderer)
+    service.workers = [w for w in service.workers if w not in service.broadcasts.workers]  # the test ticks them
+    service.broadcasts.clock = clock
+    async with service.running():
+        yield service
 
 
 async def add_leads(app: App, sandbox: TelegramSandbox, count: int, *, first_id: int = 5000, **fields: Any) -> list[int]:

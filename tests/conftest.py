@@ -133,20 +133,9 @@ def settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path) -> Set
     return make_settings(sandbox, database_url, tmp_path)
 
 
-@contextlib.asynccontextmanager
-async def running(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
+def running(settings: Settings, renderer: CatalogRenderer) -> contextlib.AbstractAsyncContextManager[App]:
     """One instance of the whole service, polling the sandbox and serving HTTP on a free port."""
-    service = App(settings, renderer=renderer)
-    await service.start()
-    stop = asyncio.Event()
-    task = asyncio.create_task(service.serve(stop=stop))
-    await asyncio.wait_for(service.ready.wait(), 10)
-    try:
-        yield service
-    finally:
-        stop.set()
-        await task
-        await service.close()
+    return App(settings, renderer=renderer).running()
 
 
 @pytest.fixture
