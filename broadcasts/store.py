@@ -299,8 +299,3 @@ async def due_enrollments(
 async def complete(session: AsyncSession, enrollment_ids: Sequence[int]) -> None:
     if enrollment_ids:
         await session.execute(update(Enrollment).where(Enrollment.id.in_(enrollment_ids), Enrollment.state == ACTIVE).values(state=DONE))
-
-
-async def enrollments_of(session: AsyncSession, lead_id: int) -> list[Enrollment]:
-    return list((await session.execute(select(Enrollment).where(Enrollment.lead_id == lead_id).order_by(Enrollment.id))).scalars())
-

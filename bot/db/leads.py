@@ -7,10 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.db.models import Lead
 
 
-async def get(session: AsyncSession, lead_id: int) -> Lead | None:
-    return await session.get(Lead, lead_id)
-
-
 async def by_tg_user(session: AsyncSession, tg_user_id: int, *, for_update: bool = False) -> Lead | None:
     query = select(Lead).where(Lead.tg_user_id == tg_user_id)
     if for_update:

@@ -60,10 +60,6 @@ class Lead(Base):
     def display_name(self) -> str:
         return " ".join(part for part in (self.first_name, self.last_name) if part) or (self.tg_username or f"#{self.id}")
 
-    @property
-    def is_reachable(self) -> bool:
-        return self.tg_user_id is not None and not self.is_blocked
-
 
 class QuizSubmission(Base):
     """A quiz as it arrived (Marquiz webhook or in-bot), kept verbatim, linked to its lead."""

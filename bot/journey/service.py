@@ -205,7 +205,7 @@ class JourneyService:
         async with self.db.begin() as session:
             known = await leads.by_tg_user(session, user.id, for_update=True)
             returning = bool(known and known.greeted_at)
-            submission = await self._valid_submission(session, user, payload, report=True)
+            submission = await self._valid_submission(session, user, payload)
             if submission is not None:
                 await self._link(session, user, known, submission)
                 if known is None:
@@ -228,7 +228,7 @@ class JourneyService:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
         return lead, reply
 
-    async def _valid_submission(self, session: AsyncSession, user: User, payload: str | None, *, report: bool = False) -> QuizSubmission | None:
+    async def _valid_submission(self, session: AsyncSession, user: User, payload: str | None) -> QuizSubmission | None:
         """The website quiz behind a start token, if the token is valid for this user."""
         if not payload or not payload.startswith(TOKEN_PREFIX):
             return None
@@ -239,8 +239,7 @@ class JourneyService:
             reason = "claimed by another user"
         else:
             return submission
-        if report:
-            log.warning("start.token_rejected", tg_user_id=user.id, reason=reason)
+        log.warning("start.token_rejected", tg_user_id=user.id, reason=reason)
         return None
 
     async def _link(self, session: AsyncSession, user: User, known: Lead | None, submission: QuizSubmission) -> None:
