@@ -10,6 +10,7 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s")
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -10,14 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
-from bot.crm.webhooks import CRM_STAGE_CHANGED
 from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
-from bot.journal import UNSUBSCRIBED, Journal, Record
+from bot.journal import STAGE_EVENTS, UNSUBSCRIBED, Journal, Record
 from bot.journey.quiz import Quiz
 from bot.messenger import Messenger
-from bot.relay.service import STAGE_CHANGED
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
@@ -36,7 +34,6 @@ REPLY_WINDOW = timedelta(hours=48)
 UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 CONVERSION_WINDOW = timedelta(days=7)
 CONVERSION_STAGE = "test_batch_sent"  # «Тестовая партия отправлена»
-STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # moved in amoCRM, or by a manager on the relay card: {stage, previous}
 
 
 class Broadcasts:

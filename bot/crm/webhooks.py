@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.crm.discovery import AccountMap
 from bot.db import leads
 from bot.formdata import parse_nested
-from bot.journal import Journal
+from bot.journal import CRM_STAGE_CHANGED, Journal
 
 if TYPE_CHECKING:
     from bot.web import Handler
 
 log = structlog.get_logger(__name__)
 
-CRM_STAGE_CHANGED = "crm_stage_changed"  # data: stage, previous, status_id, pipeline_id, source
 LEAD_ACTIONS = ("add", "update", "status", "responsible", "restore")
 
 
@@ -34,6 +33,7 @@ class LeadChange:
     status_id: int | None = None
     pipeline_id: int | None = None
     responsible_user_id: int | None = None
+    price: int | None = None  # the deal's budget
 
 
 def _int(value: Any) -> int | None:
@@ -51,7 +51,8 @@ def parse_changes(form: dict[str, Any]) -> list[LeadChange]:
         for item in items if isinstance(items, list) else []:
             crm_id = _int(item.get("id")) if isinstance(item, dict) else None
             if crm_id is not None:
-                changes.append(LeadChange(crm_id, _int(item.get("status_id")), _int(item.get("pipeline_id")), _int(item.get("responsible_user_id"))))
+                changes.append(LeadChange(crm_id, _int(item.get("status_id")), _int(item.get("pipeline_id")),
+                                          _int(item.get("responsible_user_id")), _int(item.get("price"))))
     return changes
 
 
@@ -64,7 +65,7 @@ def subdomain_of(base_url: str) -> str | None:
 async def apply_changes(
     db: async_sessionmaker[AsyncSession], journal: Journal, account: AccountMap, changes: list[LeadChange], source: str,
 ) -> int:
-    """Set the local stage, status and responsible of the leads we know; returns how many changed stage."""
+    """Set the local stage, status, responsible and deal budget of the leads we know; returns how many changed stage."""
     moved = 0
     async with db.begin() as session:
         for change in changes:
@@ -73,6 +74,8 @@ async def apply_changes(
                 continue
             if change.responsible_user_id:
                 lead.responsible_user_id = change.responsible_user_id
+            if change.price is not None:
+                lead.deal_price = change.price
             if change.status_id is None:
                 continue
             lead.crm_status_id, lead.crm_pipeline_id = change.status_id, change.pipeline_id or lead.crm_pipeline_id

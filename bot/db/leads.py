@@ -1,7 +1,10 @@
 """Queries of the ``leads`` table."""
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
@@ -29,3 +32,10 @@ async def by_crm_lead(session: AsyncSession, crm_lead_id: int) -> Lead | None:
 async def latest_by_phone(session: AsyncSession, phone: str) -> Lead | None:
     query = select(Lead).where(Lead.phone == phone).order_by(Lead.id.desc()).limit(1)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def mark_without_task(session: AsyncSession, lead_ids: Sequence[int], now: datetime) -> None:
+    """Record which leads amoCRM showed without an open task (``no_task_since``); the others have one."""
+    await session.execute(update(Lead).where(Lead.no_task_since.is_not(None), Lead.id.not_in(lead_ids)).values(no_task_since=None))
+    if lead_ids:
+        await session.execute(update(Lead).where(Lead.id.in_(lead_ids), Lead.no_task_since.is_(None)).values(no_task_since=now))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Protocol
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import leads, submissions
 from bot.db.base import utcnow
-from bot.db.models import Lead, QuizSubmission, TestBatchRequest
+from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
 from bot.funnel import advance
 from bot.journal import (
     CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
@@ -116,7 +117,7 @@ class JourneyService:
         ``message`` is logged as inbound."""
         lead = known or await leads.by_tg_user(session, user.id, for_update=True)
         if lead is None:
-            lead = Lead(language=self.default_language)
+            lead = Lead(language=self.default_language, arrival=COLD)
             attach_telegram(lead, user)
             session.add(lead)
             await session.flush()
@@ -174,6 +175,7 @@ class JourneyService:
         token) and sent before anything else is written; the visit and the messages are then
         recorded in one transaction. A known buyer bringing a new website quiz is folded in first.
         """
+        began = time.perf_counter()
         async with self.replying:
             if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
                 quiz_lead_id = await self.claims.claim(payload, user.id)
@@ -188,8 +190,9 @@ class JourneyService:
             view = known or quiz_lead or Lead(language=self.default_language)
             attach_telegram(view, user)  # a detached view: the transaction below records the real change
             sent = await self._say(view, self._start_reply(view, returning=bool(known and known.greeted_at)), log=False)
+        reply_ms = round((time.perf_counter() - began) * 1000)
         await self.replying.quiet()
-        await self._record_start(user, message, payload, sent)
+        await self._record_start(user, message, payload, sent, reply_ms)
 
     @staticmethod
     def _start_reply(lead: Lead, *, returning: bool) -> Reply:
@@ -200,8 +203,10 @@ class JourneyService:
             lead.flow = {"step": "quiz", "index": 0, "picked": []}
         return Reply("cold_intro", {"returning": returning})
 
-    async def _record_start(self, user: User, message: TgMessage, payload: str | None, sent: list[TgMessage]) -> tuple[Lead, Reply]:
-        """Record a ``/start``: claim the token, create or merge the lead, log the messages."""
+    async def _record_start(self, user: User, message: TgMessage, payload: str | None, sent: list[TgMessage],
+                            reply_ms: int | None = None) -> tuple[Lead, Reply]:
+        """Record a ``/start``: claim the token, create or merge the lead, log the messages; ``reply_ms`` is how
+        long the answer took (the buyer's first reply time when this is their greeting)."""
         async with self.db.begin() as session:
             known = await leads.by_tg_user(session, user.id, for_update=True)
             returning = bool(known and known.greeted_at)
@@ -214,6 +219,8 @@ class JourneyService:
             lead = await self._lead(session, user, message, known=known)
             if payload and not payload.startswith(TOKEN_PREFIX):
                 utm = parse_ad_payload(payload)
+                if lead.arrival == COLD and not lead.source and utm:
+                    lead.arrival = AD
                 lead.source = lead.source or utm.get("source")
                 lead.utm = lead.utm or utm
             lead.is_blocked = False
@@ -223,6 +230,7 @@ class JourneyService:
             reply = self._start_reply(lead, returning=returning)
             if lead.greeted_at is None:
                 lead.greeted_at = utcnow()
+                lead.first_reply_ms = reply_ms
                 await self.journal.event(session, lead, GREETED, reply=reply.kind)
             for out in sent:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
@@ -366,6 +374,8 @@ class JourneyService:
             submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
             if submission is not None:
                 await self._link(session, User(id=lead.tg_user_id, is_bot=False, first_name=""), lead, submission)
+                if lead.arrival in (None, COLD):
+                    lead.arrival = PHONE
                 return Reply("phone_found")
         if lead.flow.get("step") == "phone":
             lead.flow = {}

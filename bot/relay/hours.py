@@ -52,6 +52,12 @@ class WorkingHours:
         midnight = datetime.combine(day, time(), tzinfo=self.tz)
         return midnight + timedelta(minutes=self.start), midnight + timedelta(minutes=self.end)
 
+    def contains(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls within working hours."""
+        local = moment.astimezone(self.tz)
+        window = self._window(local.date())
+        return window is not None and window[0] <= local < window[1]
+
     def add(self, moment: datetime, minutes: float) -> datetime:
         """The moment ``minutes`` of working time after ``moment``."""
         left = timedelta(minutes=minutes)

@@ -40,7 +40,7 @@ from bot.catalog.products import CATEGORIES, TIERS, load_products
 from bot.config import Settings
 from bot.db.models import Lead, LeadEvent
 from bot.funnel import CLOSED, STAGES
-from bot.journal import GREETED, QUESTION_ASKED, Journal, Record
+from bot.journal import GREETED, QUESTION_ASKED, STAGE_CHANGED, Journal, Record
 from bot.journey import keyboards
 from bot.journey.quiz import Quiz
 from bot.journey.service import JourneyService
@@ -77,7 +77,6 @@ ADMIN_ACTIONS = ("ban", "unban", "reload")
 MEMBER_TTL = 300.0  # seconds a confirmed chat membership is trusted
 POLL = 1.0  # seconds between background rounds
 # Journal events of the operator chat (the CRM may turn them into stages and notes).
-STAGE_CHANGED = "stage_changed"  # {stage, previous, manager}
 BANNED, UNBANNED = "banned", "unbanned"  # {manager}
 NO_TELEGRAM = "no Telegram account"
 

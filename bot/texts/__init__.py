@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from babel import Locale
+from babel.numbers import format_decimal
 
 TEXTS_DIR = Path(__file__).parent
 LANGUAGES = ("ru", "en")
@@ -67,3 +69,29 @@ def t(lang: str, key: str, /, **values: Any) -> str:
     """The text ``key`` in ``lang`` with ``values`` HTML-escaped and substituted."""
     template = raw(lang, key)
     return template.format(**{name: escape(value) for name, value in values.items()})
+
+
+def t_count(lang: str, key: str, count: int, /, **values: Any) -> str:
+    """The plural form of ``key`` (``one``/``few``/``many``/``other`` by the CLDR rules of ``lang``) for
+    ``count``, formatted like :func:`t`; ``{count}`` reads ``12 345``."""
+    lang = lang if lang in LANGUAGES else FALLBACK
+    form = Locale.parse(lang).plural_form(count)
+    template = catalogue(lang).get(f"{key}.{form}") or raw(lang, f"{key}.other")
+    return template.format(count=format_decimal(count, locale=lang), **{name: escape(value) for name, value in values.items()})
+
+
+def duration(seconds: float, lang: str) -> str:
+    """``0,25 с``, ``45 с``, ``4 мин 10 с``, ``37 мин``, ``2 ч 05 мин``, ``3 д 4 ч``."""
+    s, m, h, d = (raw(lang, f"units.{unit}") for unit in "smhd")
+    if seconds < 10:
+        return f"{format_decimal(round(seconds, 2), format='0.##', locale=lang if lang in LANGUAGES else FALLBACK)} {s}"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} {s}"
+    if total < 600:
+        return f"{total // 60} {m} {total % 60:02d} {s}"
+    if total < 3600:
+        return f"{total // 60} {m}"
+    if total < 86400:
+        return f"{total // 3600} {h} {total % 3600 // 60:02d} {m}"
+    return f"{total // 86400} {d} {total % 86400 // 3600} {h}"
