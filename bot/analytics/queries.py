@@ -94,7 +94,7 @@ class Scope:
 
 @dataclass
 class Counts:
-    """How many leads of a group reached each step of :data:`STEPS`, were lost, and the revenue."""
+    """How many leads of a group reached each step of :data:`STEPS`, were lost, and the revenue (kopecks)."""
 
     steps: dict[str, int]
     lost: int = 0
@@ -236,9 +236,9 @@ def _grouped(f: Any, dimension: str, scope: Scope) -> tuple[Any, Any]:
     question = scope.quiz.question(dimension)
     if question is None or question.type == "text":
         raise ValueError(f"unknown breakdown {dimension!r}")
-    if question.type == "multi":
+    if question.type == "multi":  # a lead in each group it picked (or in "no answer")
         items = json_items(f.c.interests, dimension, scope.dialect)
-        return items.c.value, f.join(items, true())
+        return func.coalesce(items.c.value, NONE), f.outerjoin(items, true())
     return func.coalesce(f.c.interests[dimension].as_string(), NONE), f
 
 
@@ -261,7 +261,7 @@ async def funnel(session: AsyncSession, scope: Scope, by: Sequence[str] = ()) ->
         for stage in CRM_STEPS:
             counts.steps[stage] += arrived if reached >= DEPTH[stage] else 0
         counts.lost += arrived if lost else 0
-        counts.revenue += int(price or 0) if reached >= DEPTH[SOLD_STAGE] else 0
+        counts.revenue += int(price or 0) * 100 if reached >= DEPTH[SOLD_STAGE] else 0  # budgets are whole roubles
     result["total"].setdefault(NONE, Counts(dict.fromkeys(STEPS, 0)))
     return result
 

@@ -11,7 +11,11 @@ PLAIN = ("source", "medium", "campaign", "language")
 
 
 class BadRequest(ValueError):
-    """A filter or breakdown that means nothing; the message says what would."""
+    """An input that means nothing (``arg``), and what would (``choices``)."""
+
+    def __init__(self, arg: str, choices: Iterable[str]) -> None:
+        self.arg, self.choices = arg, tuple(choices)
+        super().__init__(f"{arg!r}: expected one of {', '.join(self.choices) or '(none)'}")
 
 
 def filter_keys(quiz: Quiz) -> tuple[str, ...]:
@@ -27,25 +31,24 @@ def parse_filters(pairs: Iterable[str], quiz: Quiz, managers: Mapping[int, str])
         key, sep, value = pair.partition("=")
         key, value = key.strip().lower(), value.strip()
         if not sep or not value:
-            raise BadRequest(f"{pair!r}: write a filter as key=value ({', '.join(filter_keys(quiz))})")
+            raise BadRequest(pair, (f"{key}=…" for key in filter_keys(quiz)))
         if key in PLAIN:
             values[key] = value
         elif key == "path":
             if value not in ARRIVALS:
-                raise BadRequest(f"path={value!r}: one of {', '.join(ARRIVALS)}")
+                raise BadRequest(pair, (f"path={path}" for path in ARRIVALS))
             values[key] = value
         elif key == "manager":
             managers_wanted = tuple(i for i, name in managers.items() if name.casefold() == value.casefold())
             if not managers_wanted:
-                known = ", ".join(sorted(set(managers.values()))) or "none in the operators file"
-                raise BadRequest(f"manager={value!r}: no such manager ({known})")
+                raise BadRequest(pair, (f"manager={name}" for name in sorted(set(managers.values()))))
         else:
             question = quiz.question(key)
             if question is None or question.type == "text":
-                raise BadRequest(f"{key!r}: not a filter ({', '.join(filter_keys(quiz))})")
+                raise BadRequest(pair, (f"{key}=…" for key in filter_keys(quiz)))
             option = question.option(value) or question.match_option(value)
             if option is None:
-                raise BadRequest(f"{key}={value!r}: one of {', '.join(o.key for o in question.options)}")
+                raise BadRequest(pair, (f"{key}={o.key}" for o in question.options))
             answers.append((key, option.key))
     return Filters(**values, managers=managers_wanted, answers=tuple(answers))
 
@@ -56,5 +59,5 @@ def parse_breakdowns(names: Iterable[str], quiz: Quiz) -> tuple[str, ...]:
     wanted = tuple(dict.fromkeys(name.strip().lower() for name in names if name.strip()))
     for name in wanted:
         if name not in known:
-            raise BadRequest(f"--by {name}: one of {', '.join(known)}")
+            raise BadRequest(name, known)
     return wanted or known

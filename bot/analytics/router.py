@@ -9,7 +9,7 @@ from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.analytics.queries import dimensions
-from bot.analytics.request import BadRequest, filter_keys
+from bot.analytics.request import BadRequest
 from bot.analytics.service import MAX_DAYS, Analytics
 from bot.config import Settings
 from bot.texts import t
@@ -48,25 +48,22 @@ def keyboard(analytics: Analytics, days: int, filters: str) -> InlineKeyboardMar
     return InlineKeyboardMarkup(inline_keyboard=[periods, *(breakdowns[i:i + 3] for i in range(0, len(breakdowns), 3)), files])
 
 
-def _days(word: str) -> int | None:
-    return int(word) if word.isdigit() and 1 <= int(word) <= MAX_DAYS else None
-
-
 async def report_command(message: Message, command: CommandObject, analytics: Analytics) -> None:
     """``/report [days] [key=value …]``."""
     words = (command.args or "").split()
-    days = _days(words[0]) if words else DEFAULT_DAYS
-    pairs = words[1:] if words and days is not None else words
+    days = DEFAULT_DAYS
     try:
-        if days is None:
-            raise BadRequest(words[0])
-        filters = analytics.filters(pairs)
+        if words and words[0].isdigit():
+            days = int(words.pop(0))
+            if not 1 <= days <= MAX_DAYS:
+                raise BadRequest(str(days), [f"1–{MAX_DAYS}"])
+        filters = analytics.filters(words)
     except BadRequest as exc:
-        await message.answer(t(analytics.lang, "analytics.bad_args", arg=str(exc), filters=", ".join(filter_keys(analytics.quiz))))
+        await message.answer(t(analytics.lang, "analytics.bad_args", arg=exc.arg, choices=", ".join(exc.choices)))
         return
     await message.bot.send_chat_action(message.chat.id, ChatAction.UPLOAD_PHOTO, message_thread_id=message.message_thread_id)
     report = await analytics.report(analytics.period(days), filters)
-    markup = keyboard(analytics, days, await analytics.remember_filters(pairs))
+    markup = keyboard(analytics, days, await analytics.remember_filters(words))
     await analytics.deliver(message.chat.id, report, thread_id=message.message_thread_id, markup=markup)
 
 
