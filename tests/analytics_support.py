@@ -48,7 +48,7 @@ def analytics_settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Pa
                        **overrides: Any) -> Settings:
     """The operator chat (Ivan, Olga — the admin and head of sales — and Petr), amoCRM if given, no quiet hours."""
     crm = {"AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token, "AMOCRM_RPS": 50} if amocrm else {}
-    return relay_settings(sandbox, database_url, tmp_path, QUIET_HOURS="", REPORT_SCHEDULE="off", **crm, **overrides)
+    return relay_settings(sandbox, database_url, tmp_path, **{"QUIET_HOURS": "", "REPORT_SCHEDULE": "off", **crm, **overrides})
 
 
 @pytest.fixture

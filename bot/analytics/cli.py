@@ -53,7 +53,7 @@ async def make_report(settings: Settings, args: argparse.Namespace, managers: Ma
     quiz, names = load_quiz(settings.quiz_config), managers(settings)
     try:
         if fmt not in export.FORMATS:
-            raise BadRequest(f"-o {args.output}: give --format {'/'.join(export.FORMATS)} or a file ending in one of them")
+            raise BadRequest(f"-o {args.output} (or --format)", (f"*.{name}" for name in export.FORMATS))
         period = Period(args.first, args.last, ZoneInfo(settings.timezone))
         filters = parse_filters(args.filter, quiz, names)
         by = parse_breakdowns([name for value in args.by for name in value.split(",")], quiz)

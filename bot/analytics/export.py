@@ -87,7 +87,7 @@ def pdf(report: Report, labels: Labels) -> bytes:
 
 
 def _sheet_title(name: str, taken: set[str]) -> str:
-    title = _SHEET_NAME.sub(" ", name)[:31] or "sheet"
+    title = _SHEET_NAME.sub(" ", name).strip()[:31].strip() or "sheet"
     candidate, number_ = title, 2
     while candidate.lower() in taken:
         candidate = f"{title[:28]} {number_}"
