@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from bot.analytics import cli as analytics_cli
 from bot.analytics.period import Period, monday_of
-from bot.analytics.queries import Counts, Quantiles, dimensions
+from bot.analytics.queries import Counts, Filters, Quantiles, dimensions
 from bot.analytics.report import Report, build, week_start
 from bot.app import App
 from bot.db.models import Lead
@@ -147,6 +147,9 @@ async def test_every_figure_of_a_known_history(app: App, sandbox: TelegramSandbo
     assert await analytics_cli.import_spend(app.settings, argparse.Namespace(file=csv)) == 0
 
     # ---- the days (the real paths stamped everything "now"), and what the bot measured -------------
+    async with app.db() as session:
+        measured = dict((await session.execute(select(Lead.id, Lead.first_reply_ms).where(Lead.merged_into_id.is_(None)))).all())
+    assert measured[boris_id] is None and all(0 < measured[i] < 10_000 for i in (anna_id, vera_id, gleb_id, dina_id, egor_id))
     await set_lead(app, anna_id, created_at=moment(6, 10), key_stage_at=moment(4, 10), first_reply_ms=40)
     await set_lead(app, boris_id, created_at=moment(6, 12))
     await set_lead(app, vera_id, created_at=moment(3, 15), key_stage_at=moment(2, 15), first_reply_ms=60)
@@ -156,6 +159,11 @@ async def test_every_figure_of_a_known_history(app: App, sandbox: TelegramSandbo
 
     report = await build(app.db, app.quiz, PERIOD, by=dimensions(app.quiz), crm=True, manager_names=app.manager_names())
     await check(report, broadcast_id=broadcast_id, without_task=without_task)
+    for filters, arrived, key, spend in ((Filters(source="vk"), 2, 1, 150_000), (Filters(campaign="shoes"), 1, 1, 300_000),
+                                         (Filters(answers=(("category", "shoes"),)), 4, 2, None), (Filters(path="phone"), 1, 0, None),
+                                         (Filters(managers=()), 0, 0, None)):
+        narrow = await build(app.db, app.quiz, PERIOD, filters, crm=True)
+        assert (narrow.total.arrived, narrow.total.key, narrow.spend) == (arrived, key, spend), filters
     async with app.db() as session:
         marked = set((await session.execute(select(Lead.id).where(Lead.no_task_since.is_not(None)))).scalars())
     assert marked == without_task

@@ -75,7 +75,7 @@ class Scope:
         if f.language is not None:
             conditions.append(Lead.language == f.language)
         if f.managers is not None:
-            conditions.append(Lead.responsible_user_id.in_(f.managers) if f.managers else false())
+            conditions.append(Lead.responsible_user_id.in_(f.managers))  # none: matches nobody
         for key, option in f.answers:
             question = self.quiz.question(key)
             if question is not None and question.type == "multi":
