@@ -26,19 +26,21 @@ import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import insert
 
 from bot.analytics.models import AdSpend
-from bot.config import PACKAGE_DIR
+from bot.analytics.period import Period
+from bot.config import PACKAGE_DIR, load_settings
 from bot.db import migrate
 from bot.db.models import AD, COLD, PHONE, QUIZ, Lead, LeadEvent
 from bot.db.session import create_engine, create_sessionmaker
 from bot.funnel import STAGES
 from bot.journal import CRM_STAGE_CHANGED, GREETED, LEAD_CREATED, QUESTION_ASKED, QUIZ_COMPLETED, SLA_BREACHED
 from bot.journey.quiz import load_quiz
+from bot.logs import setup_logging
 from bot.relay.models import RelayWait
 from broadcasts.models import BLOCKED, FINISHED, ONEOFF, SENT, Broadcast, Delivery
 
@@ -183,15 +185,117 @@ async def seed(url: str, leads: int, events: int) -> dict[str, Any]:
     return {**written, "seconds": round(time.perf_counter() - began, 1)}
 
 
+# ------------------------------------------------------------------ measuring (each in its own process)
+def _period() -> Period:
+    return Period.last_days(90, datetime.now(UTC), ZoneInfo("Europe/Moscow"))
+
+
+async def _report(url: str) -> dict[str, Any]:
+    """What /report computes for 90 days (and, for the files, every breakdown): best of 5, peak RSS."""
+    from bot.analytics.queries import dimensions
+    from bot.analytics.report import build
+
+    engine = create_engine(url)
+    db = create_sessionmaker(engine)
+    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    timings: dict[str, list[float]] = {"report_90_days": [], "every_breakdown": []}
+    for _ in range(5):
+        for name, by in (("report_90_days", ("source",)), ("every_breakdown", dimensions(quiz))):
+            started = time.perf_counter()
+            report = await build(db, quiz, _period(), by=by, crm=True)
+            timings[name].append(time.perf_counter() - started)
+    await engine.dispose()
+    return {**{f"{name}_s": {"best": round(min(t), 3), "worst": round(max(t), 3)} for name, t in timings.items()},
+            "leads_in_period": report.total.arrived, "peak_rss_mb": _rss_mb()}
+
+
+def _worker_rss() -> float:
+    """Run in the drawing worker: its own peak RSS."""
+    return _rss_mb()
+
+
+async def _telegram(url: str) -> dict[str, Any]:
+    """/report 90 in the running service, the Bot API sandbox in its own process: from the getUpdates that
+    delivered the command to the summary's sendMessage (after the album), best of 5 (the first starts the
+    drawing worker)."""
+    from bench.journey import RemoteSandbox
+    from bot.app import App
+
+    sandbox = await RemoteSandbox.start()
+    try:
+        await sandbox("add_user", user_id=ADMIN, first_name="Админ")
+        with tempfile.TemporaryDirectory(prefix="bench-analytics-") as workdir:
+            settings = load_settings(_env_file=None, BOT_TOKEN="424242:BENCH", TELEGRAM_API_URL=sandbox.base_url, HTTP_PORT=0,
+                                     DATABASE_URL=url, DATA_DIR=workdir, ADMIN_IDS=str(ADMIN), REPORT_SCHEDULE="off", LOG_LEVEL="WARNING")
+            app = App(settings)
+            async with app.running():
+                rss_idle = _rss_mb()
+                timings = []
+                for attempt in range(6):
+                    before = len(await sandbox.calls("sendMessage"))
+                    await sandbox("send_text", user_id=ADMIN, text="/report 90")
+                    await sandbox("wait_for_messages", chat_id=ADMIN, count=5 * (attempt + 1), timeout=120)
+                    delivered = max(call["finished_at"] for call in await sandbox.calls("getUpdates")
+                                    if "/report 90" in json.dumps(call["result"], ensure_ascii=False))
+                    summary = (await sandbox.calls("sendMessage"))[before]
+                    timings.append(summary["started_at"] - delivered)
+                worker = await app.analytics.drawing._run(_worker_rss)
+    finally:
+        await sandbox.close()
+    return {"report_90_days_s": {"best": round(min(timings[1:]), 3), "worst": round(max(timings[1:]), 3),
+                                 "first_with_worker_start": round(timings[0], 3)},
+            "service_rss_idle_mb": rss_idle, "service_peak_rss_mb": _rss_mb(), "drawing_worker_peak_rss_mb": worker}
+
+
+async def _files(url: str) -> dict[str, Any]:
+    """``optobot report`` for the 90 days, every breakdown, as PDF and as XLSX: seconds each."""
+    from bot.analytics import export
+    from bot.analytics.labels import Labels
+    from bot.analytics.queries import dimensions
+    from bot.analytics.report import build
+
+    engine = create_engine(url)
+    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    report = await build(create_sessionmaker(engine), quiz, _period(), by=dimensions(quiz), crm=True)
+    await engine.dispose()
+    result = {}
+    for fmt in ("pdf", "xlsx"):
+        started = time.perf_counter()
+        size = len(export.render(report, Labels("ru", quiz, {}), fmt))
+        result[fmt] = {"seconds": round(time.perf_counter() - started, 2), "bytes": size}
+    return {**result, "peak_rss_mb": _rss_mb()}
+
+
+def _child(part: str, url: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-m", "bench.analytics", "--child", part, url], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=2_000_000)
-    parser.add_argument("--database-url")
-    parser.add_argument("--seed-only", action="store_true")
+    parser.add_argument("--database-url", help="an empty database to fill (PostgreSQL); default: a new SQLite file")
+    parser.add_argument("--seeded", metavar="URL", help="measure a database seeded before (skip seeding)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    url = args.database_url or f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/bench.sqlite3"
-    print(json.dumps({"seeded": asyncio.run(seed(url, args.leads, args.events)), "url": url}, ensure_ascii=False))
+    setup_logging("WARNING")
+    if args.child:
+        part, url = args.child
+        print(json.dumps(asyncio.run({"report": _report, "telegram": _telegram, "files": _files}[part](url))))
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-analytics-") as tmp:
+        url = args.seeded or args.database_url or f"sqlite+aiosqlite:///{tmp}/bench.sqlite3"
+        result: dict[str, Any] = {"database": url.split(":")[0]}
+        if not args.seeded:
+            result["seeded"] = asyncio.run(seed(url, args.leads, args.events))
+        for part in ("report", "telegram", "files"):
+            result[part] = _child(part, url)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    target = 2.0 if result["database"].startswith("sqlite") else 1.0
+    print(f"targets: /report for 90 days < {target} s (got {result['telegram']['report_90_days_s']['best']} s in the service, "
+          f"{result['report']['report_90_days_s']['best']} s of it counting), peak RSS < 300 MB "
+          f"(got {result['telegram']['service_peak_rss_mb']} MB, the drawing worker {result['telegram']['drawing_worker_peak_rss_mb']} MB)")
 
 
 if __name__ == "__main__":

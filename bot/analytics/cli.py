@@ -11,7 +11,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 
-from bot.analytics import export, spend
+from bot.analytics import spend
 from bot.analytics.figures import money
 from bot.analytics.labels import Labels
 from bot.analytics.period import Period
@@ -22,6 +22,7 @@ from bot.db import migrate
 from bot.journey.quiz import load_quiz
 
 Managers = Callable[[Settings], Mapping[int, str]]
+FORMATS = ("pdf", "xlsx", "csv")
 
 
 def register(subparsers: argparse._SubParsersAction, managers: Managers) -> None:  # type: ignore[type-arg]
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction, managers: Managers) -> None
     report.add_argument("--by", action="append", default=[], metavar="BREAKDOWN",
                         help="source, medium, campaign, path, week, manager, language or a quiz question's key; "
                              "repeat or separate by commas; default: all")
-    report.add_argument("--format", choices=export.FORMATS, help="default: from the -o file's extension")
+    report.add_argument("--format", choices=FORMATS, help="default: from the -o file's extension")
     report.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     report.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="only these leads: source=, medium=, campaign=, path=, language=, manager=, or a quiz answer (question=option)")
@@ -49,11 +50,13 @@ def register(subparsers: argparse._SubParsersAction, managers: Managers) -> None
 
 async def make_report(settings: Settings, args: argparse.Namespace, managers: Managers) -> int:
     """Write the report file; exit code 2 on a bad option."""
+    from bot.analytics import export  # matplotlib, WeasyPrint, openpyxl: only for this command
+
     fmt = args.format or args.output.suffix.lstrip(".").lower()
     quiz, names = load_quiz(settings.quiz_config), managers(settings)
     try:
-        if fmt not in export.FORMATS:
-            raise BadRequest(f"-o {args.output} (or --format)", (f"*.{name}" for name in export.FORMATS))
+        if fmt not in FORMATS:
+            raise BadRequest(f"-o {args.output} (or --format)", (f"*.{name}" for name in FORMATS))
         period = Period(args.first, args.last, ZoneInfo(settings.timezone))
         filters = parse_filters(args.filter, quiz, names)
         by = parse_breakdowns([name for value in args.by for name in value.split(",")], quiz)

@@ -22,7 +22,6 @@ from bot.analytics.report import Report
 from bot.analytics.tables import COUNT, MONEY, POINTS, RATE, SECONDS, SHARE, TEXT, Table
 from bot.texts import duration, t
 
-FORMATS = ("pdf", "xlsx", "csv")
 TEMPLATES = Path(__file__).parent / "templates"
 _environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
 _SHEET_NAME = re.compile(r"[\[\]:*?/\\]")
@@ -155,7 +154,7 @@ def csv_text(report: Report, labels: Labels) -> str:
 
 
 def render(report: Report, labels: Labels, fmt: str) -> bytes:
-    """The report in ``fmt`` (one of :data:`FORMATS`)."""
+    """The report as ``pdf``, ``xlsx`` or ``csv``."""
     if fmt == "pdf":
         return pdf(report, labels)
     if fmt == "xlsx":

@@ -9,8 +9,8 @@ the value counts the database groups (exact, and far cheaper on SQLite than wind
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import Counter
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -268,14 +268,21 @@ async def funnel(session: AsyncSession, scope: Scope, by: Sequence[str] = ()) ->
 
 async def _distributions(session: AsyncSession, query: Any) -> dict[tuple[Any, ...], Counter[int]]:
     """``query`` selects group columns, a value and how often it occurs (GROUP BY groups, value)."""
-    counted: dict[tuple[Any, ...], Counter[int]] = {}
+    counted: defaultdict[tuple[Any, ...], Counter[int]] = defaultdict(Counter)
     for *group, value, count in await session.execute(query):
-        counted.setdefault(tuple(group), Counter())[int(value)] += count
+        counted[tuple(group)][int(value)] += count
     return counted
 
 
 def quantiles(counted: Counter[int]) -> Quantiles:
     return Quantiles.of(sorted(counted.items()))
+
+
+def merged(counters: Iterable[Counter[int]]) -> Counter[int]:
+    total: Counter[int] = Counter()
+    for counter in counters:
+        total.update(counter)
+    return total
 
 
 async def time_to_key(session: AsyncSession, scope: Scope, by: Sequence[str] = ()) -> dict[str, dict[str, Quantiles]]:
@@ -300,7 +307,7 @@ async def first_replies(session: AsyncSession, scope: Scope) -> dict[str, Quanti
              .where(scope.within(Lead.created_at), Lead.first_reply_ms.is_not(None), *scope.leads())
              .group_by(path, Lead.first_reply_ms))
     by_path = {path: counted for (path,), counted in (await _distributions(session, query)).items()}
-    everyone = sum(by_path.values(), Counter())
+    everyone = merged(by_path.values())
     return {key: quantiles(counted) for key, counted in (by_path | ({"*": everyone} if everyone else {})).items()}
 
 
@@ -318,29 +325,29 @@ async def manager_times(session: AsyncSession, scope: Scope) -> list[ManagerTime
     working hours and overall, and how many fell in each of :data:`RESPONSE_BUCKETS`; the team last (id 0)."""
     seconds = epoch(RelayWait.closed_at) - epoch(RelayWait.started_at)
     query = (
-        select(RelayWait.answered_by, RelayWait.in_hours, func.max(RelayWait.answered_by_name), seconds, func.count())
+        select(RelayWait.answered_by, func.max(RelayWait.answered_by_name), RelayWait.in_hours, seconds, func.count())
         .where(scope.within(RelayWait.started_at), RelayWait.dismissed.is_(false()), RelayWait.closed_at.is_not(None),
                RelayWait.answered_by.is_not(None), *scope.of_leads(RelayWait.lead_id))
         .group_by(RelayWait.answered_by, RelayWait.in_hours, seconds)
     )
-    managers: dict[int, ManagerTimes] = {}
-    counted: dict[tuple[int, str], Counter[int]] = {}
-    for tg_id, in_hours, name, value, count in await session.execute(query):
-        manager = managers.setdefault(tg_id, ManagerTimes(tg_id, name or str(tg_id)))
-        manager.name = max(manager.name, name or "")
-        hours = "unknown" if in_hours is None else "in_hours" if in_hours else "off_hours"
-        for key in ((tg_id, hours), (tg_id, "all"), (0, hours), (0, "all")):
-            counted.setdefault(key, Counter())[int(value)] += count
-    if not managers:
+    names: dict[int, str] = {}
+    counted: defaultdict[tuple[int, bool | None], Counter[int]] = defaultdict(Counter)
+    for tg_id, name, in_hours, value, count in await session.execute(query):
+        names[tg_id] = name or names.get(tg_id) or str(tg_id)
+        counted[tg_id, in_hours][int(value)] = count
+    if not names:
         return []
-    team = managers[0] = ManagerTimes(0, "")
-    for (tg_id, hours), values in counted.items():
-        if hours != "unknown":
-            setattr(managers[tg_id], hours, quantiles(values))
-        if hours == "all":
-            for value, count in values.items():
-                managers[tg_id].buckets[bisect_right(RESPONSE_BUCKETS, value)] += count
-    del managers[0]
+    managers = {tg_id: ManagerTimes(tg_id, name) for tg_id, name in names.items()}
+    team = ManagerTimes(0, "")
+    for target in (*managers.values(), team):
+        mine = [(hours, values) for (tg_id, hours), values in counted.items() if target is team or tg_id == target.tg_id]
+        everything = merged(values for _, values in mine)
+        target.all = quantiles(everything)
+        for hours, attribute in ((True, "in_hours"), (False, "off_hours")):
+            part = merged(values for within, values in mine if within is hours)
+            setattr(target, attribute, quantiles(part) if part else None)
+        for value, count in everything.items():
+            target.buckets[bisect_right(RESPONSE_BUCKETS, value)] += count
     return [*sorted(managers.values(), key=lambda m: (m.all.p50 if m.all else 0, m.name)), team]
 
 

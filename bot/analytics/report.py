@@ -1,5 +1,5 @@
 """The report: every figure of a period (and the previous one for comparison), built by running the
-queries side by side, each in its own session (reads run in parallel on SQLite too)."""
+queries side by side, a few at a time, each in its own session (reads run in parallel on SQLite too)."""
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +17,7 @@ from bot.db.base import utcnow
 from bot.journey.quiz import Quiz
 
 T = TypeVar("T")
+READERS = 3  # queries at a time: enough to keep the database's cores busy, each with its own cache and sort space
 
 
 @dataclass
@@ -98,8 +99,10 @@ async def build(
     scope = Scope(period, filters, quiz, dialect)
     before = Scope(period.previous(), filters, quiz, dialect)
 
+    reading = asyncio.Semaphore(READERS)
+
     async def read(query: Callable[[AsyncSession], Awaitable[T]]) -> T:
-        async with db() as session:
+        async with reading, db() as session:
             return await query(session)
 
     results: list[Any] = await asyncio.gather(
