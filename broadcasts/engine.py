@@ -47,6 +47,7 @@ from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.models import (
     DRAFT,
     FAILED,
+    HOLDOUT,
     ONEOFF,
     PAUSED,
     PENDING,
@@ -195,15 +196,13 @@ class Engine:
                 await store.update_broadcast(session, broadcast.id, max_lead_id=upto)
         checked = Validation()
         async for page in segments.stream(self.db, segment, now, after=broadcast.prepared_upto, upto=upto):
-            rows = [
-                {"broadcast_id": broadcast.id, "lead_id": r.id, "variant": content.pick(broadcast.id, r.id).name}
-                for r in page if checked.check(self.renderer, content, r)
-            ]
+            rows = [_row(broadcast.id, content, r.id, now) for r in page if checked.check(self.renderer, content, r)]
             async with self.db.begin() as session:
                 if not await store.renew(session, broadcast.id, self.owner, self.clock(), LEASE):
                     return STOPPED
                 if not checked.problems:
                     await store.add_deliveries(session, rows)
+                    await store.write_results(session, [], [row["lead_id"] for row in rows if row["state"] == HOLDOUT], now)
                 await store.update_broadcast(session, broadcast.id, prepared_upto=page[-1].id)
         async with self.db.begin() as session:
             if checked.problems:
@@ -214,7 +213,7 @@ class Engine:
                 )
                 log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=checked.failing)
                 return INVALID
-            total = sum((await store.counts(session, broadcast.id)).values())
+            total = sum(n for (_, state), n in (await store.counts(session, broadcast.id)).items() if state != HOLDOUT)
             await store.update_broadcast(session, broadcast.id, prepared=True, total=total)
         broadcast.prepared = True
         log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total)
@@ -271,6 +270,14 @@ class Engine:
             method = getattr(self.bot, f"send_{kind}")
             message = await self._media(spec, lambda file: method(chat, file, caption=text or None, **options))
         return message.message_id
+
+
+def _row(broadcast_id: int, content: Content, lead_id: int, now: datetime) -> dict[str, Any]:
+    """A delivery row: the lead's variant to send, or the holdout (never sent; counted as reached now)."""
+    if content.holdout and content.held_out(broadcast_id, lead_id):
+        return {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": HOLDOUT, "state": HOLDOUT, "sent_at": now}
+    return {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": content.pick(broadcast_id, lead_id).name, "state": PENDING,
+            "sent_at": None}
 
 
 def _outcome(row_id: int, source: str, state: str, *, error: str | None = None, message_id: int | None = None,

@@ -18,6 +18,7 @@ from broadcasts.models import (
     DONE,
     EXITED,
     FINISHED,
+    HOLDOUT,
     ONEOFF,
     PENDING,
     RUNNING,
@@ -232,9 +233,9 @@ async def add_click(session: AsyncSession, delivery_id: int, button: str, now: d
 
 
 async def attribute(session: AsyncSession, lead_id: int, column: str, now: datetime, window: timedelta) -> None:
-    """Credit ``column`` (replied_at, unsubscribed_at, converted_at) to the lead's deliveries sent within ``window``."""
+    """Credit ``column`` (replied_at, unsubscribed_at, converted_at) to the lead's deliveries sent (or held out) within ``window``."""
     query = update(Delivery).where(
-        Delivery.lead_id == lead_id, Delivery.state == SENT, Delivery.sent_at >= now - window, getattr(Delivery, column).is_(None)
+        Delivery.lead_id == lead_id, Delivery.state.in_((SENT, HOLDOUT)), Delivery.sent_at >= now - window, getattr(Delivery, column).is_(None)
     ).values({column: now})
     await session.execute(query)
 

@@ -18,6 +18,11 @@ def number(value: float, lang: str) -> str:
     return format_decimal(value, locale=lang)
 
 
+def decimal(value: float, lang: str) -> str:
+    """``0,5`` / ``0.5``: one decimal."""
+    return format_decimal(round(value, 1), format="0.0", locale=lang)
+
+
 def percent(value: float, lang: str) -> str:
     """``14 %`` (one decimal below 10 %: ``1,3 %``)."""
     if abs(value) >= 0.1 or value == 0:

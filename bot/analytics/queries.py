@@ -26,7 +26,7 @@ from bot.funnel import CLOSED, KEY_STAGE, SOLD_STAGE, STAGES, depth
 from bot.journal import SLA_BREACHED
 from bot.journey.quiz import Quiz
 from bot.relay.models import RelayWait
-from broadcasts.models import BLOCKED, ONEOFF, SENT, STEP, Broadcast, Delivery, Enrollment
+from broadcasts.models import BLOCKED, HOLDOUT, ONEOFF, SENT, STEP, Broadcast, Delivery, Enrollment
 
 BOT_STEPS = ("quiz_completed", "greeted", "catalog_sent", "test_batch_requested")
 CRM_STEPS = STAGES[STAGES.index(KEY_STAGE):]  # the key stage … repeat sale
@@ -152,6 +152,8 @@ class ManagerTimes:
 
 @dataclass(frozen=True)
 class BroadcastFigures:
+    """One variant of a broadcast (or its holdout: the leads kept out, to measure it against)."""
+
     broadcast_id: int
     variant: str
     recipients: int
@@ -160,6 +162,15 @@ class BroadcastFigures:
     replied: int
     unsubscribed: int
     converted: int
+
+    @property
+    def held_out(self) -> bool:
+        return self.variant == HOLDOUT
+
+    @property
+    def reached(self) -> int:
+        """What the outcomes are counted out of: the delivered messages, or the leads held out."""
+        return self.recipients if self.held_out else self.delivered
 
 
 @dataclass(frozen=True)
@@ -376,9 +387,9 @@ async def without_task(session: AsyncSession, scope: Scope) -> int:
 
 # ------------------------------------------------------------- broadcasts
 async def broadcast_figures(session: AsyncSession, scope: Scope) -> list[BroadcastFigures]:
-    """Per broadcast and variant: one-off broadcasts started in the period, and sequence steps sent to the
-    leads who entered their sequence in it. Replies and opt-outs within 48 h and the key stage within
-    7 days, as the broadcasts credit them."""
+    """Per broadcast and variant (the holdout as its own): one-off broadcasts started in the period, and sequence
+    steps sent to the leads who entered their sequence in it. Replies and opt-outs within 48 h and the key stage
+    within 7 days, as the broadcasts credit them."""
     entered = exists().where(Enrollment.sequence == Broadcast.sequence, Enrollment.lead_id == Delivery.lead_id,
                              scope.within(Enrollment.entered_at))
     chosen = select(Broadcast.id).where(or_(and_(Broadcast.kind == ONEOFF, scope.within(Broadcast.started_at)), Broadcast.kind == STEP))

@@ -33,14 +33,22 @@ class Row:
 @dataclass
 class BroadcastRow:
     info: BroadcastInfo
-    variants: list[BroadcastFigures]
+    variants: list[BroadcastFigures]  # the holdout among them, if one was configured
+
+    @property
+    def sent(self) -> list[BroadcastFigures]:
+        return [v for v in self.variants if not v.held_out]
+
+    @property
+    def holdout(self) -> BroadcastFigures | None:
+        return next((v for v in self.variants if v.held_out), None)
 
     @property
     def total(self) -> BroadcastFigures:
-        first = self.variants[0]
-        sums = [sum(getattr(v, name) for v in self.variants) for name in
+        """Every variant that was sent, together."""
+        sums = [sum(getattr(v, name) for v in self.sent) for name in
                 ("recipients", "delivered", "blocked", "replied", "unsubscribed", "converted")]
-        return BroadcastFigures(first.broadcast_id, "", *sums)
+        return BroadcastFigures(self.info.id, "", *sums)
 
 
 @dataclass

@@ -1,11 +1,12 @@
 """The report as Telegram HTML: the summary under /report and the weekly digest, and one breakdown's table."""
 from __future__ import annotations
 
-from bot.analytics.figures import FLAG, cost, day, money, number, percent, points, share, small
+from bot.analytics.figures import FLAG, cost, day, decimal, money, number, percent, points, share, small
 from bot.analytics.labels import Labels
 from bot.analytics.queries import BOT_STEPS, CRM_STEPS, Counts, Filters, Quantiles
 from bot.analytics.report import Report, Row
 from bot.funnel import KEY_STAGE
+from bot.proportions import Z_95, z_score
 from bot.texts import duration, t, t_count
 
 TOP = 5  # groups of a breakdown shown in the summary
@@ -128,9 +129,14 @@ def broadcast_lines(report: Report, labels: Labels) -> list[str]:
         return []
     lines = ["", t(lang, "analytics.broadcasts_title")]
     for row in report.broadcasts[:TOP_BROADCASTS]:
-        total = row.total
-        lines.append(t(lang, "analytics.broadcast_line", name=row.info.name, delivered=share(total.delivered, total.recipients, lang),
-                       replied=share(total.replied, total.delivered, lang), converted=share(total.converted, total.delivered, lang)))
+        total, control = row.total, row.holdout
+        line = t(lang, "analytics.broadcast_line", name=row.info.name, delivered=share(total.delivered, total.recipients, lang),
+                 replied=share(total.replied, total.delivered, lang), converted=share(total.converted, total.delivered, lang))
+        if control is not None:
+            z = z_score(total.converted, total.delivered, control.converted, control.reached)
+            line += t(lang, "analytics.holdout_part", converted=share(control.converted, control.reached, lang), z=decimal(z, lang),
+                      verdict=t(lang, "analytics.significant" if abs(z) >= Z_95 else "analytics.not_significant"))
+        lines.append(line)
     if len(report.broadcasts) > TOP_BROADCASTS:
         lines.append(t(lang, "analytics.more", count=len(report.broadcasts) - TOP_BROADCASTS))
     return lines

@@ -119,9 +119,10 @@ def broadcasts(report: Report, labels: Labels) -> Table:
     rows = []
     for row in report.broadcasts:
         name = f"#{row.info.id} {row.info.name}"
-        for figures in (row.variants if len(row.variants) > 1 else []) + [row.total]:
-            rows.append([name, figures.variant or doc("total"), figures.recipients, (figures.delivered, figures.recipients), figures.blocked,
-                         (figures.unsubscribed, figures.delivered), (figures.replied, figures.delivered), (figures.converted, figures.delivered)])
+        for figures in (row.sent if len(row.sent) > 1 else []) + [row.total] + ([row.holdout] if row.holdout else []):
+            variant = doc("holdout") if figures.held_out else figures.variant or doc("total")
+            rows.append([name, variant, figures.recipients, (figures.delivered, figures.recipients), figures.blocked,
+                         (figures.unsubscribed, figures.reached), (figures.replied, figures.reached), (figures.converted, figures.reached)])
     return Table("broadcasts", doc("broadcasts"), columns, rows)
 
 
