@@ -11,6 +11,7 @@ from matplotlib.axes import Axes  # noqa: E402  (after choosing the backend)
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from bot.analytics.drawing import REPORT_CHARTS  # noqa: E402
 from bot.analytics.figures import number, percent, share, short_day, small  # noqa: E402
 from bot.analytics.labels import Labels  # noqa: E402
 from bot.analytics.queries import BOT_STEPS, CRM_STEPS, KEY_STAGE, NONE, RESPONSE_BUCKETS  # noqa: E402
@@ -140,7 +141,12 @@ def days(report: Report, labels: Labels, fmt: str = "png") -> bytes:
     return _save(figure, fmt)
 
 
+def draw(name: str, report: Report, labels: Labels, fmt: str = "png") -> bytes:
+    """One of :data:`REPORT_CHARTS`."""
+    if name == "sources":
+        return conversion(report.breakdowns.get("source", []), "source", labels, fmt)
+    return {"funnel": funnel, "managers": managers, "days": days}[name](report, labels, fmt)
+
+
 def report_charts(report: Report, labels: Labels, fmt: str = "png") -> list[bytes]:
-    """The four charts of /report and the digest: funnel, key stage by source, managers, leads per day."""
-    return [funnel(report, labels, fmt), conversion(report.breakdowns.get("source", []), "source", labels, fmt),
-            managers(report, labels, fmt), days(report, labels, fmt)]
+    return [draw(name, report, labels, fmt) for name in REPORT_CHARTS]

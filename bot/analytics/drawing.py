@@ -16,11 +16,15 @@ from bot.analytics.report import Report
 log = structlog.get_logger(__name__)
 
 
-# Run in the worker: matplotlib, openpyxl and WeasyPrint are imported there, never in the bot's process.
-def _report_charts(report: Report, labels: Labels) -> list[bytes]:
+REPORT_CHARTS = ("funnel", "sources", "managers", "days")  # the charts of /report and the digest, in order
+WORKERS = 2  # the charts of a report are drawn side by side
+
+
+# Run in the workers: matplotlib, openpyxl and WeasyPrint are imported there, never in the bot's process.
+def _chart(name: str, report: Report, labels: Labels) -> bytes:
     from bot.analytics import charts
 
-    return charts.report_charts(report, labels)
+    return charts.draw(name, report, labels)
 
 
 def _breakdown_chart(report: Report, labels: Labels, dimension: str) -> bytes:
@@ -36,7 +40,7 @@ def _file(report: Report, labels: Labels, fmt: str) -> bytes:
 
 
 class Drawing:
-    """One worker process, started on first use ("spawn": never fork a process running an event loop)."""
+    """Worker processes, started on first use ("spawn": never fork a process running an event loop)."""
 
     def __init__(self) -> None:
         self._pool: ProcessPoolExecutor | None = None
@@ -44,20 +48,21 @@ class Drawing:
     async def _run(self, function: Any, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
-            pool = self._pool = self._pool or ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool = self._pool or ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
             try:
                 return await loop.run_in_executor(pool, function, *args)
             except BrokenProcessPool:
                 if attempt == 2:
                     raise
-                log.warning("analytics.drawing_worker_died", note="restarting it and drawing again")
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = None
+                log.warning("analytics.drawing_worker_died", note="restarting the workers and drawing again")
+                if self._pool is pool:  # not replaced yet by another drawing that saw it die
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    self._pool = None
         raise AssertionError("unreachable")
 
     async def charts(self, report: Report, labels: Labels) -> list[bytes]:
-        """The four PNG charts of /report."""
-        return await self._run(_report_charts, report, labels)
+        """The four PNG charts of /report, drawn side by side."""
+        return list(await asyncio.gather(*(self._run(_chart, name, report, labels) for name in REPORT_CHARTS)))
 
     async def breakdown(self, report: Report, labels: Labels, dimension: str) -> bytes:
         return await self._run(_breakdown_chart, report, labels, dimension)
