@@ -22,7 +22,7 @@ from bot.relay.models import RelayWait
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import SECRET
-from tests.crm_support import eventually
+from tests.crm_support import amocrm, eventually  # noqa: F401  (amocrm: a fixture the analytics tests use)
 from tests.relay_support import relay_settings
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -49,14 +49,6 @@ def analytics_settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Pa
     """The operator chat (Ivan, Olga — the admin and head of sales — and Petr), amoCRM if given, no quiet hours."""
     crm = {"AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token, "AMOCRM_RPS": 50} if amocrm else {}
     return relay_settings(sandbox, database_url, tmp_path, **{"QUIET_HOURS": "", "REPORT_SCHEDULE": "off", **crm, **overrides})
-
-
-@pytest.fixture
-async def amocrm() -> AsyncIterator[AmoSandbox]:
-    server = AmoSandbox(rate_limit=None)
-    await server.start()
-    yield server
-    await server.close()
 
 
 @pytest.fixture

@@ -103,6 +103,15 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
+def command_line(monkeypatch: pytest.MonkeyPatch, database_url: str, workdir: Path) -> None:
+    """The environment of a CLI test: the database, quiet logs, no stray .env or remote services."""
+    for name in ("BOT_TOKEN", "REDIS_URL", "AMOCRM_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.chdir(workdir)
+
+
 # ------------------------------------------------------------ Telegram & app
 @pytest.fixture
 async def sandbox() -> AsyncIterator[TelegramSandbox]:

@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from structlog.testing import capture_logs
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.analytics.digest import Schedule, WeeklyDigest
@@ -144,6 +145,14 @@ async def test_the_digest_reaches_the_admins_once(app: App, sandbox: TelegramSan
     assert text.startswith(f"🗓 Итоги недели · {monday - timedelta(days=7):%d.%m.%Y}–{monday - timedelta(days=1):%d.%m.%Y}")
     assert await app.analytics.digest.run_once() is False  # the week is done, for this instance and any other
     assert len(sandbox.messages(OLGA, from_bot=True)) == 10
+
+
+@pytest.mark.parametrize("report_settings", [{"REPORT_CHAT_ID": -1009999999999}])
+async def test_a_chat_that_refuses_the_digest_is_not_retried(app: App) -> None:
+    with capture_logs() as logs:
+        await app.analytics.send_digest(Period(date(2026, 11, 16), date(2026, 11, 22), MOSCOW))  # no error: sending again would not help
+    [refused] = [entry for entry in logs if entry["event"] == "analytics.digest_refused"]
+    assert refused["chat_id"] == -1009999999999 and "chat not found" in refused["error"]
 
 
 @pytest.mark.parametrize("report_settings", [{"REPORT_CHAT_ID": OPERATORS}])

@@ -23,6 +23,7 @@ from bot.config import PACKAGE_DIR
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journey.quiz import load_quiz
 from tests.analytics_support import MOSCOW, TODAY, day, seed_history
+from tests.conftest import command_line
 from tests.crm_support import open_db
 
 QUIZ = load_quiz(PACKAGE_DIR / "quiz.yaml")
@@ -34,7 +35,7 @@ async def seeded_report(url: str) -> Report:
     engine, db = await open_db(url)
     try:
         await seed_history(db)
-        return await build(db, QUIZ, PERIOD, by=dimensions(QUIZ), manager_names=LABELS.managers)
+        return await build(db, QUIZ, PERIOD, by=dimensions(QUIZ))
     finally:
         await engine.dispose()
 
@@ -73,8 +74,18 @@ async def test_pdf_holds_the_headline_figures_and_the_previous_period(database_u
     assert "Источник" in text and "Менеджер" in text and "Какая категория товаров вас интересует?" in text
 
 
+def test_the_pdf_loads_nothing_from_outside() -> None:
+    fetch = export.fetcher()
+    assert fetch.fetch("data:image/svg+xml;base64,PHN2Zy8+").read() == b"<svg/>"
+    for url in ("file:///etc/hostname", "http://127.0.0.1:9/chart.svg"):
+        with pytest.raises(ValueError, match="disallowed protocol"):
+            fetch.fetch(url)
+
+
 async def test_csv_lists_every_group_of_every_breakdown(database_url: str) -> None:
-    text = export.render(await seeded_report(database_url), LABELS, "csv").decode("utf-8-sig")
+    data = export.render(await seeded_report(database_url), LABELS, "csv")
+    assert data.startswith("\ufeff".encode())  # Excel reads the Cyrillic
+    text = data.decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(text)))
     header, body = rows[0], rows[1:]
     assert header[:4] == ["breakdown", "group", "Пришли", "Каталог отправлен"]
@@ -96,11 +107,7 @@ def database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
         await engine.dispose()
 
     asyncio.run(seed())
-    for name in ("BOT_TOKEN", "REDIS_URL", "AMOCRM_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    command_line(monkeypatch, sqlite_url, tmp_path)
     return sqlite_url
 
 
@@ -164,7 +171,7 @@ def test_spend_import_checks_the_whole_file_and_replaces_what_it_imported(databa
     code, out = run(capsys, "analytics", "spend", "import", str(good))
     assert code == 0 and out.strip() == f"{good}: 2 rows, 2025-06-01…2025-06-02: vk 300 ₽, yandex 1,300 ₽"
     assert spend()[len(before):] == [("2025-06-01", "yandex", "shoes", 130_000), ("2025-06-02", "vk", "", 30_000)]
-    good.write_text("date,source,campaign,amount\n2025-06-01,yandex,shoes,1000\n", encoding="utf-8")  # a corrected export
+    good.write_text("date\tsource\tcampaign\tamount\n2025-06-01\tyandex\tshoes\t1000\n", encoding="utf-8")  # a corrected export
     code, _ = run(capsys, "analytics", "spend", "import", str(good))
     assert code == 0 and spend()[len(before):] == [("2025-06-02", "vk", "", 30_000), ("2025-06-01", "yandex", "shoes", 100_000)]
     code, out = run(capsys, "analytics", "spend", "import", str(tmp_path / "missing.csv"))

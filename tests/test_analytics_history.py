@@ -157,7 +157,7 @@ async def test_every_figure_of_a_known_history(app: App, sandbox: TelegramSandbo
     await set_lead(app, dina_id, created_at=moment(0, 0, 30), first_reply_ms=100)
     await set_lead(app, egor_id, created_at=moment(9, 18), first_reply_ms=50)
 
-    report = await build(app.db, app.quiz, PERIOD, by=dimensions(app.quiz), crm=True, manager_names=app.manager_names())
+    report = await build(app.db, app.quiz, PERIOD, by=dimensions(app.quiz), crm=True)
     await check(report, broadcast_id=broadcast_id, without_task=without_task)
     for filters, arrived, key, spend in ((Filters(source="vk"), 2, 1, 150_000), (Filters(campaign="shoes"), 1, 1, 300_000),
                                          (Filters(answers=(("category", "shoes"),)), 4, 2, None), (Filters(path="phone"), 1, 0, None),

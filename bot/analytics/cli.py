@@ -64,7 +64,7 @@ async def make_report(settings: Settings, args: argparse.Namespace, managers: Ma
         print(f"optobot report: {exc}")
         return 2
     async with migrate.migrated(settings.database_url) as db:
-        report = await build(db, quiz, period, filters, by=by, crm=settings.amocrm_base_url is not None, manager_names=names)
+        report = await build(db, quiz, period, filters, by=by, crm=settings.amocrm_base_url is not None)
     labels = Labels(args.lang or settings.default_language, quiz, names)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(export.render(report, labels, fmt))

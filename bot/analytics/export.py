@@ -79,10 +79,15 @@ def html(report: Report, labels: Labels) -> str:
 
 def pdf(report: Report, labels: Labels) -> bytes:
     from weasyprint import HTML  # heavy: only when a PDF is made
+
+    return HTML(string=html(report, labels), url_fetcher=fetcher()).write_pdf()
+
+
+def fetcher() -> Any:
+    """What the PDF may load: its own ``data:`` URLs (the charts); never a file or the network."""
     from weasyprint.urls import URLFetcher
 
-    fetcher = URLFetcher(allowed_protocols=("data",), allow_redirects=False)  # the charts; never a file or the network
-    return HTML(string=html(report, labels), url_fetcher=fetcher).write_pdf()
+    return URLFetcher(allowed_protocols=("data",), allow_redirects=False)
 
 
 def _sheet_title(name: str, taken: set[str]) -> str:

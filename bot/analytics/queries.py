@@ -53,6 +53,11 @@ class Filters:
     def active(self) -> bool:
         return self != Filters()
 
+    @property
+    def spend_known(self) -> bool:
+        """Spend is known per source and campaign: any other filter splits the leads in a way it is not."""
+        return all(value is None for value in (self.medium, self.path, self.language, self.managers)) and not self.answers
+
 
 @dataclass(frozen=True)
 class Scope:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
@@ -69,7 +69,6 @@ class Report:
     without_task: int | None  # None: amoCRM is not connected, nobody checks
     broadcasts: list[BroadcastRow]
     spend: int | None  # kopecks; None: the filters split leads in a way spend (per source and campaign) is not
-    manager_names: Mapping[int, str] = field(default_factory=dict)
 
     @property
     def revenue(self) -> int:
@@ -97,7 +96,7 @@ def _order(dimension: str, rows: list[Row]) -> list[Row]:
 
 async def build(
     db: async_sessionmaker[AsyncSession], quiz: Quiz, period: Period, filters: Filters = Filters(), *,
-    by: Sequence[str] = ("source",), crm: bool = False, manager_names: Mapping[int, str] | None = None,
+    by: Sequence[str] = ("source",), crm: bool = False,
 ) -> Report:
     """Every figure of ``period`` (breakdowns ``by``) and the previous period's funnel.
 
@@ -130,7 +129,6 @@ async def build(
     if filters.source or filters.campaign:  # the spend of the source or campaign looked at
         spend = {(s, c): a for (s, c), a in spend.items()
                  if s == (filters.source or s).lower() and (not filters.campaign or c == filters.campaign.lower())}
-    known = not (filters.active and (filters.medium or filters.path or filters.language or filters.managers is not None or filters.answers))
     breakdowns = {
         dimension: _order(dimension, [Row(key, counts, _spend_of(dimension, key, spend), times[dimension].get(key))
                                       for key, counts in funnel[dimension].items()])
@@ -154,7 +152,7 @@ async def build(
         first_replies=replies, managers=managers, breaches={k: (v[0], v[1]) for k, v in pinged.items()},
         waiting=waiting[0], waiting_since=waiting[1], without_task=bare if crm else None,
         broadcasts=[BroadcastRow(info[i], grouped[i]) for i in sorted(grouped, reverse=True) if i in info],
-        spend=sum(spend.values()) if known else None, manager_names=dict(manager_names or {}),
+        spend=sum(spend.values()) if filters.spend_known else None,
     )
 
 

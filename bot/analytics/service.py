@@ -66,8 +66,7 @@ class Analytics:
         return parse_filters(pairs, self.quiz, self.managers())
 
     async def report(self, period: Period, filters: Filters = Filters(), by: Sequence[str] = ("source",)) -> Report:
-        return await build(self.db, self.quiz, period, filters, by=by, crm=self.settings.amocrm_base_url is not None,
-                           manager_names=self.managers())
+        return await build(self.db, self.quiz, period, filters, by=by, crm=self.settings.amocrm_base_url is not None)
 
     # ------------------------------------------------------------ buttons
     async def remember_filters(self, pairs: Sequence[str]) -> str:
