@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import structlog
 from aiogram import Bot, Dispatcher
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot.catalog.render import CatalogRenderer
@@ -28,7 +27,7 @@ from bot.middlewares import PerChatOrder
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.web import Handler, create_web_app, marquiz_handler
+from bot.web import Handler, create_web_app, marquiz_handler, telegram_handler
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
@@ -104,10 +103,10 @@ class App:
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
-        app = create_web_app(self.webhook_secret, self.routes)
+        routes = self.routes
         if self.settings.public_url:
-            SimpleRequestHandler(self.dp, self.bot, secret_token=self.telegram_secret_token).register(app, path=TELEGRAM_WEBHOOK_PATH)
-        return app
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+        return create_web_app(self.webhook_secret, routes)
 
     @property
     def telegram_secret_token(self) -> str:

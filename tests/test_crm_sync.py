@@ -13,6 +13,7 @@ from bot.journal import (
     QUIZ_COMPLETED,
     TEST_BATCH_REQUESTED,
 )
+from bot.inbound import JSON, Body, parse_json
 from bot.journey.intake import IntakeService
 from bot.relay.service import STAGE_CHANGED
 from bot.relay.sla import SLA_BREACHED
@@ -36,7 +37,8 @@ MARQUIZ = {
 
 async def marquiz(env: Env, payload: dict = MARQUIZ) -> int:
     intake = IntakeService(env.db, env.journal, QUIZ, "ru")
-    return (await intake.accept_marquiz(json.dumps(payload).encode(), "application/json")).lead_id
+    raw = json.dumps(payload).encode()
+    return (await intake.accept_marquiz(Body(raw, JSON, parse_json(raw)))).lead_id
 
 
 async def test_quiz_lead_reaches_amocrm_with_contact_every_field_and_the_answers(env: Env) -> None:
