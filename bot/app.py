@@ -3,16 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from aiogram import Bot, Dispatcher
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.catalog.render import CatalogRenderer
-from bot.config import Settings
+from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import create_engine, create_sessionmaker
@@ -35,6 +37,16 @@ log = structlog.get_logger(__name__)
 
 TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 Worker = Callable[[], Awaitable[None]]
+
+
+def create_app(settings: Settings) -> App:
+    """The app for a command: a settings file whose content is wrong is a :class:`ConfigError` naming the setting."""
+    try:
+        return App(settings)
+    except ValueError as exc:  # the loaders of the files named by settings say what is wrong, and where
+        named = [field.alias for name, field in Settings.model_fields.items()
+                 if isinstance(getattr(settings, name), Path) and str(getattr(settings, name)) in str(exc)]
+        raise ConfigError(f"optobot: {named[0] + ': ' if named else ''}{first_line(exc)}") from None
 
 
 class App:
@@ -92,14 +104,29 @@ class App:
         return self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
 
     async def start(self) -> None:
-        """Migrate the database, learn the bot's username, start the render workers."""
+        """Migrate the database, learn the bot's username, start the render workers.
+
+        A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
+        """
+        try:
+            async with self.engine.connect():
+                pass
+        except (OSError, SQLAlchemyError) as exc:
+            raise ConfigError(f"optobot: DATABASE_URL: cannot connect ({first_line(exc)}); check the address, the credentials "
+                              "and that the server runs") from None
         await migrate.upgrade(self.engine)
-        me = await self.bot.me()
+        try:
+            me = await self.bot.me()
+        except TelegramNetworkError as exc:
+            raise ConfigError(f"optobot: TELEGRAM_API_URL: cannot reach Telegram at {self.settings.telegram_api_url} ({exc.message}); "
+                              "check the network and the address") from None
+        except TelegramAPIError as exc:
+            raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
         await self.renderer.warm_up()
         await self.crm.start()
         if not self.webhook_secret:
-            log.warning("webhooks.disabled", reason="WEBHOOK_SECRET is not set")
+            log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
@@ -110,8 +137,7 @@ class App:
 
     @property
     def telegram_secret_token(self) -> str:
-        """The ``X-Telegram-Bot-Api-Secret-Token`` value, derived from WEBHOOK_SECRET (only A-Za-z0-9_- allowed)."""
-        return hashlib.sha256(f"telegram:{self.webhook_secret}".encode()).hexdigest()
+        return self.settings.telegram_secret_token
 
     async def serve(self, *, stop: asyncio.Event | None = None) -> None:
         """Run the HTTP server, Telegram updates (polling or webhook) and the background workers until ``stop``."""

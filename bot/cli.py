@@ -7,10 +7,14 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from bot.config import ConfigError, Settings, load_settings
+import structlog
+
+from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
+
+log = structlog.get_logger(__name__)
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
 
@@ -20,10 +24,9 @@ async def run(settings: Settings, _: argparse.Namespace) -> int:
     if settings.sandbox:
         print("BOT_TOKEN is not set: running the built-in sandbox demo (see README to run for real).\n")
         return await demo(settings, _)
-    settings.require("BOT_TOKEN", "WEBHOOK_SECRET")
-    from bot.app import App
+    from bot.app import create_app
 
-    app = App(settings)
+    app = create_app(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         sys.exit(2)
-    setup_logging("WARNING" if settings.sandbox and func in (demo, run) else settings.log_level)
+    setup_logging("WARNING" if settings.sandbox and func in (demo, run) else settings.log_level, secrets=settings.secrets())
     try:
         code = asyncio.run(func(settings, args))
     except ConfigError as exc:
@@ -92,4 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 2
     except KeyboardInterrupt:
         code = 130
+    except Exception as exc:  # a failure, not a traceback: the log has it at debug level
+        log.debug("command.failed", exc_info=True)
+        print(f"optobot: {args.command or 'run'} failed: {type(exc).__name__}: {first_line(exc)} "
+              "(LOG_LEVEL=DEBUG shows the traceback)", file=sys.stderr)
+        code = 1
     sys.exit(code or 0)

@@ -166,9 +166,9 @@ def _control(action: str):  # noqa: ANN202
 
 async def send(settings: Settings, args: argparse.Namespace) -> int:
     """Deliver one broadcast in the foreground with the service's engine, until it is no longer running."""
-    from bot.app import App  # the whole app, so journal subscribers (CRM, sequences) see what happens
+    from bot.app import create_app  # the whole app, so journal subscribers (CRM, sequences) see what happens
 
-    app = App(settings)
+    app = create_app(settings)
     service = app.broadcasts
     outcome = None
     try:
