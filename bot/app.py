@@ -11,7 +11,6 @@ import structlog
 from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
 
 from bot.catalog.render import CatalogRenderer
 from bot.config import ConfigError, Settings, first_line
@@ -108,12 +107,6 @@ class App:
 
         A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
         """
-        try:
-            async with self.engine.connect():
-                pass
-        except (OSError, SQLAlchemyError) as exc:
-            raise ConfigError(f"optobot: DATABASE_URL: cannot connect ({first_line(exc)}); check the address, the credentials "
-                              "and that the server runs") from None
         await migrate.upgrade(self.engine)
         try:
             me = await self.bot.me()

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.cli import main
 from bot.config import PROJECT_DIR, Settings
 from bot.logs import mask
 from bot.sandbox.amocrm import AmoSandbox
@@ -35,8 +36,25 @@ def environment(tmp_path: Path, **values: str) -> dict[str, str]:
 
 
 def optobot(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``optobot ARGV`` in a subprocess with the settings ``env`` and nothing else."""
     return subprocess.run([sys.executable, "-m", "bot", *argv], env=environment(tmp_path, **env), cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # noqa: ANN201
+    """``optobot ARGV`` in this process (``bot.cli.main``) with the settings ``env`` and nothing else: a finished process."""
+    def call(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+        for field in Settings.model_fields.values():
+            monkeypatch.delenv(field.alias, raising=False)
+        for name, value in environment(tmp_path, **env).items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exit_:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, exit_.value.code, out, err)
+    return call
 
 
 def free_port() -> int:
@@ -64,23 +82,31 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], *names: str) 
     ("CATALOG_DIR", "missing-catalogue", "no such folder"),
     ("REDIS_URL", "localhost:6379", "redis://"),
 ])
-def test_a_wrong_setting_is_named_in_one_line(tmp_path: Path, setting: str, value: str, expected: str) -> None:
-    result = optobot(tmp_path, "run", BOT_TOKEN=TOKEN, **{setting: value})
+def test_a_wrong_setting_is_named_in_one_line(cli, setting: str, value: str, expected: str) -> None:
+    result = cli("run", BOT_TOKEN=TOKEN, **{setting: value})
     assert_short_failure(result, setting, expected)
     assert "pa55word" not in result.stderr
     if "/" in value and "://" not in value:
         assert value in result.stderr
 
 
-def test_a_broken_settings_file_is_named_in_one_line(tmp_path: Path) -> None:
+def test_a_broken_settings_file_is_named_in_one_line(cli, tmp_path: Path) -> None:
     (tmp_path / "operators.yaml").write_text("operators: [{name: Ann}]\n", encoding="utf-8")
-    result = optobot(tmp_path, "run", BOT_TOKEN=TOKEN, OPERATORS_CONFIG="operators.yaml")
+    result = cli("run", BOT_TOKEN=TOKEN, OPERATORS_CONFIG="operators.yaml")
     assert_short_failure(result, "operators.yaml")
 
 
-def test_unreachable_telegram_at_start(tmp_path: Path) -> None:
+@pytest.mark.parametrize("argv", [["run"], ["broadcast", "status"], ["crm", "status"], ["db", "upgrade"]])
+def test_an_unreachable_database(cli, argv: list[str]) -> None:
+    url = f"postgresql+asyncpg://optobot:pa55word@127.0.0.1:{free_port()}/optobot"
+    result = cli(*argv, BOT_TOKEN=TOKEN, DATABASE_URL=url)
+    assert_short_failure(result, "DATABASE_URL", "cannot connect")
+    assert "pa55word" not in result.stderr
+
+
+def test_unreachable_telegram_at_start(cli) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert_short_failure(optobot(tmp_path, "run", BOT_TOKEN=TOKEN, TELEGRAM_API_URL=url), "TELEGRAM_API_URL", url)
+    assert_short_failure(cli("run", BOT_TOKEN=TOKEN, TELEGRAM_API_URL=url), "TELEGRAM_API_URL", url)
 
 
 async def test_a_token_telegram_refuses(tmp_path: Path, sandbox: TelegramSandbox) -> None:
@@ -100,9 +126,8 @@ def without_pango(tmp_path: Path) -> str:
 
 
 def test_help_does_not_need_weasyprint(tmp_path: Path, without_pango: str) -> None:
-    for argv in (["--help"], ["broadcast", "--help"], ["crm", "--help"]):
-        result = optobot(tmp_path, *argv, PYTHONPATH=without_pango)
-        assert result.returncode == 0 and "usage: optobot" in result.stdout and not result.stderr, result.stderr
+    result = optobot(tmp_path, "--help", PYTHONPATH=without_pango)  # every command's module is imported for the help
+    assert result.returncode == 0 and "usage: optobot" in result.stdout and not result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("command", ["run", "demo"])
