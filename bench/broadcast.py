@@ -76,7 +76,7 @@ async def _seed(database_url: str, count: int, *, tags: Any = lambda index: [], 
 async def _ours(settings: Settings, tag: str, *, bucket: TokenBucket | None = None) -> dict[str, Any]:
     """One broadcast to the leads tagged ``tag``: selection time, then delivery time and rate."""
     from bot.journal import Journal
-    from bot.journey.quiz import load_quiz
+    from bot.quiz import load_quiz
     from broadcasts.campaigns import CampaignSpec
     from broadcasts.engine import STOPPED
     from broadcasts.service import Broadcasts
@@ -214,7 +214,7 @@ async def _select(url: str) -> dict[str, Any]:
 async def _materialise(url: str) -> dict[str, Any]:
     """Child process: the service's own selection of a broadcast: validate every message, write the delivery rows."""
     from bot.journal import Journal
-    from bot.journey.quiz import load_quiz
+    from bot.quiz import load_quiz
     from broadcasts.campaigns import CampaignSpec
     from broadcasts.service import Broadcasts
 

@@ -20,8 +20,8 @@ from bot.db import migrate
 from bot.db.models import Lead
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journal import LEAD_CREATED, Journal
-from bot.journey.quiz import load_quiz
 from bot.logs import setup_logging
+from bot.quiz import load_quiz
 from bot.sandbox.amocrm import start_sandbox_amocrm
 
 TARGET_NOTES_PER_SECOND = 150

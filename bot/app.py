@@ -13,22 +13,23 @@ from aiogram.webhook.aiohttp_server import SimpleRequestHandler
 from aiohttp import web
 
 from bot.catalog.render import CatalogRenderer
+from bot.catalog.service import Catalog
 from bot.config import Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journal import Journal
-from bot.journey.catalog import CatalogService
 from bot.journey.intake import IntakeService
-from bot.journey.quiz import load_quiz
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
+from bot.journey.webhook import marquiz_handler
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
+from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.web import Handler, create_web_app, marquiz_handler
+from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
@@ -52,7 +53,7 @@ class App:
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
         self.messenger = Messenger(self.bot, self.db, self.journal)
-        self.catalog = CatalogService(self.db, self.renderer, self.messenger, self.quiz)
+        self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
@@ -61,11 +62,11 @@ class App:
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
-        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.quiz)
+        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
-        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.renderer)
+        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)
         self.workers += self.broadcasts.workers
         self.routes: list[tuple[str, str, Handler]] = [
@@ -169,3 +170,13 @@ class App:
         await self.crm.close()
         await self.broadcasts.close()
         await self.engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def wired_broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
+    """The broadcasts of a whole (not serving) app, so every journal subscriber sees what a command does."""
+    app = App(settings)
+    try:
+        yield app.broadcasts
+    finally:
+        await app.close()

@@ -9,7 +9,7 @@ from bot.catalog.products import load_company, load_products
 from bot.config import Settings
 from bot.db import migrate
 from bot.db.session import create_engine
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from bot.telegram import create_bot
 
 Check = Callable[[Settings], Awaitable[str]]

@@ -6,13 +6,25 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
 
+if TYPE_CHECKING:
+    from broadcasts.service import Broadcasts
+
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
+
+
+def wired_broadcasts(settings: Settings) -> AbstractAsyncContextManager[Broadcasts]:
+    """The broadcasts of the whole app (loaded only for the command that needs it)."""
+    from bot.app import wired_broadcasts
+
+    return wired_broadcasts(settings)
 
 
 async def run(settings: Settings, _: argparse.Namespace) -> int:
@@ -71,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
     crm_cli.register(commands)
-    broadcast_cli.register(commands)
+    broadcast_cli.register(commands, wired_broadcasts)
     return parser
 
 

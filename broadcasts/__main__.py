@@ -5,6 +5,7 @@ import argparse
 import asyncio
 import sys
 
+from bot.cli import wired_broadcasts
 from bot.config import ConfigError, load_settings
 from bot.logs import setup_logging
 from broadcasts.cli import add_commands
@@ -12,7 +13,7 @@ from broadcasts.cli import add_commands
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m broadcasts", description="optobot broadcasts")
-    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND", required=True), wired_broadcasts)
     args = parser.parse_args(argv)
     try:
         settings = load_settings()

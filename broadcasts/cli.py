@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import yaml
@@ -16,7 +16,7 @@ import yaml
 from bot.config import Settings
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journal import Journal
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts import stats
 from broadcasts.campaigns import CampaignError, CampaignSpec
 from broadcasts.engine import AUTO_PAUSED, FINISHED_RUN, INVALID
@@ -25,6 +25,9 @@ from broadcasts.models import RUNNING, SCHEDULED, SENT
 from broadcasts.schedule import parse_when
 from broadcasts.segments import Segment
 from broadcasts.service import Broadcasts
+
+#: The broadcasts of the whole service (every journal subscriber wired), opened for one command.
+Wired = Callable[[Settings], AbstractAsyncContextManager[Broadcasts]]
 
 
 @asynccontextmanager
@@ -137,12 +140,8 @@ def _control(action: str):  # noqa: ANN202
 
 async def send(settings: Settings, args: argparse.Namespace) -> int:
     """Deliver one broadcast in the foreground with the service's engine, until it is no longer running."""
-    from bot.app import App  # the whole app, so journal subscribers (CRM, sequences) see what happens
-
-    app = App(settings)
-    service = app.broadcasts
     outcome = None
-    try:
+    async with args.wired(settings) as service:  # every journal subscriber (CRM, sequences) sees what happens
         while True:
             await service.engine.due()  # a scheduled broadcast starts at its time
             b = await service.campaigns.get(args.id)
@@ -153,8 +152,6 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(1)
         s = await service.campaigns.stats(args.id)
-    finally:
-        await app.close()
     if s is None:
         print(f"no broadcast #{args.id}")
         return 1
@@ -162,8 +159,8 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if outcome == FINISHED_RUN else 1
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """The broadcast commands on ``commands``."""
+def add_commands(commands: argparse._SubParsersAction, wired: Wired) -> None:
+    """The broadcast commands on ``commands``; ``send`` runs in the service built by ``wired``."""
     def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.set_defaults(func=func)
@@ -181,10 +178,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command("stats", show_stats, "full statistics of a broadcast").add_argument("id", type=int)
     for action in ("pause", "resume", "cancel"):
         command(action, _control(action), f"{action} a broadcast").add_argument("id", type=int)
-    command("send", send, "deliver a broadcast in the foreground (without the service)").add_argument("id", type=int)
+    p = command("send", send, "deliver a broadcast in the foreground (without the service)")
+    p.add_argument("id", type=int)
+    p.set_defaults(wired=wired)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, wired: Wired) -> None:
     """Add ``broadcast …`` to optobot's command line."""
     parser = subparsers.add_parser("broadcast", help="broadcasts: plan, schedule, watch and control")
-    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True))
+    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True), wired)

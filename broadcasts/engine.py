@@ -18,32 +18,26 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from weakref import WeakValueDictionary
 
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import SendMessage
-from aiogram.types import FSInputFile, InputFile
+from aiogram.types import FSInputFile
 from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.render import CatalogRenderer
-from bot.db import renders
 from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.journal import BLOCKED, Journal
-from bot.journey.catalog import catalog_request
 from bot.messenger import unreachable_reason
-from bot.texts import t
+from bot.ports import Catalog, SendDocument
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant
-from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.models import (
     DRAFT,
     FAILED,
@@ -57,6 +51,7 @@ from broadcasts.models import (
     UNKNOWN,
     Broadcast,
 )
+from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.ratelimit import Bucket, ChatSpacing
 from broadcasts.schedule import Clock, QuietHours, zone_of
 from broadcasts.segments import Recipient, Segment
@@ -74,32 +69,6 @@ FINISHED_RUN, IDLE, STOPPED, AUTO_PAUSED, BUSY, INVALID = "finished", "idle", "s
 
 def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-class CatalogFiles:
-    """The buyer's own catalogue as an attachment: by ``file_id`` once uploaded, else rendered and uploaded."""
-
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer) -> None:
-        self.db = db
-        self.renderer = renderer
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-
-    async def send(self, r: Recipient, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
-        request = catalog_request(r)  # type: ignore[arg-type]  # a Recipient has the fields it reads
-        key = self.renderer.path_for(request).stem
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:  # one upload per personalisation, even when several recipients share it
-            async with self.db() as session:
-                file_id = await renders.file_id(session, key)
-            if file_id:
-                return await send(file_id)
-            path = await self.renderer.render(request)
-            message = await send(FSInputFile(path, filename=t(r.language, "journey.catalog_filename")))
-            async with self.db.begin() as session:
-                await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
-            return message
 
 
 def _file_id(message: TgMessage) -> str | None:
@@ -124,7 +93,7 @@ class Engine:
         max_errors: int = 20,
         max_attempts: int = 3,
         clock: Clock = utcnow,
-        catalog: CatalogFiles | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
@@ -226,7 +195,7 @@ class Engine:
             return None
         return self.quiet_hours.until(now, zone_of(r.interests.get("city"), self.timezone))
 
-    async def _media(self, spec: str, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
+    async def _media(self, spec: str, send: SendDocument) -> TgMessage:
         """Send a file_id or URL as it is; a local file is uploaded once, then reused by file_id."""
         if spec.startswith(("http://", "https://")) or not Path(spec).is_file():
             return await send(spec)

@@ -6,7 +6,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot.journey.service import JourneyService
+from bot.ports import Journey
 from bot.texts import normalise_language, t
 from broadcasts import admin
 from broadcasts.content import ACTIONS, UNSUBSCRIBE, BroadcastCb
@@ -17,7 +17,7 @@ async def stop(message: Message, broadcasts: Broadcasts) -> None:
     await broadcasts.unsubscribe(message.from_user.id, via="command")
 
 
-async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broadcasts: Broadcasts, journey: JourneyService) -> None:
+async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broadcasts: Broadcasts, journey: Journey) -> None:
     """Count the press, then do what the button says: unsubscribe, or the journey's next step."""
     if callback_data.broadcast == 0:
         await query.answer(t(normalise_language(query.from_user.language_code), "broadcasts.preview_click"))

@@ -8,22 +8,20 @@ import structlog
 from aiogram import Bot
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
-from bot.crm.webhooks import CRM_STAGE_CHANGED
 from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
-from bot.journal import UNSUBSCRIBED, Journal, Record
-from bot.journey.quiz import Quiz
+from bot.journal import CRM_STAGE_CHANGED, STAGE_CHANGED, UNSUBSCRIBED, Journal, Record
 from bot.messenger import Messenger
-from bot.relay.service import STAGE_CHANGED
+from bot.ports import Catalog
+from bot.quiz import Quiz
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
 from broadcasts.campaigns import Campaigns
 from broadcasts.content import Renderer
-from broadcasts.engine import CatalogFiles, Engine
+from broadcasts.engine import Engine
 from broadcasts.progress import Progress
 from broadcasts.ratelimit import Bucket, RedisBucket, TokenBucket
 from broadcasts.schedule import Clock, QuietHours
@@ -50,7 +48,7 @@ class Broadcasts:
         quiz: Quiz,
         *,
         messenger: Messenger | None = None,
-        catalog: CatalogRenderer | None = None,
+        catalog: Catalog | None = None,
         clock: Clock = utcnow,
         bot: Bot | None = None,
         bucket: Bucket | None = None,
@@ -73,7 +71,7 @@ class Broadcasts:
         self.engine = Engine(
             db, self.bot, journal, self.renderer, bucket, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
-            clock=self.now, catalog=CatalogFiles(db, catalog) if catalog else None,
+            clock=self.now, catalog=catalog,
         )
         self.sequences = Sequences(load_sequences(settings.broadcast_sequences, self.renderer), db, journal, self.now)
         self.campaigns = Campaigns(db, self.renderer, quiz, rate=self.rate, timezone=settings.timezone, clock=self.now)

@@ -20,7 +20,7 @@ from bot.db import migrate
 from bot.db.models import Lead
 from bot.db.session import create_engine, create_sessionmaker
 from bot.journal import LEAD_CREATED, Journal
-from bot.journey.quiz import Quiz, load_quiz
+from bot.quiz import Quiz, load_quiz
 from bot.sandbox.amocrm import AmoSandbox
 
 QUIZ: Quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")

@@ -86,7 +86,7 @@ def test_plan_refuses_a_message_that_breaks_for_some_recipient(database: str, tm
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
 def test_shipped_examples_are_valid(database: str, example: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if "sequence" in example.name:
-        from bot.journey.quiz import load_quiz
+        from bot.quiz import load_quiz
         from broadcasts.content import Renderer
         from broadcasts.sequences import load_sequences
 

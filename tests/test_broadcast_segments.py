@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.config import PACKAGE_DIR
 from bot.db.models import Lead
 from bot.db.session import create_engine, create_sessionmaker
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts import segments
 from broadcasts.segments import Segment
 

@@ -11,11 +11,11 @@ from bot.journal import (
     PHONE_SHARED,
     QUESTION_ASKED,
     QUIZ_COMPLETED,
+    SLA_BREACHED,
+    STAGE_CHANGED,
     TEST_BATCH_REQUESTED,
 )
 from bot.journey.intake import IntakeService
-from bot.relay.service import STAGE_CHANGED
-from bot.relay.sla import SLA_BREACHED
 from bot.sandbox.amocrm.account import WON
 from tests.crm_support import QUIZ, Env, amocrm, db, env  # noqa: F401  (fixtures)
 

@@ -28,7 +28,7 @@ from bot.crm.webhooks import webhook_handler
 from bot.crm.worker import OutboxWorker
 from bot.db.base import utcnow
 from bot.journal import Journal
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 if TYPE_CHECKING:
     from bot.web import Handler

@@ -17,14 +17,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.crm.discovery import AccountMap
 from bot.db import leads
 from bot.formdata import parse_nested
-from bot.journal import Journal
+from bot.journal import CRM_STAGE_CHANGED, Journal
 
 if TYPE_CHECKING:
     from bot.web import Handler
 
 log = structlog.get_logger(__name__)
 
-CRM_STAGE_CHANGED = "crm_stage_changed"  # data: stage, previous, status_id, pipeline_id, source
 LEAD_ACTIONS = ("add", "update", "status", "responsible", "restore")
 
 

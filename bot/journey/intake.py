@@ -16,7 +16,7 @@ from bot.funnel import advance
 from bot.journal import LEAD_CREATED, QUIZ_COMPLETED, Journal
 from bot.journey.identity import split_name
 from bot.journey.marquiz import MarquizSubmission, decode_body, parse_submission
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 log = structlog.get_logger(__name__)
 

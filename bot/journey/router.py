@@ -6,8 +6,9 @@ from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart, ExceptionTypeFilter
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
-from bot.journey.keyboards import ActionCb, QuizCb
+from bot.journey.keyboards import QuizCb
 from bot.journey.service import JourneyService
+from bot.keyboards import ActionCb
 from bot.messenger import BuyerUnreachable
 
 

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from aiogram.enums import ChatAction
@@ -18,6 +18,7 @@ from aiogram.types import Message as TgMessage
 from aiogram.types import ReplyKeyboardRemove, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import keyboards
 from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import Lead, QuizSubmission, TestBatchRequest
@@ -26,23 +27,17 @@ from bot.journal import (
     CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
     RESUBSCRIBED, TEST_BATCH_REQUESTED, Journal,
 )
-from bot.journey import keyboards
-from bot.journey.catalog import CatalogService
 from bot.journey.claims import TokenClaims
 from bot.journey.identity import attach_telegram, merge
 from bot.journey.intake import TOKEN_PREFIX
-from bot.journey.quiz import Question, Quiz
+from bot.journey.keyboards import DONE, quiz_options
 from bot.messenger import Messenger
 from bot.phones import normalise_phone
+from bot.ports import BuyerRelay, Catalog
+from bot.quiz import Question, Quiz
 from bot.texts import Safe, t
 
 log = structlog.get_logger(__name__)
-
-
-class BuyerRelay(Protocol):
-    """Where free buyer messages go for a human answer (the operator chat)."""
-
-    async def forward(self, lead: Lead, message: TgMessage) -> None: ...
 
 
 Outgoing = tuple[str, Any]  # (HTML text, reply markup or None)
@@ -93,7 +88,7 @@ class JourneyService:
         journal: Journal,
         messenger: Messenger,
         quiz: Quiz,
-        catalog: CatalogService,
+        catalog: Catalog,
         *,
         default_language: str = "ru",
         token_ttl: timedelta = timedelta(days=30),
@@ -266,7 +261,7 @@ class JourneyService:
             return text + "\n" + t(lang, "journey.quiz_text_hint"), None
         if question.type == "multi":
             text += "\n" + t(lang, "journey.quiz_multi_hint")
-        return text, keyboards.quiz_options(question, lang, picked)
+        return text, quiz_options(question, lang, picked)
 
     async def quiz_pick(self, user: User, message_id: int, question_key: str, option_key: str) -> str | None:
         """A quiz button: toggles a multi-select or records a choice. Returns a callback alert, if any."""
@@ -278,7 +273,7 @@ class JourneyService:
             if question is None or current is None or current.key != question_key:
                 return t(lead.language, "journey.quiz_stale")
             picked: list[str] = list(flow.get("picked", []))
-            if option_key == keyboards.DONE:
+            if option_key == DONE:
                 if not picked:
                     return t(lead.language, "journey.quiz_pick_one_first")
                 reply = await self._answer(session, lead, question, [o.key for o in question.options if o.key in picked])
@@ -290,7 +285,7 @@ class JourneyService:
                 reply = None
             else:
                 reply = await self._answer(session, lead, question, option_key)
-        markup = keyboards.quiz_options(question, lead.language, picked) if reply is None else None
+        markup = quiz_options(question, lead.language, picked) if reply is None else None
         await self.messenger.bot.edit_message_reply_markup(chat_id=user.id, message_id=message_id, reply_markup=markup)
         if reply is not None:
             await self._say(lead, reply)
@@ -395,11 +390,19 @@ class JourneyService:
         elif reply is not None:
             await self._say(lead, reply)
 
+    def _caption(self, lead: Lead) -> str:
+        lang = lead.language
+        categories = self.quiz.labels_of("category", lead.interests, lang)
+        volume = self.quiz.labels_of("volume", lead.interests, lang)
+        if categories and volume:
+            return t(lang, "journey.catalog_caption", categories=", ".join(categories), volume=volume[0])
+        return t(lang, "journey.catalog_caption_all")
+
     async def send_catalog(self, lead: Lead) -> None:
         """Render (or reuse) the personal catalogue, send it, record the event, offer the test batch."""
         await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
         try:
-            await self.catalog.send(lead)
+            await self.catalog.send(lead, lambda document: self.messenger.send_document(lead, document, caption=self._caption(lead)))
         except Exception:
             log.exception("catalog.failed", lead_id=lead.id)
             await self.messenger.send_text(lead, t(lead.language, "journey.catalog_failed"))

@@ -36,15 +36,15 @@ from aiogram.types import Message as TgMessage
 from jinja2 import TemplateError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.products import CATEGORIES, TIERS, load_products
+from bot import keyboards
 from bot.config import Settings
 from bot.db.models import Lead, LeadEvent
 from bot.funnel import CLOSED, STAGES
-from bot.journal import GREETED, QUESTION_ASKED, Journal, Record
-from bot.journey import keyboards
-from bot.journey.quiz import Quiz
-from bot.journey.service import JourneyService
+from bot.hours import WorkingHours
+from bot.journal import BANNED, GREETED, QUESTION_ASKED, STAGE_CHANGED, UNBANNED, Journal, Record
 from bot.messenger import BuyerUnreachable, Messenger, unreachable_reason
+from bot.ports import Catalog, Journey
+from bot.quiz import Quiz
 from bot.relay import store
 from bot.relay.albums import Albums
 from bot.relay.card import (
@@ -58,7 +58,6 @@ from bot.relay.card import (
     topic_name,
 )
 from bot.relay.config import BUILTIN_COMMANDS, TemplateContext, load_roster
-from bot.relay.hours import WorkingHours
 from bot.relay.models import RelayTopic
 from bot.relay.sla import Sla
 from bot.texts import Safe, t
@@ -76,9 +75,6 @@ QUICK_REPLIES = ("price", "test", "phone")
 ADMIN_ACTIONS = ("ban", "unban", "reload")
 MEMBER_TTL = 300.0  # seconds a confirmed chat membership is trusted
 POLL = 1.0  # seconds between background rounds
-# Journal events of the operator chat (the CRM may turn them into stages and notes).
-STAGE_CHANGED = "stage_changed"  # {stage, previous, manager}
-BANNED, UNBANNED = "banned", "unbanned"  # {manager}
 NO_TELEGRAM = "no Telegram account"
 
 
@@ -148,7 +144,8 @@ class RelayService:
         db: async_sessionmaker[AsyncSession],
         journal: Journal,
         messenger: Messenger,
-        journey: JourneyService,
+        journey: Journey,
+        catalog: Catalog,
         quiz: Quiz,
     ) -> None:
         self.settings = settings
@@ -159,6 +156,7 @@ class RelayService:
         self.messenger = messenger
         self.bot = messenger.bot
         self.journey = journey
+        self.catalog = catalog
         self.quiz = quiz
         self.roster = load_roster(settings.operators_config)
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
@@ -668,18 +666,14 @@ class RelayService:
     def _price(self, lead: Lead) -> str:
         """/price: per category of the buyer, the number of models and the price range at their volume tier."""
         lang = lead.language
-        products = load_products(self.settings.catalog_dir / "products.yaml")
-        tier = lead.interests.get("volume") if lead.interests.get("volume") in TIERS else TIERS[0]
-        wanted = lead.interests.get("category") or CATEGORIES
+        tier, ranges = self.catalog.prices(lead.interests)
         category_q, volume_q = self.quiz.question("category"), self.quiz.question("volume")
         volume = volume_q.option(tier) if volume_q else None
         lines = [t(lang, "relay.price.title", volume=Safe(t(lang, "relay.price.volume", volume=volume.label(lang))) if volume else "")]
-        for category in CATEGORIES:
-            prices = [product.prices[tier] for product in products if product.category == category]
-            if category in wanted and prices:
-                option = category_q.option(category) if category_q else None
-                lines.append(t(lang, "relay.price.line", category=option.label(lang) if option else category, count=len(prices),
-                               low=_money(min(prices)), high=_money(max(prices))))
+        for prices in ranges:
+            option = category_q.option(prices.category) if category_q else None
+            lines.append(t(lang, "relay.price.line", category=option.label(lang) if option else prices.category, count=prices.models,
+                           low=_money(prices.low), high=_money(prices.high)))
         lines.append(t(lang, "relay.price.footer"))
         return "\n".join(lines)
 
