@@ -18,7 +18,7 @@ from bot.config import PACKAGE_DIR, Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.journal import LEAD_CREATED, Journal
 from bot.logs import setup_logging
 from bot.quiz import load_quiz
@@ -31,9 +31,8 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
     sandbox, base_url, token = await start_sandbox_amocrm(rate_limit=7)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        db = create_sessionmaker(engine)
+        db = open_database(url)
+        await migrate.upgrade(db.engine)
         journal = Journal()
         settings = Settings(_env_file=None, DATABASE_URL=url, AMOCRM_BASE_URL=base_url, AMOCRM_ACCESS_TOKEN=token, AMOCRM_RPS=args.rps)
         crm = CrmSync(settings, db, journal, load_quiz(PACKAGE_DIR / "quiz.yaml"))
@@ -95,7 +94,7 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
         print(f"  peak request rate: {peak} in any 1 s (limit {args.rps}, amoCRM 7); 429 answers: {too_many}")
         print(f"  each lead's notes in order, none twice: {in_order and len(sandbox.account.notes) == total}")
         await crm.close()
-        await engine.dispose()
+        await db.close()
     await sandbox.close()
     return peak <= args.rps and too_many == 0 and in_order and (not existing or rate >= TARGET_NOTES_PER_SECOND)
 

@@ -17,7 +17,7 @@ from bot.catalog.service import Catalog
 from bot.config import Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.journal import Journal
 from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
@@ -44,8 +44,7 @@ class App:
 
     def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None) -> None:
         self.settings = settings
-        self.engine = create_engine(settings.database_url)
-        self.db = create_sessionmaker(self.engine)
+        self.db = open_database(settings.database_url)
         self.journal = Journal()
         self.quiz = load_quiz(settings.quiz_config)
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
@@ -95,7 +94,7 @@ class App:
 
     async def start(self) -> None:
         """Migrate the database, learn the bot's username, start the render workers."""
-        await migrate.upgrade(self.engine)
+        await migrate.upgrade(self.db.engine)
         me = await self.bot.me()
         self.bot_username = me.username or ""
         await self.renderer.warm_up()
@@ -169,7 +168,7 @@ class App:
         await self.bot.session.close()
         await self.crm.close()
         await self.broadcasts.close()
-        await self.engine.dispose()
+        await self.db.close()
 
 
 @contextlib.asynccontextmanager

@@ -63,14 +63,10 @@ async def check(settings: Settings, _: argparse.Namespace) -> int:
 
 async def db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
     from bot.db import migrate
-    from bot.db.session import create_engine
+    from bot.db.session import database
 
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate.upgrade(engine)
-        print("database is at", ", ".join(sorted(await migrate.current(engine))))
-    finally:
-        await engine.dispose()
+    async with database(settings.database_url, upgrade=True) as db:
+        print("database is at", ", ".join(sorted(await migrate.current(db.engine))))
     return 0
 
 

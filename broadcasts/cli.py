@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from bot.config import Settings
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import database
 from bot.journal import Journal
 from bot.quiz import load_quiz
 from broadcasts import stats
@@ -32,13 +32,12 @@ Wired = Callable[[Settings], AbstractAsyncContextManager[Broadcasts]]
 
 @asynccontextmanager
 async def _broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
-    engine = create_engine(settings.database_url)
-    service = Broadcasts(settings, create_sessionmaker(engine), Journal(), load_quiz(settings.quiz_config))
-    try:
-        yield service
-    finally:
-        await service.close()
-        await engine.dispose()
+    async with database(settings.database_url) as db:
+        service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config))
+        try:
+            yield service
+        finally:
+            await service.close()
 
 
 def _spec(path: Path) -> CampaignSpec | None:

@@ -65,11 +65,11 @@ async def test_the_redis_window_is_shared_by_every_instance() -> None:
 
 
 async def test_two_instances_draining_together_send_each_note_once_in_order(database_url: str, amocrm) -> None:  # noqa: F811
-    engines, envs = [], []
+    databases, envs = [], []
     clock = FakeClock()
     for _ in range(2):
-        engine, sessions = await open_db(database_url)
-        engines.append(engine)
+        sessions = await open_db(database_url)
+        databases.append(sessions)
         envs.append(await make_env(sessions, database_url, amocrm, clock=clock))
     first, second = envs
     try:
@@ -90,5 +90,5 @@ async def test_two_instances_draining_together_send_each_note_once_in_order(data
     finally:
         for env in envs:
             await env.crm.close()
-        for engine in engines:
-            await engine.dispose()
+        for sessions in databases:
+            await sessions.close()
