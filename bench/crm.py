@@ -62,12 +62,13 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
         arrived = time.monotonic() - started
         seen_before = len(sandbox.requests)
         started = time.monotonic()
-        worker = asyncio.create_task(crm.worker.run())
+        stop = asyncio.Event()
+        worker = asyncio.create_task(crm.worker.run(stop))
         while len(sandbox.account.notes) < total:
             await asyncio.sleep(0.005)
         elapsed = time.monotonic() - started
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        stop.set()
+        await worker
 
         requests = sandbox.requests[seen_before:]
         stamps = [r.at for r in requests]

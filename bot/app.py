@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import structlog
@@ -23,6 +23,7 @@ from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.loops import Worker
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
@@ -36,7 +37,7 @@ from broadcasts.service import Broadcasts
 log = structlog.get_logger(__name__)
 
 TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
-Worker = Callable[[], Awaitable[None]]
+STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
 
 
 class App:
@@ -123,7 +124,8 @@ class App:
         await site.start()
         self.http_port = runner.addresses[0][1]
         log.info("http.listening", host=self.settings.http_host, port=self.http_port)
-        self._tasks = [asyncio.create_task(worker()) for worker in self.workers]
+        stop_workers = asyncio.Event()
+        self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.workers]
         try:
             if self.settings.public_url:
                 await self.bot.set_webhook(
@@ -141,6 +143,9 @@ class App:
                 await polling
             await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
         finally:
+            stop_workers.set()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=STOP_GRACE)
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:

@@ -13,6 +13,7 @@ from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
 from bot.journal import CRM_STAGE_CHANGED, STAGE_CHANGED, UNSUBSCRIBED, Journal, Record
+from bot.loops import Loop
 from bot.messenger import Messenger
 from bot.ports import Catalog
 from bot.quiz import Quiz
@@ -106,24 +107,23 @@ class Broadcasts:
         await self.sequences.enqueue_due()
         return await self.engine.tick()
 
-    async def serve(self) -> None:
-        """The background worker: every second, enqueue due steps and run the broadcasts with work."""
+    async def serve(self, stop: asyncio.Event) -> None:
+        """The background worker: every second, enqueue due steps and run the broadcasts with work; until ``stop``."""
         runs: dict[int, asyncio.Task[str]] = {}
+
+        async def poll() -> None:
+            for broadcast_id, task in list(runs.items()):
+                if task.done():
+                    del runs[broadcast_id]
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("broadcasts.run_failed", broadcast_id=broadcast_id, error=repr(task.exception()))
+            await self.sequences.enqueue_due()
+            for broadcast_id in await self.engine.due():
+                if broadcast_id not in runs:
+                    runs[broadcast_id] = asyncio.create_task(self.engine.run(broadcast_id))
+
         try:
-            while True:
-                try:
-                    await self.sequences.enqueue_due()
-                    for broadcast_id in await self.engine.due():
-                        if broadcast_id not in runs:
-                            runs[broadcast_id] = asyncio.create_task(self.engine.run(broadcast_id))
-                except Exception:
-                    log.exception("broadcasts.poll_failed")
-                for broadcast_id, task in list(runs.items()):
-                    if task.done():
-                        del runs[broadcast_id]
-                        if not task.cancelled() and task.exception() is not None:
-                            log.error("broadcasts.run_failed", broadcast_id=broadcast_id, error=repr(task.exception()))
-                await asyncio.sleep(POLL_SECONDS)
+            await Loop("broadcasts", poll, every=POLL_SECONDS).run(stop)
         finally:
             self.engine.stopping = True  # runs finish the calls under way and record them
             if runs:

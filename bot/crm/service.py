@@ -6,7 +6,6 @@ amoCRM is configured later) but nothing is sent and no webhook route is served.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -28,6 +27,7 @@ from bot.crm.webhooks import webhook_handler
 from bot.crm.worker import OutboxWorker
 from bot.db.base import utcnow
 from bot.journal import Journal
+from bot.loops import Worker
 from bot.quiz import Quiz
 
 if TYPE_CHECKING:
@@ -60,7 +60,7 @@ class CrmSync:
         self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set)
         self.journal = journal
         self.db = db
-        self.workers: list[Callable[[], Awaitable[None]]] = []
+        self.workers: list[Worker] = []
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return

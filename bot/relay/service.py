@@ -42,6 +42,7 @@ from bot.db.models import Lead, LeadEvent
 from bot.funnel import CLOSED, STAGES
 from bot.hours import WorkingHours
 from bot.journal import BANNED, GREETED, QUESTION_ASKED, STAGE_CHANGED, UNBANNED, Journal, Record
+from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger, unreachable_reason
 from bot.ports import Catalog, Journey
 from bot.quiz import Quiz
@@ -748,18 +749,13 @@ class RelayService:
                 log.error("relay.card_failed", lead_id=topic.lead_id, error=str(exc))
         await self.check_sla()
 
-    async def run(self) -> None:
-        """The relay's background worker (``App.workers``)."""
+    async def run(self, stop: asyncio.Event) -> None:
+        """The relay's background worker (``App.workers``), until ``stop``."""
         if self.chat_id is None:
             return
         try:
             await self._announce_commands()
-            while True:
-                try:
-                    await self.tick()
-                except Exception:  # a bad round must not stop the SLA
-                    log.exception("relay.tick_failed")
-                await asyncio.sleep(self.poll)
+            await Loop("relay", self.tick, every=self.poll).run(stop)
         finally:
             await self.albums.flush()
 
