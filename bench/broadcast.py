@@ -35,10 +35,10 @@ from bot.db import migrate
 from bot.db.models import Lead
 from bot.db.session import open_database
 from bot.logs import setup_logging
+from bot.ratelimit import RateLimit, Window, paced
 
 if TYPE_CHECKING:
     from bench.journey import RemoteSandbox
-    from broadcasts.ratelimit import TokenBucket
 
 # aiogram alone takes ~165 MB of RSS when imported, so everything that imports it is imported
 # where it is used: the child process measuring the segment selection never loads it.
@@ -73,7 +73,7 @@ async def _seed(database_url: str, count: int, *, tags: Any = lambda index: [], 
     await db.close()
 
 
-async def _ours(settings: Settings, tag: str, *, bucket: TokenBucket | None = None) -> dict[str, Any]:
+async def _ours(settings: Settings, tag: str, *, limiter: RateLimit | None = None) -> dict[str, Any]:
     """One broadcast to the leads tagged ``tag``: selection time, then delivery time and rate."""
     from bot.journal import Journal
     from bot.quiz import load_quiz
@@ -82,7 +82,7 @@ async def _ours(settings: Settings, tag: str, *, bucket: TokenBucket | None = No
     from broadcasts.service import Broadcasts
 
     db = open_database(settings.database_url)
-    service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config), bucket=bucket)
+    service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config), limiter=limiter)
     try:
         spec = CampaignSpec(name=f"bench {tag}", segment={"tags": [tag]}, message={"text": TEXT, "buttons": BUTTONS})
         broadcast_id = await service.campaigns.create(spec)
@@ -144,7 +144,6 @@ async def _throttled(sandbox: RemoteSandbox, phase: Any) -> dict[str, Any]:
 async def delivery(ceiling: int, limited: int, baseline: int) -> dict[str, Any]:
     """(a), (b) and (d) against one sandbox process."""
     from bench.journey import TOKEN, RemoteSandbox
-    from broadcasts.ratelimit import TokenBucket
 
     sandbox = await RemoteSandbox.start()
     users = max(ceiling, limited, baseline)
@@ -160,7 +159,7 @@ async def delivery(ceiling: int, limited: int, baseline: int) -> dict[str, Any]:
             report: dict[str, Any] = {}
 
             await sandbox("rate_limits", enabled=False)
-            runs = [await _throttled(sandbox, _ours(settings, "ceiling", bucket=TokenBucket(1e9))) for _ in range(3)]
+            runs = [await _throttled(sandbox, _ours(settings, "ceiling", limiter=Window(*paced(1e9)))) for _ in range(3)]
             report["a_ceiling_limits_off"] = {**max(runs, key=lambda run: run["rate_per_s"]), "runs_per_s": [run["rate_per_s"] for run in runs]}
             report["d_baseline_limits_off"] = await _throttled(sandbox, _baseline(settings, chats, interval=0))
 

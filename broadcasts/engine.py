@@ -3,7 +3,7 @@
 A run holds the broadcast's lease (``owner`` until ``lease_until``, renewed every second; a
 paused or cancelled broadcast fails the renewal and the run stops). It first selects the
 recipients (once, validating every message for every recipient before anything is sent),
-then loops: take tokens from the global bucket, write the batch ``sending``, call the Bot
+then loops: take grants from the global rate limit, write the batch ``sending``, call the Bot
 API, write the outcomes. A 429 pauses the whole sender for ``retry_after`` and puts the
 row back; 403 blocked/deactivated and 400 chat-not-found mark the lead unreachable; 5xx
 and connection failures are retried ``max_attempts`` times; a network error after the
@@ -36,6 +36,7 @@ from bot.db.models import Lead
 from bot.journal import BLOCKED, Journal
 from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
+from bot.ratelimit import ChatSpacing, RateLimit
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant
 from broadcasts.models import (
@@ -52,7 +53,6 @@ from broadcasts.models import (
     Broadcast,
 )
 from broadcasts.models import BLOCKED as ROW_BLOCKED
-from broadcasts.ratelimit import Bucket, ChatSpacing
 from broadcasts.schedule import Clock, QuietHours, zone_of
 from broadcasts.segments import Recipient, Segment
 
@@ -85,7 +85,7 @@ class Engine:
         bot: Bot | None,
         journal: Journal,
         renderer: Renderer,
-        bucket: Bucket,
+        limiter: RateLimit,
         *,
         paid: bool = False,
         quiet_hours: QuietHours | None = None,
@@ -99,7 +99,7 @@ class Engine:
         self.bot = bot
         self.journal = journal
         self.renderer = renderer
-        self.bucket = bucket
+        self.limiter = limiter
         self.paid = paid
         self.quiet_hours = quiet_hours
         self.timezone = timezone
@@ -328,7 +328,7 @@ class _Run:
                 ready.append(row)
         if not ready:
             return
-        granted = await self.e.bucket.take(len(ready))
+        granted = await self.e.limiter.take(len(ready))
         self.queue.extendleft(reversed(ready[granted:]))
         batch = ready[:granted]
         await self._flush()
@@ -348,7 +348,7 @@ class _Run:
                 await asyncio.sleep(delay)
             message_id = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
-            await self.e.bucket.pause(exc.retry_after)
+            await self.e.limiter.pause(exc.retry_after)
             self.results.append(_outcome(row.id, SENDING, PENDING))
             log.warning("broadcast.flood_wait", broadcast_id=self.b.id, retry_after=exc.retry_after)
         except Exception as exc:  # every other failure is recorded on the row

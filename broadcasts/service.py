@@ -17,6 +17,7 @@ from bot.loops import Loop
 from bot.messenger import Messenger
 from bot.ports import Catalog
 from bot.quiz import Quiz
+from bot.ratelimit import RateLimit, paced, rate_limit
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
@@ -24,7 +25,6 @@ from broadcasts.campaigns import Campaigns
 from broadcasts.content import Renderer
 from broadcasts.engine import Engine
 from broadcasts.progress import Progress
-from broadcasts.ratelimit import Bucket, RedisBucket, TokenBucket
 from broadcasts.schedule import Clock, QuietHours
 from broadcasts.sequences import Sequences, load_sequences, reached
 
@@ -52,7 +52,7 @@ class Broadcasts:
         catalog: Catalog | None = None,
         clock: Clock = utcnow,
         bot: Bot | None = None,
-        bucket: Bucket | None = None,
+        limiter: RateLimit | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -65,12 +65,10 @@ class Broadcasts:
         self.bot = bot or (create_bot(token, settings.telegram_api_url, retry_flood=False) if token else None)
         self.paid = settings.broadcast_paid > 0
         self.rate = settings.broadcast_paid if self.paid else settings.broadcast_rate
-        if bucket is None:
-            bucket = RedisBucket(settings.redis_url, self.rate) if settings.redis_url else TokenBucket(self.rate)
-        self.bucket = bucket
+        self.limiter = limiter or rate_limit(*paced(self.rate), redis_url=settings.redis_url, key="optobot:broadcast:rate")
         self.renderer = Renderer(quiz, settings.default_language)
         self.engine = Engine(
-            db, self.bot, journal, self.renderer, bucket, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
+            db, self.bot, journal, self.renderer, self.limiter, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
             clock=self.now, catalog=catalog,
         )
@@ -153,7 +151,6 @@ class Broadcasts:
         return True
 
     async def close(self) -> None:
-        if isinstance(self.bucket, RedisBucket):
-            await self.bucket.close()
+        await self.limiter.close()
         if self._owns_bot and self.bot is not None:
             await self.bot.session.close()

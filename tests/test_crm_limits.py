@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from bot.crm.limiter import RedisWindow, SlidingWindow
 from bot.crm.models import DONE
+from bot.ratelimit import RedisWindow, Window
 from tests.crm_support import FakeClock, amocrm, make_env, open_db  # noqa: F401  (fixtures)
 
 
@@ -22,14 +22,14 @@ def most_in_any_window(stamps: list[float], window: float = 1.0) -> int:
     return best
 
 
-async def test_the_sliding_window_never_allows_more_than_the_rate_in_any_second() -> None:
+async def test_the_window_never_allows_more_than_the_rate_in_any_second() -> None:
     now = [0.0]
 
     async def sleep(seconds: float) -> None:
         now[0] += seconds
         await asyncio.sleep(0)
 
-    limiter = SlidingWindow(6, clock=lambda: now[0], sleep=sleep)
+    limiter = Window(6, clock=lambda: now[0], sleep=sleep)
     stamps: list[float] = []
 
     async def request(duration: float) -> None:

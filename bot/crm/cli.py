@@ -12,11 +12,11 @@ import httpx
 from bot.config import Settings
 from bot.crm import outbox, store
 from bot.crm.client import AmoError
-from bot.crm.limiter import SlidingWindow
 from bot.crm.models import FAILED, PENDING, RETRY, SENDING
 from bot.crm.service import oauth_tokens
 from bot.db.base import utcnow
 from bot.db.session import database
+from bot.ratelimit import Window
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -80,7 +80,7 @@ async def retry(settings: Settings, args: argparse.Namespace) -> int:
 async def login(settings: Settings, args: argparse.Namespace) -> int:
     """Exchange the code, store the pair in the database (tokens are never printed)."""
     async with database(settings.database_url, upgrade=True) as db, httpx.AsyncClient(timeout=30) as http:
-        tokens = oauth_tokens(settings, db, http, SlidingWindow(settings.amocrm_rps), utcnow)
+        tokens = oauth_tokens(settings, db, http, Window(settings.amocrm_rps), utcnow)
         try:
             expires = await tokens.login(args.code)
         except AmoError as exc:
