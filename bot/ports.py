@@ -6,9 +6,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiogram.types import InputFile, Message, User
+from aiogram.types import InputFile, Message
 
 from bot.db.models import Lead
+from bot.inbound import Inbound, Visitor
 
 #: Sends one document (a Telegram ``file_id`` or a file to upload) to a buyer.
 SendDocument = Callable[[str | InputFile], Awaitable[Message]]
@@ -47,7 +48,7 @@ class Catalog(Protocol):
 class BuyerRelay(Protocol):
     """The operator chat (``bot/relay``): where free buyer messages go for a human answer."""
 
-    async def forward(self, lead: Lead, message: Message) -> None: ...
+    async def forward(self, lead: Lead, message: Inbound) -> None: ...
 
 
 class Journey(Protocol):
@@ -55,4 +56,4 @@ class Journey(Protocol):
 
     async def send_catalog(self, lead: Lead) -> None: ...
 
-    async def action(self, user: User, action: str) -> None: ...
+    async def action(self, visitor: Visitor, action: str) -> None: ...

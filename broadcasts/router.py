@@ -6,6 +6,7 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
+from bot.inbound import Visitor
 from bot.ports import Journey
 from bot.texts import normalise_language, t
 from broadcasts import admin
@@ -27,7 +28,7 @@ async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broad
     if callback_data.action == UNSUBSCRIBE:
         await broadcasts.unsubscribe(query.from_user.id, via="button", broadcast_id=callback_data.broadcast)
     elif callback_data.action in ACTIONS:
-        await journey.action(query.from_user, callback_data.action)
+        await journey.action(Visitor.of(query.from_user), callback_data.action)
 
 
 def create_router() -> Router:

@@ -7,6 +7,7 @@ from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message
 
+from bot.inbound import Inbound
 from bot.relay.chat import replying_to, unmodified
 
 TEXT_LIMIT, CAPTION_LIMIT = 4096, 1024
@@ -55,13 +56,13 @@ class Copier:
             ids.append(sent.message_id)
         return ids
 
-    async def copy(self, messages: list[Message], chat_id: int, *, thread_id: int | None = None,
+    async def copy(self, messages: list[Inbound], chat_id: int, *, thread_id: int | None = None,
                    reply_to: int | None = None, forward: bool = False) -> list[tuple[int, int]]:
         """Copy (or forward) a message or an album; texts and captions over Telegram's limits follow as text parts.
 
         Returns ``(source message id, new message id)`` pairs.
         """
-        first, source = messages[0], messages[0].chat.id
+        first, source = messages[0], messages[0].chat_id
         if first.text is not None and utf16_len(first.text) > TEXT_LIMIT:
             return [(first.message_id, new) for new in await self.send_parts(chat_id, first.text, thread_id=thread_id, reply_to=reply_to)]
         too_long = not forward and any(m.caption and utf16_len(m.caption) > CAPTION_LIMIT for m in messages)

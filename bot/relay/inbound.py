@@ -7,6 +7,7 @@ from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 
 from bot.db.models import Lead
+from bot.inbound import Inbound
 from bot.relay import store
 from bot.relay.albums import Albums
 from bot.relay.chat import OperatorChat
@@ -25,22 +26,22 @@ class BuyerMessages:
         self.copier = copier
         self.albums = albums
 
-    async def forward(self, lead: Lead, message: Message) -> None:
+    async def forward(self, lead: Lead, message: Inbound) -> None:
         """The journey's hook: a free buyer message goes to the lead's topic (an album once complete)."""
         if self.chat.chat_id is None or lead.is_banned:
             return
         if message.media_group_id:
-            self.albums.add(message.chat.id, message.media_group_id, message, lambda items: self._relay_in(lead, items))
+            self.albums.add(message.chat_id, message.media_group_id, message, lambda items: self._relay_in(lead, items))
             return
-        await self.albums.flush(message.chat.id)
+        await self.albums.flush(message.chat_id)
         await self._relay_in(lead, [message])
 
-    async def _relay_in(self, lead: Lead, messages: list[Message]) -> None:
+    async def _relay_in(self, lead: Lead, messages: list[Inbound]) -> None:
         first = messages[0]
         reply_to = None
-        if first.reply_to_message is not None:
+        if first.reply_to_message_id is not None:
             async with self.chat.db() as session:
-                link = await store.operator_side(session, first.chat.id, first.reply_to_message.message_id)
+                link = await store.operator_side(session, first.chat_id, first.reply_to_message_id)
             reply_to = link.operator_message_id if link and link.operator_chat_id == self.chat.chat_id else None
         forward = not await self.topics.is_forum()
 
@@ -56,7 +57,7 @@ class BuyerMessages:
             log.error("relay.in_failed", lead_id=lead.id, message_id=first.message_id, error=str(exc))
             return
         async with self.chat.db.begin() as session:
-            await store.add_links(session, lead.id, "in", first.chat.id, pairs, self.chat.chat_id)
+            await store.add_links(session, lead.id, "in", first.chat_id, pairs, self.chat.chat_id)
 
     async def on_edit(self, message: Message) -> None:
         """A buyer edited a relayed message: edit its copy (or post the new version under it)."""

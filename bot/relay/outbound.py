@@ -12,6 +12,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, User
 
 from bot.db.models import Lead
+from bot.inbound import Inbound
 from bot.messenger import BuyerUnreachable, unreachable_reason
 from bot.relay import store
 from bot.relay.albums import Albums
@@ -105,7 +106,7 @@ class ManagerMessages:
             async with self.chat.db() as session:
                 link = await store.buyer_side(session, self.chat.chat_id, first.reply_to_message.message_id)
             reply_to = link.buyer_message_id if link and link.lead_id == lead.id else None
-        pairs = await self.to_buyer(lead, first, lambda: self.copier.copy(messages, lead.tg_user_id, reply_to=reply_to))
+        pairs = await self.to_buyer(lead, first, lambda: self.copier.copy([Inbound.of(m) for m in messages], lead.tg_user_id, reply_to=reply_to))
         if pairs is None:
             return
         delivered: dict[int, int] = {}

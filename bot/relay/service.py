@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 
-from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
 from bot.db.models import Lead
 from bot.hours import WorkingHours
+from bot.inbound import Inbound
 from bot.journal import Journal
 from bot.messenger import Messenger
 from bot.ports import Catalog, Journey
@@ -58,7 +58,7 @@ class RelayService:
         self.on_record = self.worker.on_record
         self.check_sla = self.worker.check_sla
 
-    async def forward(self, lead: Lead, message: Message) -> None:
+    async def forward(self, lead: Lead, message: Inbound) -> None:
         """The journey's hook (:class:`bot.ports.BuyerRelay`): a free buyer message for the managers."""
         await self.buyers.forward(lead, message)
 
