@@ -129,7 +129,7 @@ if paused > now then return {0, paused - now} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
 local used = 0
 for _, grant in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  used = used + tonumber(string.match(grant, ':(%d+)$'))
+  used = used + tonumber(string.match(grant, ':(%d+)$') or '1')  -- a grant without a count is one
 end
 local free = limit - used
 if free >= least then
