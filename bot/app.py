@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,29 +13,32 @@ from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
 
 from bot.catalog.render import CatalogRenderer
+from bot.catalog.service import Catalog
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.journal import Journal
-from bot.journey.catalog import CatalogService
 from bot.journey.intake import IntakeService
-from bot.journey.quiz import load_quiz
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
+from bot.journey.webhook import marquiz_handler
+from bot.loops import Worker
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
+from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.web import Handler, create_web_app, marquiz_handler, telegram_handler
+from bot.telegram_webhook import telegram_handler
+from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
 TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
-Worker = Callable[[], Awaitable[None]]
+STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
 
 
 def create_app(settings: Settings) -> App:
@@ -53,8 +56,7 @@ class App:
 
     def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None) -> None:
         self.settings = settings
-        self.engine = create_engine(settings.database_url)
-        self.db = create_sessionmaker(self.engine)
+        self.db = open_database(settings.database_url)
         self.journal = Journal()
         self.quiz = load_quiz(settings.quiz_config)
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
@@ -62,7 +64,7 @@ class App:
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
         self.messenger = Messenger(self.bot, self.db, self.journal)
-        self.catalog = CatalogService(self.db, self.renderer, self.messenger, self.quiz)
+        self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
@@ -71,11 +73,11 @@ class App:
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
-        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.quiz)
+        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
-        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.renderer)
+        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)
         self.workers += self.broadcasts.workers
         self.routes: list[tuple[str, str, Handler]] = [
@@ -107,7 +109,7 @@ class App:
 
         A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
         """
-        await migrate.upgrade(self.engine)
+        await migrate.upgrade(self.db.engine)
         try:
             me = await self.bot.me()
         except TelegramNetworkError as exc:
@@ -141,7 +143,8 @@ class App:
         await site.start()
         self.http_port = runner.addresses[0][1]
         log.info("http.listening", host=self.settings.http_host, port=self.http_port)
-        self._tasks = [asyncio.create_task(worker()) for worker in self.workers]
+        stop_workers = asyncio.Event()
+        self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.workers]
         try:
             if self.settings.public_url:
                 await self.bot.set_webhook(
@@ -159,6 +162,9 @@ class App:
                 await polling
             await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
         finally:
+            stop_workers.set()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=STOP_GRACE)
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -186,4 +192,14 @@ class App:
         await self.bot.session.close()
         await self.crm.close()
         await self.broadcasts.close()
-        await self.engine.dispose()
+        await self.db.close()
+
+
+@contextlib.asynccontextmanager
+async def wired_broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
+    """The broadcasts of a whole (not serving) app, so every journal subscriber sees what a command does."""
+    app = create_app(settings)
+    try:
+        yield app.broadcasts
+    finally:
+        await app.close()

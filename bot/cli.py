@@ -6,6 +6,8 @@ import asyncio
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -14,9 +16,19 @@ from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
 
+if TYPE_CHECKING:
+    from broadcasts.service import Broadcasts
+
 log = structlog.get_logger(__name__)
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
+
+
+def wired_broadcasts(settings: Settings) -> AbstractAsyncContextManager[Broadcasts]:
+    """The broadcasts of the whole app (loaded only for the command that needs it)."""
+    from bot.app import wired_broadcasts
+
+    return wired_broadcasts(settings)
 
 
 async def run(settings: Settings, _: argparse.Namespace) -> int:
@@ -54,14 +66,10 @@ async def check(settings: Settings, _: argparse.Namespace) -> int:
 
 async def db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
     from bot.db import migrate
-    from bot.db.session import create_engine
+    from bot.db.session import database
 
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate.upgrade(engine)
-        print("database is at", ", ".join(sorted(await migrate.current(engine))))
-    finally:
-        await engine.dispose()
+    async with database(settings.database_url, upgrade=True) as db:
+        print("database is at", ", ".join(sorted(await migrate.current(db.engine))))
     return 0
 
 
@@ -74,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
     crm_cli.register(commands)
-    broadcast_cli.register(commands)
+    broadcast_cli.register(commands, wired_broadcasts)
     return parser
 
 

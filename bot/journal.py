@@ -16,7 +16,7 @@ from bot.db.models import Lead, LeadEvent, Message
 Record = LeadEvent | Message
 Subscriber = Callable[[AsyncSession, Lead, Record], Awaitable[None]]
 
-# Event kinds recorded by the lead journey (the CRM maps them to stages and tasks).
+# Event kinds (the CRM maps them to stages, notes and tasks: bot/crm/crm.yaml). The lead journey's:
 LEAD_CREATED = "lead_created"
 QUIZ_COMPLETED = "quiz_completed"
 GREETED = "greeted"
@@ -29,6 +29,12 @@ LEAD_MERGED = "lead_merged"
 BLOCKED = "blocked"
 UNSUBSCRIBED = "unsubscribed"
 RESUBSCRIBED = "resubscribed"
+# Event kinds of the operator chat.
+STAGE_CHANGED = "stage_changed"  # a manager picked a stage on the lead card: {stage, previous, manager}
+BANNED, UNBANNED = "banned", "unbanned"  # {manager}
+SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, responsible_user_id}; level 2 is the head of sales'
+# Event kinds of the amoCRM sync.
+CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source}
 
 
 class Journal:

@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant
 from broadcasts.models import CANCELLED, DRAFT, PAUSED, RUNNING, SCHEDULED, Broadcast

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import yaml
 
 from bot.config import ConfigError, Settings
-from bot.db import migrate
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import database
 from bot.journal import Journal
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts import stats
 from broadcasts.campaigns import CampaignError, CampaignSpec
 from broadcasts.content import Renderer
@@ -29,18 +28,19 @@ from broadcasts.segments import Segment
 from broadcasts.sequences import load_sequences
 from broadcasts.service import Broadcasts
 
+#: The broadcasts of the whole service (every journal subscriber wired), opened for one command.
+Wired = Callable[[Settings], AbstractAsyncContextManager[Broadcasts]]
+
 
 @asynccontextmanager
 async def _broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
     """The broadcasts service on the configured database, migrated first (as ``optobot run`` does)."""
-    engine = create_engine(settings.database_url)
-    await migrate.upgrade(engine)
-    service = Broadcasts(settings, create_sessionmaker(engine), Journal(), load_quiz(settings.quiz_config))
-    try:
-        yield service
-    finally:
-        await service.close()
-        await engine.dispose()
+    async with database(settings.database_url, upgrade=True) as db:
+        service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config))
+        try:
+            yield service
+        finally:
+            await service.close()
 
 
 def _spec(path: Path) -> CampaignSpec | None:
@@ -166,12 +166,8 @@ def _control(action: str):  # noqa: ANN202
 
 async def send(settings: Settings, args: argparse.Namespace) -> int:
     """Deliver one broadcast in the foreground with the service's engine, until it is no longer running."""
-    from bot.app import create_app  # the whole app, so journal subscribers (CRM, sequences) see what happens
-
-    app = create_app(settings)
-    service = app.broadcasts
     outcome = None
-    try:
+    async with args.wired(settings) as service:  # every journal subscriber (CRM, sequences) sees what happens
         while True:
             await service.engine.due()  # a scheduled broadcast starts at its time
             b = await service.campaigns.get(args.id)
@@ -182,8 +178,6 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(1)
         s = await service.campaigns.stats(args.id)
-    finally:
-        await app.close()
     if s is None:
         print(f"no broadcast #{args.id}")
         return 1
@@ -191,8 +185,8 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if outcome == FINISHED_RUN else 1
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """The broadcast commands on ``commands``."""
+def add_commands(commands: argparse._SubParsersAction, wired: Wired) -> None:
+    """The broadcast commands on ``commands``; ``send`` runs in the service built by ``wired``."""
     def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.set_defaults(func=func)
@@ -210,10 +204,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command("stats", show_stats, "full statistics of a broadcast").add_argument("id", type=int)
     for action in ("pause", "resume", "cancel"):
         command(action, _control(action), f"{action} a broadcast").add_argument("id", type=int)
-    command("send", send, "deliver a broadcast in the foreground (without the service)").add_argument("id", type=int)
+    p = command("send", send, "deliver a broadcast in the foreground (without the service)")
+    p.add_argument("id", type=int)
+    p.set_defaults(wired=wired)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, wired: Wired) -> None:
     """Add ``broadcast …`` to optobot's command line."""
     parser = subparsers.add_parser("broadcast", help="broadcasts: plan, schedule, watch and control")
-    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True))
+    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True), wired)

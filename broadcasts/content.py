@@ -15,7 +15,7 @@ from jinja2 import StrictUndefined, Template, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from bot.texts import t
 from broadcasts import markup
 from broadcasts.segments import Recipient

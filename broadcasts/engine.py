@@ -3,7 +3,7 @@
 A run holds the broadcast's lease (``owner`` until ``lease_until``, renewed every second; a
 paused or cancelled broadcast fails the renewal and the run stops). It first selects the
 recipients (once, validating every message for every recipient before anything is sent),
-then loops: take tokens from the global bucket, write the batch ``sending``, call the Bot
+then loops: take grants from the global rate limit, write the batch ``sending``, call the Bot
 API, write the outcomes. A 429 pauses the whole sender for ``retry_after`` and puts the
 row back; 403 blocked/deactivated and 400 chat-not-found mark the lead unreachable; 5xx
 and connection failures are retried ``max_attempts`` times; a network error after the
@@ -18,32 +18,27 @@ import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from weakref import WeakValueDictionary
 
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import SendMessage
-from aiogram.types import FSInputFile, InputFile
+from aiogram.types import FSInputFile
 from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.render import CatalogRenderer
-from bot.db import renders
 from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.journal import BLOCKED, Journal
-from bot.journey.catalog import catalog_request
 from bot.messenger import unreachable_reason
-from bot.texts import t
+from bot.ports import Catalog, SendDocument
+from bot.ratelimit import ChatSpacing, RateLimit
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant, too_many_skipped
-from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.models import (
     DRAFT,
     FAILED,
@@ -57,7 +52,7 @@ from broadcasts.models import (
     UNKNOWN,
     Broadcast,
 )
-from broadcasts.ratelimit import Bucket, ChatSpacing
+from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.schedule import Clock, QuietHours, zone_of
 from broadcasts.segments import Recipient, Segment
 
@@ -76,32 +71,6 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class CatalogFiles:
-    """The buyer's own catalogue as an attachment: by ``file_id`` once uploaded, else rendered and uploaded."""
-
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer) -> None:
-        self.db = db
-        self.renderer = renderer
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-
-    async def send(self, r: Recipient, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
-        request = catalog_request(r)  # type: ignore[arg-type]  # a Recipient has the fields it reads
-        key = self.renderer.path_for(request).stem
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:  # one upload per personalisation, even when several recipients share it
-            async with self.db() as session:
-                file_id = await renders.file_id(session, key)
-            if file_id:
-                return await send(file_id)
-            path = await self.renderer.render(request)
-            message = await send(FSInputFile(path, filename=t(r.language, "journey.catalog_filename")))
-            async with self.db.begin() as session:
-                await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
-            return message
-
-
 def _file_id(message: TgMessage) -> str | None:
     for media in (message.document, message.video, message.animation):
         if media is not None:
@@ -116,7 +85,7 @@ class Engine:
         bot: Bot | None,
         journal: Journal,
         renderer: Renderer,
-        bucket: Bucket,
+        limiter: RateLimit,
         *,
         paid: bool = False,
         quiet_hours: QuietHours | None = None,
@@ -124,13 +93,13 @@ class Engine:
         max_errors: int = 20,
         max_attempts: int = 3,
         clock: Clock = utcnow,
-        catalog: CatalogFiles | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
         self.journal = journal
         self.renderer = renderer
-        self.bucket = bucket
+        self.limiter = limiter
         self.paid = paid
         self.quiet_hours = quiet_hours
         self.timezone = timezone
@@ -238,7 +207,7 @@ class Engine:
             return None
         return self.quiet_hours.until(now, zone_of(r.interests.get("city"), self.timezone))
 
-    async def _media(self, spec: str, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
+    async def _media(self, spec: str, send: SendDocument) -> TgMessage:
         """Send a file_id or URL as it is; a local file is uploaded once, then reused by file_id."""
         if spec.startswith(("http://", "https://")) or not Path(spec).is_file():
             return await send(spec)
@@ -371,7 +340,7 @@ class _Run:
                 ready.append(row)
         if not ready:
             return
-        granted = await self.e.bucket.take(len(ready))
+        granted = await self.e.limiter.take(len(ready))
         self.queue.extendleft(reversed(ready[granted:]))
         batch = ready[:granted]
         await self._flush()
@@ -391,7 +360,7 @@ class _Run:
                 await asyncio.sleep(delay)
             message_id = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
-            await self.e.bucket.pause(exc.retry_after)
+            await self.e.limiter.pause(exc.retry_after)
             self.results.append(_outcome(row.id, SENDING, PENDING))
             log.warning("broadcast.flood_wait", broadcast_id=self.b.id, retry_after=exc.retry_after)
         except Exception as exc:  # every other failure is recorded on the row

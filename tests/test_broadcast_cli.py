@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import PROJECT_DIR
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import database as open_database
 from broadcasts.__main__ import main
 
 EXAMPLES = sorted((PROJECT_DIR / "broadcasts" / "examples").glob("*.yaml"))
@@ -27,11 +27,9 @@ message:
 def database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """A migrated SQLite database with four buyers; the CLI reads its settings from the environment."""
     async def seed() -> None:
-        engine = create_engine(sqlite_url)
-        async with create_sessionmaker(engine).begin() as session:
+        async with open_database(sqlite_url) as db, db.begin() as session:
             session.add_all([Lead(tg_user_id=100 + i, first_name=f"Покупатель{i}", interests={"category": ["shoes"]}) for i in range(3)])
             session.add(Lead(tg_user_id=200, first_name="Другая", interests={"category": ["women"]}))
-        await engine.dispose()
 
     asyncio.run(seed())
     for name in ("BOT_TOKEN", "REDIS_URL"):
@@ -106,13 +104,11 @@ def test_plan_on_a_never_migrated_database_and_on_broken_sequences(tmp_path: Pat
 
 def test_one_hostile_lead_does_not_hold_back_the_shipped_examples(database: str, capsys: pytest.CaptureFixture[str]) -> None:
     async def seed() -> None:
-        engine = create_engine(database)
-        async with create_sessionmaker(engine).begin() as session:
+        async with open_database(database) as db, db.begin() as session:
             shoes = {"category": ["shoes"], "city": "Казань"}
             session.add_all([Lead(tg_user_id=300 + i, first_name=f"Покупатель{i}", stage="qualified", interests=shoes) for i in range(3)])
             session.add(Lead(tg_user_id=400, first_name="Я" * 1000, stage="qualified", interests=shoes))  # a quiz name without spaces
             session.add(Lead(tg_user_id=401, first_name="Город", stage="qualified", interests={**shoes, "city": "Х" * 1000}))
-        await engine.dispose()
 
     asyncio.run(seed())
     code, out = run(capsys, "plan", str(PROJECT_DIR / "broadcasts" / "examples" / "catalog_reminder.yaml"))

@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from bot.config import PACKAGE_DIR
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts.content import MAX_SKIPPED, Content, Renderer, Validation, Variant
 from broadcasts.schedule import QuietHours, parse_duration, zone_of
 from broadcasts.segments import Recipient

@@ -9,12 +9,12 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.db.models import Lead, LeadEvent
+from bot.ratelimit import Window, paced
 from bot.sandbox.telegram import TelegramSandbox
 from broadcasts import stats
 from broadcasts.content import MAX_SKIPPED
 from broadcasts.markup import plain
 from broadcasts.models import Delivery
-from broadcasts.ratelimit import TokenBucket
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
     MOSCOW,
     FakeClock,
@@ -98,7 +98,7 @@ async def test_dead_recipients_are_marked_unreachable_and_never_retried(bapp: Ap
 
 async def test_a_429_storm_pauses_the_whole_sender_and_fails_nobody(bapp: App, sandbox: TelegramSandbox) -> None:
     sandbox.rate_limits(enabled=True, global_per_second=30)
-    bapp.broadcasts.engine.bucket = TokenBucket(200)  # far above Telegram's limit, to provoke flood control
+    bapp.broadcasts.engine.limiter = Window(*paced(200))  # far above Telegram's limit, to provoke flood control
     user_ids = list(range(5000, 5090))
     await add_leads(bapp, sandbox, len(user_ids))
     broadcast_id = await create(bapp)
@@ -207,7 +207,7 @@ async def test_scheduled_in_the_configured_time_zone(bapp: App, sandbox: Telegra
 
 
 async def test_ab_split_follows_the_weights_and_names_a_winner(bapp: App, sandbox: TelegramSandbox) -> None:
-    bapp.broadcasts.engine.bucket = TokenBucket(2000)  # no Telegram limits here: the split is what is tested
+    bapp.broadcasts.engine.limiter = Window(*paced(2000))  # no Telegram limits here: the split is what is tested
     await add_leads(bapp, sandbox, 400)
     test_button = [{"text": "Хочу тест", "action": "test"}]
     broadcast_id = await create(bapp, variants=[{"name": "A", "weight": 30, "text": "Вариант A", "buttons": test_button},

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from bot.app import App
-from bot.crm.webhooks import CRM_STAGE_CHANGED
 from bot.db.models import Lead
+from bot.journal import CRM_STAGE_CHANGED
 from bot.sandbox.telegram import TelegramSandbox
 from tests.broadcast_support import add_leads, bapp, broadcast_settings, clock, create, until_done  # noqa: F401  (fixtures)
 from tests.buyer import buttons

@@ -8,8 +8,9 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select
 
-from bot.crm.webhooks import CRM_STAGE_CHANGED, parse_changes, subdomain_of
+from bot.crm.webhooks import parse_changes, subdomain_of
 from bot.db.models import LeadEvent
+from bot.journal import CRM_STAGE_CHANGED
 from bot.web import create_web_app
 from tests.crm_support import Env, amocrm, db, env  # noqa: F401  (fixtures)
 

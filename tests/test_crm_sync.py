@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+from bot.bodies import JSON, Body, parse_json
 from bot.crm.checks import Checks
 from bot.crm.models import DONE, FAILED, PENDING
 from bot.journal import (
@@ -11,12 +12,11 @@ from bot.journal import (
     PHONE_SHARED,
     QUESTION_ASKED,
     QUIZ_COMPLETED,
+    SLA_BREACHED,
+    STAGE_CHANGED,
     TEST_BATCH_REQUESTED,
 )
-from bot.inbound import JSON, Body, parse_json
 from bot.journey.intake import IntakeService
-from bot.relay.service import STAGE_CHANGED
-from bot.relay.sla import SLA_BREACHED
 from bot.sandbox.amocrm.account import WON
 from tests.crm_support import QUIZ, Env, amocrm, db, env  # noqa: F401  (fixtures)
 

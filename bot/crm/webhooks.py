@@ -7,25 +7,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import bodies
+from bot.bodies import BadBody
 from bot.crm.discovery import AccountMap
-from bot import inbound
 from bot.db import leads
-from bot.inbound import BadBody
-from bot.journal import Journal
-
-if TYPE_CHECKING:
-    from bot.web import Handler
+from bot.journal import CRM_STAGE_CHANGED, Journal
+from bot.web import Handler, error
 
 log = structlog.get_logger(__name__)
 
-CRM_STAGE_CHANGED = "crm_stage_changed"  # data: stage, previous, status_id, pipeline_id, source
 LEAD_ACTIONS = ("add", "update", "status", "responsible", "restore")
 
 
@@ -105,13 +102,11 @@ def webhook_handler(
     db: async_sessionmaker[AsyncSession], journal: Journal, account: Callable[[], Awaitable[AccountMap | None]], base_url: str,
 ) -> Handler:
     """``POST /webhooks/amocrm/{secret}``: answer at once; a 503 makes amoCRM try again later."""
-    from bot.web import error  # the web layer loads aiogram: only when the route is built
-
     ours = subdomain_of(base_url)
 
     async def handle(request: web.Request) -> web.Response:
         try:
-            form = (await inbound.read(request, accept=(inbound.FORM,))).data
+            form = (await bodies.read(request, accept=(bodies.FORM,))).data
             changes = parse_changes(form)
         except BadBody as exc:
             log.warning("amocrm.webhook_rejected", reason=str(exc))

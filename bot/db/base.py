@@ -70,7 +70,7 @@ class Base(DeclarativeBase):
             setattr(self, key, value)
 
 
-JSON_DEPTH = 64  # deeper than any value the service builds; inbound data is bounded tighter (bot.inbound)
+JSON_DEPTH = 64  # deeper than any value the service builds; webhook bodies are bounded tighter (bot.bodies)
 
 
 def _storable_text(length: int | None):  # noqa: ANN202

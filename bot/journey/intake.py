@@ -13,11 +13,11 @@ from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import Lead, QuizSubmission
 from bot.funnel import advance
-from bot.inbound import Body
+from bot.bodies import Body
 from bot.journal import LEAD_CREATED, QUIZ_COMPLETED, Journal
 from bot.journey.identity import split_name
 from bot.journey.marquiz import MarquizSubmission, parse_submission
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 log = structlog.get_logger(__name__)
 

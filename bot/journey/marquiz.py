@@ -1,4 +1,4 @@
-"""Validation of a decoded Marquiz webhook (see :mod:`bot.inbound`) into a submission."""
+"""Validation of a decoded Marquiz webhook (see :mod:`bot.bodies`) into a submission."""
 from __future__ import annotations
 
 import hashlib
@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.inbound import BadBody
+from bot.bodies import BadBody
 from bot.phones import normalise_phone
 from bot.texts import LANGUAGES
 

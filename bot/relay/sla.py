@@ -16,17 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
-from bot.journal import QUESTION_ASKED, Journal, Record
+from bot.hours import WorkingHours
+from bot.journal import QUESTION_ASKED, SLA_BREACHED, Journal, Record
 from bot.relay import store
 from bot.relay.card import lead_name, mention
 from bot.relay.config import Operator, Roster
-from bot.relay.hours import WorkingHours
 from bot.relay.models import RelayTopic, RelayWait
 from bot.texts import Safe, t
 
-#: Journal event of an overdue answer: ``{level, minutes, manager, responsible_user_id}``;
-#: level 1 is the responsible manager's, level 2 the head of sales' (the CRM turns it into a task).
-SLA_BREACHED = "sla_breached"
 SLOWEST = 5
 
 
