@@ -209,3 +209,8 @@ def test_the_log_masks_tokens_it_was_never_told_about() -> None:
     masked = mask(line, ["s3cr3t"])
     assert all(secret not in masked for secret in ("AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq", "abc.def-1", "def50200aa", "eyJ0eXAiOiJKV1Qi", "s3cr3t"))
     assert masked.startswith("GET https://api.telegram.org/bot***/getMe") and "/webhooks/amocrm/***?x=1" in masked
+
+
+def test_check_reports_webhooks_off_without_failing(cli) -> None:
+    lines = [line for line in cli("check").stdout.splitlines() if "webhooks" in line]
+    assert len(lines) == 1 and "FAIL" not in lines[0] and "off" in lines[0] and "WEBHOOK_SECRET" in lines[0], lines
