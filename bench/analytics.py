@@ -36,10 +36,10 @@ from bot.analytics.period import Period
 from bot.config import PACKAGE_DIR, load_settings
 from bot.db import migrate
 from bot.db.models import AD, COLD, PHONE, QUIZ, Lead, LeadEvent
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import database, open_database
 from bot.funnel import STAGES
 from bot.journal import CRM_STAGE_CHANGED, GREETED, LEAD_CREATED, QUESTION_ASKED, QUIZ_COMPLETED, SLA_BREACHED
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from bot.logs import setup_logging
 from bot.relay.models import RelayWait
 from broadcasts.models import BLOCKED, FINISHED, ONEOFF, SENT, Broadcast, Delivery
@@ -124,9 +124,8 @@ class History:
 async def seed(url: str, leads: int, events: int) -> dict[str, Any]:
     """Write the history; returns what was written and how long it took."""
     began = time.perf_counter()
-    engine = create_engine(url)
-    await migrate.upgrade(engine)
-    db = create_sessionmaker(engine)
+    db = open_database(url)
+    await migrate.upgrade(db.engine)
     now = datetime.now(UTC)
     history = History(leads, events, now)
     written = {"leads": 0, "events": 0, "waits": 0, "deliveries": 0}
@@ -181,7 +180,7 @@ async def seed(url: str, leads: int, events: int) -> dict[str, Any]:
              for day in range(DAYS) for source, _ in SOURCES for n in (1, 2, 3)]
     async with db.begin() as session:
         await session.execute(insert(AdSpend), spend)
-    await engine.dispose()
+    await db.close()
     return {**written, "seconds": round(time.perf_counter() - began, 1)}
 
 
@@ -195,8 +194,7 @@ async def _report(url: str) -> dict[str, Any]:
     from bot.analytics.queries import dimensions
     from bot.analytics.report import build
 
-    engine = create_engine(url)
-    db = create_sessionmaker(engine)
+    db = open_database(url)
     quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
     timings: dict[str, list[float]] = {"report_90_days": [], "every_breakdown": []}
     for _ in range(5):
@@ -204,7 +202,7 @@ async def _report(url: str) -> dict[str, Any]:
             started = time.perf_counter()
             report = await build(db, quiz, _period(), by=by, crm=True)
             timings[name].append(time.perf_counter() - started)
-    await engine.dispose()
+    await db.close()
     return {**{f"{name}_s": {"best": round(min(t), 3), "worst": round(max(t), 3)} for name, t in timings.items()},
             "leads_in_period": report.total.arrived, "peak_rss_mb": _rss_mb()}
 
@@ -254,10 +252,9 @@ async def _files(url: str) -> dict[str, Any]:
     from bot.analytics.queries import dimensions
     from bot.analytics.report import build
 
-    engine = create_engine(url)
     quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
-    report = await build(create_sessionmaker(engine), quiz, _period(), by=dimensions(quiz), crm=True)
-    await engine.dispose()
+    async with database(url) as db:
+        report = await build(db, quiz, _period(), by=dimensions(quiz), crm=True)
     result = {}
     for fmt in ("pdf", "xlsx"):
         started = time.perf_counter()

@@ -33,12 +33,12 @@ from sqlalchemy import insert
 from bot.config import Settings, load_settings
 from bot.db import migrate
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.logs import setup_logging
+from bot.ratelimit import RateLimit, Window, paced
 
 if TYPE_CHECKING:
     from bench.journey import RemoteSandbox
-    from broadcasts.ratelimit import TokenBucket
 
 # aiogram alone takes ~165 MB of RSS when imported, so everything that imports it is imported
 # where it is used: the child process measuring the segment selection never loads it.
@@ -56,12 +56,12 @@ def _settings(database_url: str, api_url: str, data_dir: str, token: str = "1:of
 
 async def _seed(database_url: str, count: int, *, tags: Any = lambda index: [], matching: int | None = None) -> None:
     """``count`` leads (user ids from FIRST_USER); the first ``matching`` in the shoe segment, the rest not."""
-    engine = create_engine(database_url)
-    await migrate.upgrade(engine)
+    db = open_database(database_url)
+    await migrate.upgrade(db.engine)
     rows = ({"tg_user_id": FIRST_USER + i, "first_name": f"Покупатель {i}", "language": "ru", "stage": "catalog_sent",
              "interests": INTERESTS if matching is None or i < matching else {**INTERESTS, "category": ["women"]},
              "tags": tags(i), "utm": {}, "flow": {}} for i in range(count))
-    async with create_sessionmaker(engine).begin() as session:
+    async with db.begin() as session:
         chunk: list[dict[str, Any]] = []
         for row in rows:
             chunk.append(row)
@@ -70,19 +70,19 @@ async def _seed(database_url: str, count: int, *, tags: Any = lambda index: [], 
                 chunk = []
         if chunk:
             await session.execute(insert(Lead), chunk)
-    await engine.dispose()
+    await db.close()
 
 
-async def _ours(settings: Settings, tag: str, *, bucket: TokenBucket | None = None) -> dict[str, Any]:
+async def _ours(settings: Settings, tag: str, *, limiter: RateLimit | None = None) -> dict[str, Any]:
     """One broadcast to the leads tagged ``tag``: selection time, then delivery time and rate."""
     from bot.journal import Journal
-    from bot.journey.quiz import load_quiz
+    from bot.quiz import load_quiz
     from broadcasts.campaigns import CampaignSpec
     from broadcasts.engine import STOPPED
     from broadcasts.service import Broadcasts
 
-    engine = create_engine(settings.database_url)
-    service = Broadcasts(settings, create_sessionmaker(engine), Journal(), load_quiz(settings.quiz_config), bucket=bucket)
+    db = open_database(settings.database_url)
+    service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config), limiter=limiter)
     try:
         spec = CampaignSpec(name=f"bench {tag}", segment={"tags": [tag]}, message={"text": TEXT, "buttons": BUTTONS})
         broadcast_id = await service.campaigns.create(spec)
@@ -98,7 +98,7 @@ async def _ours(settings: Settings, tag: str, *, bucket: TokenBucket | None = No
         stats = await service.campaigns.stats(broadcast_id)
     finally:
         await service.close()
-        await engine.dispose()
+        await db.close()
     sent = stats.total.states["sent"]
     return {"recipients": stats.total.recipients, "sent": sent, "failed": stats.total.recipients - sent,
             "select_and_validate_s": round(selected, 2), "send_s": round(took, 2), "rate_per_s": round(sent / took, 1),
@@ -115,8 +115,8 @@ async def _baseline(settings: Settings, chats: list[int], *, interval: float) ->
 
     from bot.telegram import create_bot
 
-    engine = create_engine(settings.database_url.replace(".sqlite3", "-baseline.sqlite3"))
-    storage = SQLAlchemyStorage.from_engine(engine)
+    db = open_database(settings.database_url.replace(".sqlite3", "-baseline.sqlite3"))
+    storage = SQLAlchemyStorage.from_engine(db.engine)
     await storage.startup()
     bot = create_bot(settings.bot_token.get_secret_value(), settings.telegram_api_url, retry_flood=False)
     try:
@@ -130,7 +130,7 @@ async def _baseline(settings: Settings, chats: list[int], *, interval: float) ->
     finally:
         await bot.session.close()
         await storage.shutdown()
-        await engine.dispose()
+        await db.close()
     return {"recipients": len(chats), "sent": sent, "failed": failed, "send_s": round(took, 2), "rate_per_s": round(sent / took, 1)}
 
 
@@ -144,7 +144,6 @@ async def _throttled(sandbox: RemoteSandbox, phase: Any) -> dict[str, Any]:
 async def delivery(ceiling: int, limited: int, baseline: int) -> dict[str, Any]:
     """(a), (b) and (d) against one sandbox process."""
     from bench.journey import TOKEN, RemoteSandbox
-    from broadcasts.ratelimit import TokenBucket
 
     sandbox = await RemoteSandbox.start()
     users = max(ceiling, limited, baseline)
@@ -160,7 +159,7 @@ async def delivery(ceiling: int, limited: int, baseline: int) -> dict[str, Any]:
             report: dict[str, Any] = {}
 
             await sandbox("rate_limits", enabled=False)
-            runs = [await _throttled(sandbox, _ours(settings, "ceiling", bucket=TokenBucket(1e9))) for _ in range(3)]
+            runs = [await _throttled(sandbox, _ours(settings, "ceiling", limiter=Window(*paced(1e9)))) for _ in range(3)]
             report["a_ceiling_limits_off"] = {**max(runs, key=lambda run: run["rate_per_s"]), "runs_per_s": [run["rate_per_s"] for run in runs]}
             report["d_baseline_limits_off"] = await _throttled(sandbox, _baseline(settings, chats, interval=0))
 
@@ -195,8 +194,7 @@ async def _select(url: str) -> dict[str, Any]:
     from broadcasts import segments
 
     before = _rss_mb()
-    engine = create_engine(url)
-    db = create_sessionmaker(engine)
+    db = open_database(url)
     segment, now = segments.Segment(**SEGMENT), datetime.now(timezone.utc)
     started = time.perf_counter()
     async with db() as session:
@@ -206,7 +204,7 @@ async def _select(url: str) -> dict[str, Any]:
     async for page in segments.stream(db, segment, now):
         streamed += len(page)
     took = time.perf_counter() - started
-    await engine.dispose()
+    await db.close()
     return {"segment": size, "count_s": round(counted, 3), "stream_s": round(took, 2), "streamed": streamed,
             "rss_at_start_mb": before, "peak_rss_mb": _rss_mb(), "meets_target": _rss_mb() < 200}
 
@@ -214,14 +212,14 @@ async def _select(url: str) -> dict[str, Any]:
 async def _materialise(url: str) -> dict[str, Any]:
     """Child process: the service's own selection of a broadcast: validate every message, write the delivery rows."""
     from bot.journal import Journal
-    from bot.journey.quiz import load_quiz
+    from bot.quiz import load_quiz
     from broadcasts.campaigns import CampaignSpec
     from broadcasts.service import Broadcasts
 
     with tempfile.TemporaryDirectory(prefix="bench-segment-") as tmp:
         settings = _settings(url, "http://127.0.0.1:9", tmp)
-        engine = create_engine(url)
-        service = Broadcasts(settings, create_sessionmaker(engine), Journal(), load_quiz(settings.quiz_config))
+        db = open_database(url)
+        service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config))
         spec = CampaignSpec(name="bench 100k", segment=SEGMENT, message={"text": TEXT, "buttons": BUTTONS})
         before = _rss_mb()
         try:
@@ -236,7 +234,7 @@ async def _materialise(url: str) -> dict[str, Any]:
             total = (await service.campaigns.get(broadcast_id)).total
         finally:
             await service.close()
-            await engine.dispose()
+            await db.close()
     return {"plan_stream_validate_s": round(planned, 2), "plan_problems": len(plan.problems), "materialise_s": round(prepared, 2),
             "delivery_rows": total, "rss_with_aiogram_loaded_mb": before, "peak_rss_mb": _rss_mb(),
             "growth_mb": round(_rss_mb() - before, 1)}

@@ -18,10 +18,10 @@ from bot.config import PACKAGE_DIR, Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.journal import LEAD_CREATED, Journal
-from bot.journey.quiz import load_quiz
 from bot.logs import setup_logging
+from bot.quiz import load_quiz
 from bot.sandbox.amocrm import start_sandbox_amocrm
 
 TARGET_NOTES_PER_SECOND = 150
@@ -31,9 +31,8 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
     sandbox, base_url, token = await start_sandbox_amocrm(rate_limit=7)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.sqlite3'}"
-        engine = create_engine(url)
-        await migrate.upgrade(engine)
-        db = create_sessionmaker(engine)
+        db = open_database(url)
+        await migrate.upgrade(db.engine)
         journal = Journal()
         settings = Settings(_env_file=None, DATABASE_URL=url, AMOCRM_BASE_URL=base_url, AMOCRM_ACCESS_TOKEN=token, AMOCRM_RPS=args.rps)
         crm = CrmSync(settings, db, journal, load_quiz(PACKAGE_DIR / "quiz.yaml"))
@@ -63,12 +62,13 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
         arrived = time.monotonic() - started
         seen_before = len(sandbox.requests)
         started = time.monotonic()
-        worker = asyncio.create_task(crm.worker.run())
+        stop = asyncio.Event()
+        worker = asyncio.create_task(crm.worker.run(stop))
         while len(sandbox.account.notes) < total:
             await asyncio.sleep(0.005)
         elapsed = time.monotonic() - started
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        stop.set()
+        await worker
 
         requests = sandbox.requests[seen_before:]
         stamps = [r.at for r in requests]
@@ -95,7 +95,7 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
         print(f"  peak request rate: {peak} in any 1 s (limit {args.rps}, amoCRM 7); 429 answers: {too_many}")
         print(f"  each lead's notes in order, none twice: {in_order and len(sandbox.account.notes) == total}")
         await crm.close()
-        await engine.dispose()
+        await db.close()
     await sandbox.close()
     return peak <= args.rps and too_many == 0 and in_order and (not existing or rate >= TARGET_NOTES_PER_SECOND)
 

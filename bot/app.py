@@ -3,41 +3,54 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from aiogram import Bot, Dispatcher
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
 
 from bot.analytics.router import create_router as analytics_router
 from bot.analytics.service import Analytics
 from bot.catalog.render import CatalogRenderer
-from bot.config import Settings
+from bot.catalog.service import Catalog
+from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import open_database
 from bot.journal import Journal
-from bot.journey.catalog import CatalogService
 from bot.journey.intake import IntakeService
-from bot.journey.quiz import load_quiz
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
+from bot.journey.webhook import marquiz_handler
+from bot.loops import Worker
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
+from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.web import Handler, create_web_app, marquiz_handler
+from bot.telegram_webhook import telegram_handler
+from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
 TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
-Worker = Callable[[], Awaitable[None]]
+STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
+
+
+def create_app(settings: Settings) -> App:
+    """The app for a command: a settings file whose content is wrong is a :class:`ConfigError` naming the setting."""
+    try:
+        return App(settings)
+    except ValueError as exc:  # the loaders of the files named by settings say what is wrong, and where
+        named = [field.alias for name, field in Settings.model_fields.items()
+                 if isinstance(getattr(settings, name), Path) and str(getattr(settings, name)) in str(exc)]
+        raise ConfigError(f"optobot: {named[0] + ': ' if named else ''}{first_line(exc)}") from None
 
 
 class App:
@@ -45,8 +58,7 @@ class App:
 
     def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None) -> None:
         self.settings = settings
-        self.engine = create_engine(settings.database_url)
-        self.db = create_sessionmaker(self.engine)
+        self.db = open_database(settings.database_url)
         self.journal = Journal()
         self.quiz = load_quiz(settings.quiz_config)
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
@@ -54,7 +66,7 @@ class App:
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
         self.messenger = Messenger(self.bot, self.db, self.journal)
-        self.catalog = CatalogService(self.db, self.renderer, self.messenger, self.quiz)
+        self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
@@ -63,11 +75,11 @@ class App:
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
-        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.quiz)
+        self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
-        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.renderer)
+        self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)
         self.workers += self.broadcasts.workers
         self.analytics = Analytics(settings, self.db, self.quiz, bot=self.bot, managers=self.manager_names)
@@ -93,7 +105,7 @@ class App:
 
     def manager_names(self) -> dict[int, str]:
         """amoCRM user → name of the managers in the operators file (for analytics)."""
-        return {o.amocrm_user_id: o.name for o in self.relay.roster.operators if o.amocrm_user_id}
+        return {o.amocrm_user_id: o.name for o in self.relay.chat.roster.operators if o.amocrm_user_id}
 
     def start_link(self, payload: str) -> str:
         return f"https://t.me/{self.bot_username}?start={payload}"
@@ -103,26 +115,34 @@ class App:
         return self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
 
     async def start(self) -> None:
-        """Migrate the database, learn the bot's username, start the render workers."""
-        await migrate.upgrade(self.engine)
-        me = await self.bot.me()
+        """Migrate the database, learn the bot's username, start the render workers.
+
+        A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
+        """
+        await migrate.upgrade(self.db.engine)
+        try:
+            me = await self.bot.me()
+        except TelegramNetworkError as exc:
+            raise ConfigError(f"optobot: TELEGRAM_API_URL: cannot reach Telegram at {self.settings.telegram_api_url} ({exc.message}); "
+                              "check the network and the address") from None
+        except TelegramAPIError as exc:
+            raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
         await self.renderer.warm_up()
         await self.crm.start()
         if not self.webhook_secret:
-            log.warning("webhooks.disabled", reason="WEBHOOK_SECRET is not set")
+            log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
-        app = create_web_app(self.webhook_secret, self.routes)
+        routes = self.routes
         if self.settings.public_url:
-            SimpleRequestHandler(self.dp, self.bot, secret_token=self.telegram_secret_token).register(app, path=TELEGRAM_WEBHOOK_PATH)
-        return app
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+        return create_web_app(self.webhook_secret, routes)
 
     @property
     def telegram_secret_token(self) -> str:
-        """The ``X-Telegram-Bot-Api-Secret-Token`` value, derived from WEBHOOK_SECRET (only A-Za-z0-9_- allowed)."""
-        return hashlib.sha256(f"telegram:{self.webhook_secret}".encode()).hexdigest()
+        return self.settings.telegram_secret_token
 
     async def serve(self, *, stop: asyncio.Event | None = None) -> None:
         """Run the HTTP server, Telegram updates (polling or webhook) and the background workers until ``stop``."""
@@ -133,7 +153,8 @@ class App:
         await site.start()
         self.http_port = runner.addresses[0][1]
         log.info("http.listening", host=self.settings.http_host, port=self.http_port)
-        self._tasks = [asyncio.create_task(worker()) for worker in self.workers]
+        stop_workers = asyncio.Event()
+        self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.workers]
         try:
             if self.settings.public_url:
                 await self.bot.set_webhook(
@@ -151,6 +172,9 @@ class App:
                 await polling
             await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
         finally:
+            stop_workers.set()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=STOP_GRACE)
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -179,4 +203,14 @@ class App:
         await self.crm.close()
         await self.broadcasts.close()
         self.analytics.close()
-        await self.engine.dispose()
+        await self.db.close()
+
+
+@contextlib.asynccontextmanager
+async def wired_broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
+    """The broadcasts of a whole (not serving) app, so every journal subscriber sees what a command does."""
+    app = create_app(settings)
+    try:
+        yield app.broadcasts
+    finally:
+        await app.close()

@@ -8,22 +8,22 @@ from sqlalchemy import text
 from bot.catalog.products import load_company, load_products
 from bot.config import Settings
 from bot.db import migrate
-from bot.db.session import create_engine
-from bot.journey.quiz import load_quiz
+from bot.db.session import open_database
+from bot.quiz import load_quiz
 from bot.telegram import create_bot
 
 Check = Callable[[Settings], Awaitable[str]]
 
 
 async def database(settings: Settings) -> str:
-    engine = create_engine(settings.database_url)
+    db = open_database(settings.database_url)
     try:
-        async with engine.connect() as connection:
+        async with db.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
-        heads = await migrate.current(engine)
-        return f"{engine.dialect.name}, schema at {', '.join(sorted(heads)) or 'nothing (run `optobot db upgrade`)'}"
+        heads = await migrate.current(db.engine)
+        return f"{db.engine.dialect.name}, schema at {', '.join(sorted(heads)) or 'nothing (run `optobot db upgrade`)'}"
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 async def quiz(settings: Settings) -> str:
@@ -49,9 +49,9 @@ async def telegram(settings: Settings) -> str:
 
 
 async def webhooks(settings: Settings) -> str:
-    if settings.webhook_secret is None:
-        raise ValueError("WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks are disabled")
     mode = f"Telegram webhook at {settings.public_url}" if settings.public_url else "Telegram long polling"
+    if settings.webhook_secret is None:
+        return f"off (WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404); {mode}"
     return f"/webhooks/*/<secret> on {settings.http_host}:{settings.http_port}; {mode}"
 
 

@@ -17,7 +17,7 @@ from bot.funnel import reach
 Record = LeadEvent | Message
 Subscriber = Callable[[AsyncSession, Lead, Record], Awaitable[None]]
 
-# Event kinds recorded by the lead journey (the CRM maps them to stages and tasks).
+# Event kinds (the CRM maps them to stages, notes and tasks: bot/crm/crm.yaml). The lead journey's:
 LEAD_CREATED = "lead_created"
 QUIZ_COMPLETED = "quiz_completed"
 GREETED = "greeted"
@@ -30,10 +30,12 @@ LEAD_MERGED = "lead_merged"
 BLOCKED = "blocked"
 UNSUBSCRIBED = "unsubscribed"
 RESUBSCRIBED = "resubscribed"
-# … by amoCRM (webhooks, reconcile) and the operator chat: where the deal went, and late answers.
-CRM_STAGE_CHANGED = "crm_stage_changed"  # moved in amoCRM: {stage, previous, status_id, pipeline_id, source}
+# Event kinds of the operator chat.
 STAGE_CHANGED = "stage_changed"  # a manager picked a stage on the lead card: {stage, previous, manager}
-SLA_BREACHED = "sla_breached"  # an answer overdue: {level, minutes, manager, responsible_user_id}
+BANNED, UNBANNED = "banned", "unbanned"  # {manager}
+SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, responsible_user_id}; level 2 is the head of sales'
+# Event kinds of the amoCRM sync.
+CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source}
 STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # {stage, previous}: the lead's furthest stage is kept up to date
 
 

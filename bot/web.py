@@ -1,18 +1,17 @@
-"""The service's own HTTP server: inbound webhooks (Marquiz, amoCRM, Telegram) and a health check."""
+"""The service's own HTTP server: the webhook routes the features hand in (guarded by the secret) and a health check.
+
+Every webhook body is read by :mod:`bot.bodies` (size, depth, text bounded): a body no sender would
+send gets a 4xx with the reason, never a 500.
+"""
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
 
-import structlog
 from aiohttp import web
 
-from bot.journey.intake import IntakeService
-from bot.journey.marquiz import BadPayload
+from bot.bodies import MAX_BODY
 
-log = structlog.get_logger(__name__)
-
-MAX_BODY = 256 * 1024
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -30,31 +29,6 @@ def secret_guard(secret: str | None, handler: Handler) -> Handler:
         return await handler(request)
 
     return guarded
-
-
-async def read_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY, actual_size=request.content_length or 0, text='{"ok": false, "error": "body too large"}',
-            content_type="application/json",
-        ) from None
-
-
-def marquiz_handler(intake: IntakeService, start_link: Callable[[str], str]) -> Handler:
-    async def handle(request: web.Request) -> web.Response:
-        body = await read_body(request)
-        try:
-            result = await intake.accept_marquiz(body, request.content_type)
-        except BadPayload as exc:
-            log.warning("marquiz.rejected", reason=str(exc), size=len(body))
-            return error(400, str(exc))
-        return web.json_response(
-            {"ok": True, "lead_id": result.lead_id, "duplicate": result.duplicate, "start_link": start_link(result.token)}
-        )
-
-    return handle
 
 
 async def health(_: web.Request) -> web.Response:

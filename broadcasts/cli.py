@@ -1,41 +1,46 @@
 """``optobot broadcast plan|preview|schedule|status|pause|resume|cancel|stats|send`` (also ``python -m broadcasts …``).
 
-Every command works on the database only, like the service: a campaign scheduled here is sent
-by the running service (or by ``send``, the same engine in the foreground).
+Every command works on the database only (migrated first, like the service): a campaign scheduled
+here is sent by the running service (or by ``send``, the same engine in the foreground).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import yaml
 
-from bot.config import Settings
-from bot.db.session import create_engine, create_sessionmaker
+from bot.config import ConfigError, Settings
+from bot.db.session import database
 from bot.journal import Journal
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts import stats
 from broadcasts.campaigns import CampaignError, CampaignSpec
+from broadcasts.content import Renderer
 from broadcasts.engine import AUTO_PAUSED, FINISHED_RUN, INVALID
 from broadcasts.markup import plain
 from broadcasts.models import RUNNING, SCHEDULED, SENT
 from broadcasts.schedule import parse_when
 from broadcasts.segments import Segment
+from broadcasts.sequences import load_sequences
 from broadcasts.service import Broadcasts
+
+#: The broadcasts of the whole service (every journal subscriber wired), opened for one command.
+Wired = Callable[[Settings], AbstractAsyncContextManager[Broadcasts]]
 
 
 @asynccontextmanager
 async def _broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
-    engine = create_engine(settings.database_url)
-    service = Broadcasts(settings, create_sessionmaker(engine), Journal(), load_quiz(settings.quiz_config))
-    try:
-        yield service
-    finally:
-        await service.close()
-        await engine.dispose()
+    """The broadcasts service on the configured database, migrated first (as ``optobot run`` does)."""
+    async with database(settings.database_url, upgrade=True) as db:
+        service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config))
+        try:
+            yield service
+        finally:
+            await service.close()
 
 
 def _spec(path: Path) -> CampaignSpec | None:
@@ -51,15 +56,39 @@ async def _plan(service: Broadcasts, spec: CampaignSpec) -> bool:
     mode = f"{service.rate:g} msg/s" + (" (paid broadcasts)" if service.paid else "")
     took = f"{plan.seconds:.0f} s" if plan.seconds < 120 else f"{plan.seconds / 60:.0f} min"
     print(f"«{spec.name}»: {plan.recipients} recipients, about {took} at {mode}")
-    if plan.problems:
+    if plan.refused:
         print(f"{plan.failing} recipient(s) fail validation; nothing would be sent:" if plan.failing else "problems:")
-        for problem in plan.problems:
-            print(f"  - {problem}")
-    return not plan.problems
+    elif plan.skipped:
+        print(f"{plan.skipped} recipient(s) will be skipped: the message breaks with their own values:")
+    for problem in plan.problems:
+        print(f"  - {problem}")
+    return not plan.refused
+
+
+def _holds_sequences(path: Path) -> bool:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # the campaign loader reports it
+    return isinstance(raw, dict) and "sequences" in raw
+
+
+def _check_sequences(settings: Settings, path: Path) -> int:
+    """``plan`` on a sequences file: the checks the service makes at start."""
+    try:
+        specs = load_sequences(path, Renderer(load_quiz(settings.quiz_config), settings.default_language))
+    except ConfigError as exc:
+        print(f"invalid sequences:\n{exc}")
+        return 1
+    for spec in specs:
+        print(f"«{spec.name}» ({spec.key}): {len(spec.steps)} steps, valid")
+    return 0
 
 
 async def plan(settings: Settings, args: argparse.Namespace) -> int:
-    """Dry run: segment size, time to send at the configured rate, validation of every message."""
+    """Dry run: segment size, time to send at the configured rate, validation of every message (or of a sequences file)."""
+    if _holds_sequences(args.file):
+        return _check_sequences(settings, args.file)
     spec = _spec(args.file)
     if spec is None:
         return 1
@@ -137,12 +166,8 @@ def _control(action: str):  # noqa: ANN202
 
 async def send(settings: Settings, args: argparse.Namespace) -> int:
     """Deliver one broadcast in the foreground with the service's engine, until it is no longer running."""
-    from bot.app import App  # the whole app, so journal subscribers (CRM, sequences) see what happens
-
-    app = App(settings)
-    service = app.broadcasts
     outcome = None
-    try:
+    async with args.wired(settings) as service:  # every journal subscriber (CRM, sequences) sees what happens
         while True:
             await service.engine.due()  # a scheduled broadcast starts at its time
             b = await service.campaigns.get(args.id)
@@ -153,8 +178,6 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
                 break
             await asyncio.sleep(1)
         s = await service.campaigns.stats(args.id)
-    finally:
-        await app.close()
     if s is None:
         print(f"no broadcast #{args.id}")
         return 1
@@ -162,8 +185,8 @@ async def send(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if outcome == FINISHED_RUN else 1
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """The broadcast commands on ``commands``."""
+def add_commands(commands: argparse._SubParsersAction, wired: Wired) -> None:
+    """The broadcast commands on ``commands``; ``send`` runs in the service built by ``wired``."""
     def command(name: str, func: object, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.set_defaults(func=func)
@@ -181,10 +204,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command("stats", show_stats, "full statistics of a broadcast").add_argument("id", type=int)
     for action in ("pause", "resume", "cancel"):
         command(action, _control(action), f"{action} a broadcast").add_argument("id", type=int)
-    command("send", send, "deliver a broadcast in the foreground (without the service)").add_argument("id", type=int)
+    p = command("send", send, "deliver a broadcast in the foreground (without the service)")
+    p.add_argument("id", type=int)
+    p.set_defaults(wired=wired)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction, wired: Wired) -> None:
     """Add ``broadcast …`` to optobot's command line."""
     parser = subparsers.add_parser("broadcast", help="broadcasts: plan, schedule, watch and control")
-    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True))
+    add_commands(parser.add_subparsers(dest="broadcast_command", metavar="COMMAND", required=True), wired)

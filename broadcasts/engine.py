@@ -3,7 +3,7 @@
 A run holds the broadcast's lease (``owner`` until ``lease_until``, renewed every second; a
 paused or cancelled broadcast fails the renewal and the run stops). It first selects the
 recipients (once, validating every message for every recipient before anything is sent),
-then loops: take tokens from the global bucket, write the batch ``sending``, call the Bot
+then loops: take grants from the global rate limit, write the batch ``sending``, call the Bot
 API, write the outcomes. A 429 pauses the whole sender for ``retry_after`` and puts the
 row back; 403 blocked/deactivated and 400 chat-not-found mark the lead unreachable; 5xx
 and connection failures are retried ``max_attempts`` times; a network error after the
@@ -17,33 +17,28 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from weakref import WeakValueDictionary
 
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import SendMessage
-from aiogram.types import FSInputFile, InputFile
+from aiogram.types import FSInputFile
 from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.render import CatalogRenderer
-from bot.db import renders
 from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.journal import BLOCKED, Journal
-from bot.journey.catalog import catalog_request
 from bot.messenger import unreachable_reason
-from bot.texts import t
+from bot.ports import Catalog, SendDocument
+from bot.ratelimit import ChatSpacing, RateLimit
 from broadcasts import segments, store
-from broadcasts.content import Content, Renderer, Validation, Variant
-from broadcasts.models import BLOCKED as ROW_BLOCKED
+from broadcasts.content import Content, Renderer, Validation, Variant, too_many_skipped
 from broadcasts.models import (
     DRAFT,
     FAILED,
@@ -58,7 +53,7 @@ from broadcasts.models import (
     UNKNOWN,
     Broadcast,
 )
-from broadcasts.ratelimit import Bucket, ChatSpacing
+from broadcasts.models import BLOCKED as ROW_BLOCKED
 from broadcasts.schedule import Clock, QuietHours, zone_of
 from broadcasts.segments import Recipient, Segment
 
@@ -77,32 +72,6 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-class CatalogFiles:
-    """The buyer's own catalogue as an attachment: by ``file_id`` once uploaded, else rendered and uploaded."""
-
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer) -> None:
-        self.db = db
-        self.renderer = renderer
-        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-
-    async def send(self, r: Recipient, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
-        request = catalog_request(r)  # type: ignore[arg-type]  # a Recipient has the fields it reads
-        key = self.renderer.path_for(request).stem
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        async with lock:  # one upload per personalisation, even when several recipients share it
-            async with self.db() as session:
-                file_id = await renders.file_id(session, key)
-            if file_id:
-                return await send(file_id)
-            path = await self.renderer.render(request)
-            message = await send(FSInputFile(path, filename=t(r.language, "journey.catalog_filename")))
-            async with self.db.begin() as session:
-                await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
-            return message
-
-
 def _file_id(message: TgMessage) -> str | None:
     for media in (message.document, message.video, message.animation):
         if media is not None:
@@ -117,7 +86,7 @@ class Engine:
         bot: Bot | None,
         journal: Journal,
         renderer: Renderer,
-        bucket: Bucket,
+        limiter: RateLimit,
         *,
         paid: bool = False,
         quiet_hours: QuietHours | None = None,
@@ -125,13 +94,13 @@ class Engine:
         max_errors: int = 20,
         max_attempts: int = 3,
         clock: Clock = utcnow,
-        catalog: CatalogFiles | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.db = db
         self.bot = bot
         self.journal = journal
         self.renderer = renderer
-        self.bucket = bucket
+        self.limiter = limiter
         self.paid = paid
         self.quiet_hours = quiet_hours
         self.timezone = timezone
@@ -186,7 +155,11 @@ class Engine:
 
     # ----------------------------------------------------------- recipients
     async def _prepare(self, broadcast: Broadcast) -> str | None:
-        """Select and validate every recipient (keyset pages from the checkpoint); None once sending may start."""
+        """Select and validate every recipient (keyset pages from the checkpoint); None once sending may start.
+
+        A recipient whose own values break the message gets a ``skipped`` row with the reason; a broken
+        message, or too many skipped (:class:`Validation`), sends the broadcast back to draft.
+        """
         content, segment = Content(**broadcast.content), Segment(**broadcast.segment)
         now = self.clock()
         upto = broadcast.max_lead_id
@@ -196,27 +169,34 @@ class Engine:
                 await store.update_broadcast(session, broadcast.id, max_lead_id=upto)
         checked = Validation()
         async for page in segments.stream(self.db, segment, now, after=broadcast.prepared_upto, upto=upto):
-            rows = [_row(broadcast.id, content, r.id, now) for r in page if checked.check(self.renderer, content, r)]
+            rows = [_row(broadcast.id, content, r.id, now, checked.check(self.renderer, content, r)) for r in page]
             async with self.db.begin() as session:
                 if not await store.renew(session, broadcast.id, self.owner, self.clock(), LEASE):
                     return STOPPED
-                if not checked.problems:
-                    await store.add_deliveries(session, rows)
-                    await store.write_results(session, [], [row["lead_id"] for row in rows if row["state"] == HOLDOUT], now)
+                if checked.broken:
+                    break
+                await store.add_deliveries(session, rows)
+                await store.write_results(session, [], [row["lead_id"] for row in rows if row["state"] == HOLDOUT], now)
                 await store.update_broadcast(session, broadcast.id, prepared_upto=page[-1].id)
         async with self.db.begin() as session:
-            if checked.problems:
+            counts = Counter[str]()
+            for (_, state), n in (await store.counts(session, broadcast.id)).items():
+                counts[state] += n
+            total, skipped = sum(counts.values()) - counts[HOLDOUT], counts[SKIPPED]  # the holdout is no recipient
+            if checked.broken or too_many_skipped(skipped, total):
                 await store.discard_deliveries(session, broadcast.id)
+                failing = checked.failing if checked.broken else skipped
                 await store.transition(
                     session, broadcast.id, (RUNNING,), DRAFT, errors=checked.problems, prepared_upto=0, max_lead_id=None,
-                    note=f"{checked.failing} recipient(s) fail validation; nothing was sent",
+                    note=f"{failing} recipient(s) fail validation; nothing was sent",
                 )
-                log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=checked.failing)
+                log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=failing)
                 return INVALID
-            total = sum(n for (_, state), n in (await store.counts(session, broadcast.id)).items() if state != HOLDOUT)
-            await store.update_broadcast(session, broadcast.id, prepared=True, total=total)
+            skipped_note = {"note": f"{skipped} recipient(s) skipped: the message breaks with their own values",
+                            "errors": checked.problems} if skipped else {}
+            await store.update_broadcast(session, broadcast.id, prepared=True, total=total, **skipped_note)
         broadcast.prepared = True
-        log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total)
+        log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total, skipped=skipped)
         return None
 
     # -------------------------------------------------------------- sending
@@ -225,7 +205,7 @@ class Engine:
             return None
         return self.quiet_hours.until(now, zone_of(r.interests.get("city"), self.timezone))
 
-    async def _media(self, spec: str, send: Callable[[str | InputFile], Awaitable[TgMessage]]) -> TgMessage:
+    async def _media(self, spec: str, send: SendDocument) -> TgMessage:
         """Send a file_id or URL as it is; a local file is uploaded once, then reused by file_id."""
         if spec.startswith(("http://", "https://")) or not Path(spec).is_file():
             return await send(spec)
@@ -272,12 +252,14 @@ class Engine:
         return message.message_id
 
 
-def _row(broadcast_id: int, content: Content, lead_id: int, now: datetime) -> dict[str, Any]:
-    """A delivery row: the lead's variant to send, or the holdout (never sent; counted as reached now)."""
-    if content.holdout and content.held_out(broadcast_id, lead_id):
-        return {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": HOLDOUT, "state": HOLDOUT, "sent_at": now}
-    return {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": content.pick(broadcast_id, lead_id).name, "state": PENDING,
-            "sent_at": None}
+def _row(broadcast_id: int, content: Content, lead_id: int, now: datetime, problem: str | None) -> dict[str, Any]:
+    """A delivery row: the lead's variant to send (``skipped`` if the message breaks with the lead's values, the
+    ``problem``), or the holdout (never sent; counted as reached now)."""
+    row = {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": HOLDOUT, "state": HOLDOUT, "sent_at": now, "error": None}
+    if not (content.holdout and content.held_out(broadcast_id, lead_id)):
+        row.update(variant=content.pick(broadcast_id, lead_id).name, state=SKIPPED if problem else PENDING, sent_at=None,
+                   error=problem[:500] if problem else None)
+    return row
 
 
 def _outcome(row_id: int, source: str, state: str, *, error: str | None = None, message_id: int | None = None,
@@ -366,7 +348,7 @@ class _Run:
                 ready.append(row)
         if not ready:
             return
-        granted = await self.e.bucket.take(len(ready))
+        granted = await self.e.limiter.take(len(ready))
         self.queue.extendleft(reversed(ready[granted:]))
         batch = ready[:granted]
         await self._flush()
@@ -386,7 +368,7 @@ class _Run:
                 await asyncio.sleep(delay)
             message_id = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
-            await self.e.bucket.pause(exc.retry_after)
+            await self.e.limiter.pause(exc.retry_after)
             self.results.append(_outcome(row.id, SENDING, PENDING))
             log.warning("broadcast.flood_wait", broadcast_id=self.b.id, retry_after=exc.retry_after)
         except Exception as exc:  # every other failure is recorded on the row

@@ -13,6 +13,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.loops import Loop
 from bot.texts import t
 from broadcasts import stats
 from broadcasts.models import DRAFT, PAUSED, RUNNING, SCHEDULED, Broadcast
@@ -87,10 +88,6 @@ class Progress:
                 log.info("broadcast.progress_not_edited", broadcast_id=b.id, error=exc.message)
             self._shown[b.id] = text
 
-    async def serve(self) -> None:
-        while True:
-            try:
-                await self.update()
-            except Exception:
-                log.exception("broadcast.progress_failed")
-            await asyncio.sleep(INTERVAL)
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Refresh the progress messages every few seconds, until ``stop``."""
+        await Loop("broadcasts.progress", self.update, every=INTERVAL).run(stop)

@@ -6,7 +6,8 @@ from aiogram.enums import ChatType
 from aiogram.filters import Command
 from aiogram.types import CallbackQuery, Message
 
-from bot.journey.service import JourneyService
+from bot.inbound import Visitor
+from bot.ports import Journey
 from bot.texts import normalise_language, t
 from broadcasts import admin
 from broadcasts.content import ACTIONS, UNSUBSCRIBE, BroadcastCb
@@ -17,7 +18,7 @@ async def stop(message: Message, broadcasts: Broadcasts) -> None:
     await broadcasts.unsubscribe(message.from_user.id, via="command")
 
 
-async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broadcasts: Broadcasts, journey: JourneyService) -> None:
+async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broadcasts: Broadcasts, journey: Journey) -> None:
     """Count the press, then do what the button says: unsubscribe, or the journey's next step."""
     if callback_data.broadcast == 0:
         await query.answer(t(normalise_language(query.from_user.language_code), "broadcasts.preview_click"))
@@ -27,7 +28,7 @@ async def tracked_button(query: CallbackQuery, callback_data: BroadcastCb, broad
     if callback_data.action == UNSUBSCRIBE:
         await broadcasts.unsubscribe(query.from_user.id, via="button", broadcast_id=callback_data.broadcast)
     elif callback_data.action in ACTIONS:
-        await journey.action(query.from_user, callback_data.action)
+        await journey.action(Visitor.of(query.from_user), callback_data.action)
 
 
 def create_router() -> Router:

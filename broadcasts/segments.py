@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Lead
 from bot.db.sql import json_has_any
 from bot.funnel import CLOSED, STAGES
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 
 def _listify(value: Any) -> Any:

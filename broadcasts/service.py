@@ -8,22 +8,23 @@ import structlog
 from aiogram import Bot
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
 from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
 from bot.journal import STAGE_EVENTS, UNSUBSCRIBED, Journal, Record
-from bot.journey.quiz import Quiz
+from bot.loops import Loop
 from bot.messenger import Messenger
+from bot.ports import Catalog
+from bot.quiz import Quiz
+from bot.ratelimit import RateLimit, paced, rate_limit
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
 from broadcasts.campaigns import Campaigns
 from broadcasts.content import Renderer
-from broadcasts.engine import CatalogFiles, Engine
+from broadcasts.engine import Engine
 from broadcasts.progress import Progress
-from broadcasts.ratelimit import Bucket, RedisBucket, TokenBucket
 from broadcasts.schedule import Clock, QuietHours
 from broadcasts.sequences import Sequences, load_sequences, reached
 
@@ -47,10 +48,10 @@ class Broadcasts:
         quiz: Quiz,
         *,
         messenger: Messenger | None = None,
-        catalog: CatalogRenderer | None = None,
+        catalog: Catalog | None = None,
         clock: Clock = utcnow,
         bot: Bot | None = None,
-        bucket: Bucket | None = None,
+        limiter: RateLimit | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -63,14 +64,12 @@ class Broadcasts:
         self.bot = bot or (create_bot(token, settings.telegram_api_url, retry_flood=False) if token else None)
         self.paid = settings.broadcast_paid > 0
         self.rate = settings.broadcast_paid if self.paid else settings.broadcast_rate
-        if bucket is None:
-            bucket = RedisBucket(settings.redis_url, self.rate) if settings.redis_url else TokenBucket(self.rate)
-        self.bucket = bucket
+        self.limiter = limiter or rate_limit(*paced(self.rate), redis_url=settings.redis_url, key="optobot:broadcast:rate")
         self.renderer = Renderer(quiz, settings.default_language)
         self.engine = Engine(
-            db, self.bot, journal, self.renderer, bucket, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
+            db, self.bot, journal, self.renderer, self.limiter, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
-            clock=self.now, catalog=CatalogFiles(db, catalog) if catalog else None,
+            clock=self.now, catalog=catalog,
         )
         self.sequences = Sequences(load_sequences(settings.broadcast_sequences, self.renderer), db, journal, self.now)
         self.campaigns = Campaigns(db, self.renderer, quiz, rate=self.rate, timezone=settings.timezone, clock=self.now)
@@ -105,24 +104,23 @@ class Broadcasts:
         await self.sequences.enqueue_due()
         return await self.engine.tick()
 
-    async def serve(self) -> None:
-        """The background worker: every second, enqueue due steps and run the broadcasts with work."""
+    async def serve(self, stop: asyncio.Event) -> None:
+        """The background worker: every second, enqueue due steps and run the broadcasts with work; until ``stop``."""
         runs: dict[int, asyncio.Task[str]] = {}
+
+        async def poll() -> None:
+            for broadcast_id, task in list(runs.items()):
+                if task.done():
+                    del runs[broadcast_id]
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("broadcasts.run_failed", broadcast_id=broadcast_id, error=repr(task.exception()))
+            await self.sequences.enqueue_due()
+            for broadcast_id in await self.engine.due():
+                if broadcast_id not in runs:
+                    runs[broadcast_id] = asyncio.create_task(self.engine.run(broadcast_id))
+
         try:
-            while True:
-                try:
-                    await self.sequences.enqueue_due()
-                    for broadcast_id in await self.engine.due():
-                        if broadcast_id not in runs:
-                            runs[broadcast_id] = asyncio.create_task(self.engine.run(broadcast_id))
-                except Exception:
-                    log.exception("broadcasts.poll_failed")
-                for broadcast_id, task in list(runs.items()):
-                    if task.done():
-                        del runs[broadcast_id]
-                        if not task.cancelled() and task.exception() is not None:
-                            log.error("broadcasts.run_failed", broadcast_id=broadcast_id, error=repr(task.exception()))
-                await asyncio.sleep(POLL_SECONDS)
+            await Loop("broadcasts", poll, every=POLL_SECONDS).run(stop)
         finally:
             self.engine.stopping = True  # runs finish the calls under way and record them
             if runs:
@@ -152,7 +150,6 @@ class Broadcasts:
         return True
 
     async def close(self) -> None:
-        if isinstance(self.bucket, RedisBucket):
-            await self.bucket.close()
+        await self.limiter.close()
         if self._owns_bot and self.bot is not None:
             await self.bot.session.close()

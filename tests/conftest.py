@@ -18,7 +18,7 @@ from bot.app import App
 from bot.catalog.render import CATALOG_DIR, CatalogRenderer
 from bot.config import Settings, load_settings
 from bot.db import migrate
-from bot.db.session import create_engine
+from bot.db.session import open_database
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 
@@ -38,28 +38,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # ------------------------------------------------------------------ databases
+async def _migrate(url: str) -> None:
+    db = open_database(url)
+    try:
+        await migrate.upgrade(db.engine)
+    finally:
+        await db.close()
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A SQLite file migrated once per session; each test gets a copy."""
     path = tmp_path_factory.mktemp("db") / "template.sqlite3"
-
-    async def build() -> None:
-        engine = create_engine(f"sqlite+aiosqlite:///{path}")
-        await migrate.upgrade(engine)
-        await engine.dispose()
-
-    asyncio.run(build())
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
     return path
 
 
 async def _admin(sql: str) -> None:
-    engine = create_engine(POSTGRES_URL)
+    db = open_database(POSTGRES_URL)
     try:
-        async with engine.connect() as connection:
+        async with db.engine.connect() as connection:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
             await connection.execute(text(sql))
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def _pg_url(name: str) -> str:
@@ -73,9 +75,7 @@ def postgres_template() -> Iterator[str]:
 
     async def build() -> None:
         await _admin(f'CREATE DATABASE "{name}"')
-        engine = create_engine(_pg_url(name))
-        await migrate.upgrade(engine)
-        await engine.dispose()
+        await _migrate(_pg_url(name))
 
     asyncio.run(build())
     yield name

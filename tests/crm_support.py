@@ -18,9 +18,9 @@ from bot.crm.models import OutboxItem
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
+from bot.db.session import Database, open_database
 from bot.journal import LEAD_CREATED, Journal
-from bot.journey.quiz import Quiz, load_quiz
+from bot.quiz import Quiz, load_quiz
 from bot.sandbox.amocrm import AmoSandbox
 
 QUIZ: Quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
@@ -99,10 +99,11 @@ class Env:
         return [n["params"]["text"] for n in self.sandbox.account.find_notes(entity_ids=[crm_lead_id])]
 
 
-async def open_db(url: str) -> tuple[Any, async_sessionmaker[AsyncSession]]:
-    engine = create_engine(url)
-    await migrate.upgrade(engine)
-    return engine, create_sessionmaker(engine)
+async def open_db(url: str) -> Database:
+    """The database at ``url``, migrated."""
+    db = open_database(url)
+    await migrate.upgrade(db.engine)
+    return db
 
 
 async def make_env(db: async_sessionmaker[AsyncSession], url: str, sandbox: AmoSandbox, *, config: CrmConfig | None = None,
@@ -117,9 +118,9 @@ async def make_env(db: async_sessionmaker[AsyncSession], url: str, sandbox: AmoS
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine, sessions = await open_db(database_url)
+    sessions = await open_db(database_url)
     yield sessions
-    await engine.dispose()
+    await sessions.close()
 
 
 @pytest.fixture
@@ -154,9 +155,9 @@ async def eventually(condition: Callable[[], Awaitable[bool] | bool], timeout: f
 async def drain_main() -> None:
     """Entry point of a worker process (``python -c``) configured by environment variables: one round."""
     settings = Settings(_env_file=None)
-    engine, sessions = await open_db(settings.database_url)
+    sessions = await open_db(settings.database_url)
     crm = CrmSync(settings, sessions, Journal(), QUIZ, config=fast_config())
     await crm.start()
     await crm.worker.run_once()
     await crm.close()
-    await engine.dispose()
+    await sessions.close()

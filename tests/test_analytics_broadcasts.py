@@ -1,10 +1,8 @@
 """Broadcasts and sequences in the report: per broadcast, A/B variant and sequence step, against the holdout."""
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.analytics.labels import Labels
@@ -14,19 +12,12 @@ from bot.analytics.summary import broadcast_lines
 from bot.analytics.tables import broadcasts as broadcast_table
 from bot.config import PACKAGE_DIR
 from bot.db.models import Lead
-from bot.journey.quiz import load_quiz
+from bot.quiz import load_quiz
 from broadcasts.models import BLOCKED, FINISHED, HOLDOUT, ONEOFF, RUNNING, SENT, STEP, Broadcast, Delivery, Enrollment
 from tests.analytics_support import MOSCOW, TODAY, moment
-from tests.crm_support import open_db
+from tests.crm_support import db  # noqa: F401  (a fixture: the migrated database)
 
 QUIZ = load_quiz(PACKAGE_DIR / "quiz.yaml")
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine, sessions = await open_db(database_url)
-    yield sessions
-    await engine.dispose()
 
 
 async def test_figures_per_broadcast_variant_and_step_against_the_holdout(db: async_sessionmaker[AsyncSession]) -> None:

@@ -19,7 +19,7 @@ from bot.catalog.render import CatalogRenderer
 from bot.config import ConfigError, load_settings
 from bot.sandbox.telegram import TelegramSandbox
 from tests.analytics_support import analytics_settings, seed_history
-from tests.crm_support import open_db
+from tests.crm_support import db  # noqa: F401  (a fixture: the migrated database)
 from tests.relay_support import OLGA, OPERATORS, FakeClock
 
 MOSCOW, BERLIN = ZoneInfo("Europe/Moscow"), ZoneInfo("Europe/Berlin")
@@ -63,13 +63,6 @@ class Outbox:
             self.hanging.set()
             await asyncio.Event().wait()  # until the instance dies
         self.sent.append(period)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine, sessions = await open_db(database_url)
-    yield sessions
-    await engine.dispose()
 
 
 def instance(db: async_sessionmaker[AsyncSession], outbox: Outbox, clock: FakeClock) -> WeeklyDigest:

@@ -20,8 +20,8 @@ from bot.analytics.queries import dimensions
 from bot.analytics.report import Report, build
 from bot.cli import main
 from bot.config import PACKAGE_DIR
-from bot.db.session import create_engine, create_sessionmaker
-from bot.journey.quiz import load_quiz
+from bot.db.session import database
+from bot.quiz import load_quiz
 from tests.analytics_support import MOSCOW, TODAY, day, seed_history
 from tests.conftest import command_line
 from tests.crm_support import open_db
@@ -32,12 +32,12 @@ LABELS = Labels("ru", QUIZ, {9001: "Иван Смирнов", 9002: "Ольга 
 
 
 async def seeded_report(url: str) -> Report:
-    engine, db = await open_db(url)
+    db = await open_db(url)
     try:
         await seed_history(db)
         return await build(db, QUIZ, PERIOD, by=dimensions(QUIZ))
     finally:
-        await engine.dispose()
+        await db.close()
 
 
 def plain(text: str) -> str:
@@ -99,12 +99,11 @@ async def test_csv_lists_every_group_of_every_breakdown(database_url: str) -> No
 
 # ----------------------------------------------------------------- command line
 @pytest.fixture
-def database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+def seeded_file(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
     """The seeded history in a SQLite file; the CLI reads its settings from the environment."""
     async def seed() -> None:
-        engine = create_engine(sqlite_url)
-        await seed_history(create_sessionmaker(engine))
-        await engine.dispose()
+        async with database(sqlite_url) as db:
+            await seed_history(db)
 
     asyncio.run(seed())
     command_line(monkeypatch, sqlite_url, tmp_path)
@@ -117,7 +116,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
     return exit_.value.code, capsys.readouterr().out
 
 
-def test_report_command_writes_each_format(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_writes_each_format(seeded_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     period = ["--from", day(6).isoformat(), "--to", TODAY.isoformat()]
     code, out = run(capsys, "report", *period, "--by", "source,campaign", "-o", str(tmp_path / "out" / "week.xlsx"))
     assert code == 0 and out.strip() == f"{tmp_path / 'out' / 'week.xlsx'}: {day(6)}…{TODAY}, 5 leads, 2 reached the key stage"
@@ -129,7 +128,7 @@ def test_report_command_writes_each_format(database: str, tmp_path: Path, capsys
     assert code == 0 and "Test batch sent: 2 of 5 — 40%*" in plain(PdfReader(tmp_path / "week.pdf").pages[0].extract_text())
 
 
-def test_report_command_names_a_wrong_option(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_names_a_wrong_option(seeded_file: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     period = ["--from", day(6).isoformat(), "--to", TODAY.isoformat()]
     code, out = run(capsys, "report", *period, "--by", "colour", "-o", str(tmp_path / "r.pdf"))
     assert code == 2 and out.startswith("optobot report: 'colour': expected one of path, source, medium, campaign, week, manager")
@@ -141,14 +140,12 @@ def test_report_command_names_a_wrong_option(database: str, tmp_path: Path, caps
     assert code == 2 and "manager=Пётр" in out
 
 
-def test_spend_import_checks_the_whole_file_and_replaces_what_it_imported(database: str, tmp_path: Path,
+def test_spend_import_checks_the_whole_file_and_replaces_what_it_imported(seeded_file: str, tmp_path: Path,
                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     def spend() -> list[tuple[str, str, str, int]]:
         async def read() -> list[tuple[str, str, str, int]]:
-            engine = create_engine(database)
-            async with create_sessionmaker(engine)() as session:
+            async with database(seeded_file) as db, db() as session:
                 rows = (await session.execute(select(AdSpend.day, AdSpend.source, AdSpend.campaign, AdSpend.amount).order_by(AdSpend.id))).all()
-            await engine.dispose()
             return [(str(d), s, c, a) for d, s, c, a in rows]
         return asyncio.run(read())
 

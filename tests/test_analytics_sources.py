@@ -20,11 +20,11 @@ from bot.analytics.period import Period
 from bot.db import migrate
 from bot.db.base import UTCDateTime
 from bot.db.models import Lead
-from bot.db.session import create_engine
+from bot.db.session import open_database
 from bot.journal import CRM_STAGE_CHANGED, LEAD_MERGED, QUESTION_ASKED, STAGE_CHANGED, Journal
 from bot.journey.identity import merge
 from bot.relay.config import OperatorsFile, Roster
-from bot.relay.hours import WorkingHours
+from bot.hours import WorkingHours
 from bot.relay.models import RelayWait
 from bot.relay.sla import Sla
 from tests import conftest
@@ -125,7 +125,7 @@ async def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Asyn
 
 
 async def test_the_migration_fills_in_the_leads_of_before(empty_database: str) -> None:
-    engine = create_engine(empty_database)
+    engine = open_database(empty_database).engine
     for revision in ("0100", "0200", "0300"):  # the database as it was before the analytics
         await migrate.upgrade(engine, revision)
     json, moment = JSON().with_variant(postgresql.JSONB(), "postgresql"), UTCDateTime()

@@ -1,4 +1,4 @@
-"""The token bucket shared through Redis by several senders (run with OPTOBOT_TEST_REDIS_URL)."""
+"""The broadcasts' rate limit shared through Redis by several senders (run with OPTOBOT_TEST_REDIS_URL)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from broadcasts.ratelimit import RedisBucket
+from bot.ratelimit import RedisWindow, paced
 from tests.broadcast_support import add_leads, bapp, broadcast_settings, clock, create, states, until_done  # noqa: F401
 from tests.conftest import REDIS_URL
 
@@ -15,19 +15,19 @@ pytestmark = pytest.mark.redis
 
 
 async def test_two_senders_share_one_rate_and_one_pause() -> None:
-    prefix = f"optobot-test:{uuid.uuid4().hex}"
-    first, second = RedisBucket(REDIS_URL, 40, prefix=prefix), RedisBucket(REDIS_URL, 40, prefix=prefix)
+    key = f"optobot-test:{uuid.uuid4().hex}"
+    first, second = RedisWindow(REDIS_URL, key, *paced(40)), RedisWindow(REDIS_URL, key, *paced(40))
     try:
         taken = 0
         started = time.monotonic()
 
-        async def consume(bucket: RedisBucket) -> None:
+        async def consume(limiter: RedisWindow) -> None:
             nonlocal taken
             while taken < 30:
-                taken += await bucket.take(1)
+                taken += await limiter.take(1)
 
         await asyncio.gather(consume(first), consume(second))
-        assert time.monotonic() - started >= (taken - 2 * first.batch) / 40 - 0.02  # 40/s between them, not each
+        assert time.monotonic() - started >= (taken - first.limit) / 40 - 0.02  # 40/s between them, not each
 
         await first.pause(0.5)
         started = time.monotonic()
@@ -40,8 +40,8 @@ async def test_two_senders_share_one_rate_and_one_pause() -> None:
 
 
 @pytest.mark.parametrize("broadcast_settings", [{"REDIS_URL": REDIS_URL}])
-async def test_the_app_sends_through_the_shared_bucket(bapp, sandbox) -> None:  # noqa: ANN001
-    assert isinstance(bapp.broadcasts.engine.bucket, RedisBucket)
+async def test_the_app_sends_through_the_shared_rate_limit(bapp, sandbox) -> None:  # noqa: ANN001
+    assert isinstance(bapp.broadcasts.engine.limiter, RedisWindow)
     sandbox.rate_limits(enabled=True)
     await add_leads(bapp, sandbox, 5)
     broadcast_id = await create(bapp)

@@ -9,8 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import PACKAGE_DIR
 from bot.db.models import Lead
-from bot.db.session import create_engine, create_sessionmaker
-from bot.journey.quiz import load_quiz
+from bot.db.session import open_database
+from bot.quiz import load_quiz
 from broadcasts import segments
 from broadcasts.segments import Segment
 
@@ -23,8 +23,7 @@ def ago(days: float) -> datetime:
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(database_url)
-    sessions = create_sessionmaker(engine)
+    sessions = open_database(database_url)
     async with sessions.begin() as session:
         a = Lead(tg_user_id=1, first_name="A", interests={"category": ["shoes", "women"], "volume": "100to300k", "channel": "marketplaces", "city": "Казань"},
                  stage="catalog_sent", source="yandex", utm={"campaign": "spring"}, tags=["vip"], catalog_sent_at=ago(5),
@@ -43,7 +42,7 @@ async def db(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession
             Lead(tg_user_id=None, first_name="Website only", interests={"category": ["shoes"]}),
         ])
     yield sessions
-    await engine.dispose()
+    await sessions.close()
 
 
 async def names(db: async_sessionmaker[AsyncSession], **fields: object) -> str:

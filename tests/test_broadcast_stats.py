@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from bot.app import App
-from bot.journal import CRM_STAGE_CHANGED
 from bot.db.models import Lead
+from bot.journal import CRM_STAGE_CHANGED
 from bot.sandbox.telegram import TelegramSandbox
 from broadcasts.stats import report
 from tests.broadcast_support import add_leads, bapp, broadcast, broadcast_settings, clock, create, deliveries, until_done  # noqa: F401  (fixtures)

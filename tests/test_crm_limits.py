@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
-from bot.crm.limiter import RedisWindow, SlidingWindow
 from bot.crm.models import DONE
+from bot.ratelimit import RedisWindow, Window
 from tests.crm_support import FakeClock, amocrm, make_env, open_db  # noqa: F401  (fixtures)
 
 
@@ -22,14 +22,14 @@ def most_in_any_window(stamps: list[float], window: float = 1.0) -> int:
     return best
 
 
-async def test_the_sliding_window_never_allows_more_than_the_rate_in_any_second() -> None:
+async def test_the_window_never_allows_more_than_the_rate_in_any_second() -> None:
     now = [0.0]
 
     async def sleep(seconds: float) -> None:
         now[0] += seconds
         await asyncio.sleep(0)
 
-    limiter = SlidingWindow(6, clock=lambda: now[0], sleep=sleep)
+    limiter = Window(6, clock=lambda: now[0], sleep=sleep)
     stamps: list[float] = []
 
     async def request(duration: float) -> None:
@@ -65,11 +65,11 @@ async def test_the_redis_window_is_shared_by_every_instance() -> None:
 
 
 async def test_two_instances_draining_together_send_each_note_once_in_order(database_url: str, amocrm) -> None:  # noqa: F811
-    engines, envs = [], []
+    databases, envs = [], []
     clock = FakeClock()
     for _ in range(2):
-        engine, sessions = await open_db(database_url)
-        engines.append(engine)
+        sessions = await open_db(database_url)
+        databases.append(sessions)
         envs.append(await make_env(sessions, database_url, amocrm, clock=clock))
     first, second = envs
     try:
@@ -90,5 +90,5 @@ async def test_two_instances_draining_together_send_each_note_once_in_order(data
     finally:
         for env in envs:
             await env.crm.close()
-        for engine in engines:
-            await engine.dispose()
+        for sessions in databases:
+            await sessions.close()

@@ -128,7 +128,7 @@ async def test_an_expired_token_is_refreshed_once_never_in_parallel(amocrm, data
     async with db() as session:
         assert (await store.read(session, store.TOKENS))["refresh_token"]
     first = await make_env(db, database_url, amocrm, **oauth)
-    engine, other_db = await open_db(database_url)  # a second instance: its own engine, lock and token cache
+    other_db = await open_db(database_url)  # a second instance: its own engine, lock and token cache
     second = await make_env(other_db, database_url, amocrm, **oauth)
     try:
         amocrm.expire_access_tokens()
@@ -144,7 +144,7 @@ async def test_an_expired_token_is_refreshed_once_never_in_parallel(amocrm, data
     finally:
         await second.crm.close()
         await first.crm.close()
-        await engine.dispose()
+        await other_db.close()
 
 
 async def test_a_rejected_long_lived_token_stops_the_sync_and_keeps_the_queue(env: Env) -> None:

@@ -7,15 +7,15 @@ import httpx
 import pytest
 
 from bot.crm.client import AmoBlocked, AmoClient, AmoRejected, AmoUnavailable
-from bot.crm.limiter import SlidingWindow
 from bot.crm.tokens import StaticToken
+from bot.ratelimit import Window
 from bot.sandbox.amocrm import AmoSandbox, start_sandbox_amocrm
 from tests.crm_support import amocrm, fast_config  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
 async def client(amocrm: AmoSandbox) -> AsyncIterator[AmoClient]:  # noqa: F811
-    amo = AmoClient(amocrm.base_url, StaticToken(amocrm.long_lived_token), SlidingWindow(100), fast_config().client)
+    amo = AmoClient(amocrm.base_url, StaticToken(amocrm.long_lived_token), Window(100), fast_config().client)
     yield amo
     await amo.close()
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 from bot.app import App
 from bot.config import ConfigError, load_settings
 from bot.db.base import utcnow
-from bot.relay.hours import WorkingHours
-from bot.relay.models import RelayTopic, RelayWait
+from bot.hours import WorkingHours
 from bot.journal import SLA_BREACHED
+from bot.relay.models import RelayTopic, RelayWait
 from bot.sandbox.telegram import TelegramSandbox
 from tests import relay_support
 from tests.buyer import Buyer

@@ -18,8 +18,8 @@ from bot.analytics.period import Period
 from bot.analytics.report import build
 from bot.analytics.request import BadRequest, parse_breakdowns, parse_filters
 from bot.config import Settings
-from bot.db import migrate
-from bot.journey.quiz import load_quiz
+from bot.db.session import database
+from bot.quiz import load_quiz
 
 Managers = Callable[[Settings], Mapping[int, str]]
 FORMATS = ("pdf", "xlsx", "csv")
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction, managers: Managers) -> None
     report.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                         help="only these leads: source=, medium=, campaign=, path=, language=, manager=, or a quiz answer (question=option)")
     report.add_argument("--lang", choices=("ru", "en"), help="default: DEFAULT_LANGUAGE")
-    report.set_defaults(func=lambda settings, args: make_report(settings, args, managers))
+    report.set_defaults(func=make_report, managers=managers)
     analytics = subparsers.add_parser("analytics", help="ad spend for the reports")
     commands = analytics.add_subparsers(dest="analytics_command", required=True)
     spend_commands = commands.add_parser("spend", help="ad spend").add_subparsers(dest="spend_command", required=True)
@@ -48,12 +48,12 @@ def register(subparsers: argparse._SubParsersAction, managers: Managers) -> None
     importer.set_defaults(func=import_spend)
 
 
-async def make_report(settings: Settings, args: argparse.Namespace, managers: Managers) -> int:
+async def make_report(settings: Settings, args: argparse.Namespace) -> int:
     """Write the report file; exit code 2 on a bad option."""
     from bot.analytics import export  # matplotlib, WeasyPrint, openpyxl: only for this command
 
     fmt = args.format or args.output.suffix.lstrip(".").lower()
-    quiz, names = load_quiz(settings.quiz_config), managers(settings)
+    quiz, names = load_quiz(settings.quiz_config), args.managers(settings)
     try:
         if fmt not in FORMATS:
             raise BadRequest(f"-o {args.output} (or --format)", (f"*.{name}" for name in FORMATS))
@@ -63,7 +63,7 @@ async def make_report(settings: Settings, args: argparse.Namespace, managers: Ma
     except ValueError as exc:
         print(f"optobot report: {exc}")
         return 2
-    async with migrate.migrated(settings.database_url) as db:
+    async with database(settings.database_url, upgrade=True) as db:
         report = await build(db, quiz, period, filters, by=by, crm=settings.amocrm_base_url is not None)
     labels = Labels(args.lang or settings.default_language, quiz, names)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +87,7 @@ async def import_spend(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{args.file}: nothing imported:")
         print("\n".join(f"  {problem}" for problem in exc.problems))
         return 1
-    async with migrate.migrated(settings.database_url) as db, db.begin() as session:
+    async with database(settings.database_url, upgrade=True) as db, db.begin() as session:
         await spend.store(session, rows)
     by_source: dict[str, int] = {}
     for row in rows:

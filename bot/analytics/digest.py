@@ -7,7 +7,6 @@ was down is still sent within :data:`CATCH_UP`; an older one is skipped.
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import uuid
@@ -66,7 +65,7 @@ class Schedule:
 
 
 class WeeklyDigest:
-    """``run()`` is the background worker; ``run_once()`` one deterministic look at the clock (tests)."""
+    """``run_once()`` looks at the clock once (the background loop calls it every :data:`POLL` seconds)."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], schedule: Schedule, send: Send,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -109,10 +108,3 @@ class WeeklyDigest:
         log.info("analytics.digest_sent", slot=slot)
         return True
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("analytics.digest_error")
-            await asyncio.sleep(POLL)

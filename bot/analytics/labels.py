@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from bot.analytics.figures import short_day
 from bot.analytics.queries import FIXED_DIMENSIONS, NONE
 from bot.analytics.report import week_start
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from bot.texts import catalogue, t
 
 

@@ -24,7 +24,7 @@ from bot.db.models import Lead, LeadEvent
 from bot.db.sql import epoch, json_has_any, json_items
 from bot.funnel import CLOSED, KEY_STAGE, SOLD_STAGE, STAGES, depth
 from bot.journal import SLA_BREACHED
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from bot.relay.models import RelayWait
 from broadcasts.models import BLOCKED, HOLDOUT, ONEOFF, SENT, STEP, Broadcast, Delivery, Enrollment
 

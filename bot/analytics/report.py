@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.analytics import queries
 from bot.analytics.period import Period, day_of, monday_of
 from bot.analytics.queries import NONE, BroadcastFigures, BroadcastInfo, Counts, Filters, ManagerTimes, Quantiles, Scope
 from bot.db.base import utcnow
-from bot.journey.quiz import Quiz
+from bot.db.session import Database
+from bot.quiz import Quiz
 
 T = TypeVar("T")
 READERS = 3  # queries at a time: enough to keep the database's cores busy, each with its own cache and sort space
@@ -95,14 +96,14 @@ def _order(dimension: str, rows: list[Row]) -> list[Row]:
 
 
 async def build(
-    db: async_sessionmaker[AsyncSession], quiz: Quiz, period: Period, filters: Filters = Filters(), *,
+    db: Database, quiz: Quiz, period: Period, filters: Filters = Filters(), *,
     by: Sequence[str] = ("source",), crm: bool = False,
 ) -> Report:
     """Every figure of ``period`` (breakdowns ``by``) and the previous period's funnel.
 
     ``crm``: amoCRM is connected (so the leads without a task are counted).
     """
-    dialect = db.kw["bind"].dialect.name
+    dialect = db.engine.dialect.name
     scope = Scope(period, filters, quiz, dialect)
     before = Scope(period.previous(), filters, quiz, dialect)
 

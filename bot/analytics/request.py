@@ -5,7 +5,7 @@ from collections.abc import Iterable, Mapping
 
 from bot.analytics.queries import Filters, dimensions
 from bot.db.models import ARRIVALS
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 PLAIN = ("source", "medium", "campaign", "language")
 

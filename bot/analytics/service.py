@@ -13,7 +13,7 @@ from aiogram.types import BufferedInputFile, InlineKeyboardMarkup, InputMediaPho
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.analytics import summary
-from bot.analytics.digest import Schedule, WeeklyDigest
+from bot.analytics.digest import POLL, Schedule, WeeklyDigest
 from bot.analytics.drawing import Drawing
 from bot.analytics.labels import Labels
 from bot.analytics.period import Period
@@ -23,7 +23,8 @@ from bot.analytics.request import parse_filters
 from bot.config import ConfigError, Settings
 from bot.db.base import utcnow
 from bot.db.models import KeyValue
-from bot.journey.quiz import Quiz
+from bot.loops import Loop, Worker
+from bot.quiz import Quiz
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
@@ -51,7 +52,7 @@ class Analytics:
         self.drawing = Drawing()
         schedule = Schedule.parse(settings.report_schedule, self.zone)
         self.digest = WeeklyDigest(db, schedule, self.send_digest, clock) if schedule else None
-        self.workers = [self.digest.run] if self.digest else []
+        self.workers: list[Worker] = [Loop("analytics.digest", self.digest.run_once, every=POLL).run] if self.digest else []
         if self.digest and settings.report_chat_id is None and not settings.admin_ids:
             log.warning("analytics.digest_nowhere", reason=t(self.lang, "analytics.no_admins"))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 import structlog
@@ -20,11 +21,13 @@ from bot.db import leads
 from bot.db.models import Lead
 from bot.funnel import CLOSED
 from bot.journal import Journal
+from bot.loops import Loop, Round
 
 log = structlog.get_logger(__name__)
 
 CHUNK = 100  # lead ids per task query
 NO_TASK = "no_task"
+FIRST_CHECK = 5.0  # seconds after start
 
 
 class Checks:
@@ -98,20 +101,20 @@ class Checks:
             await store.write(session, store.RECONCILE, {"updated_at": latest})
         return moved
 
-    async def run(self) -> None:
-        """Forever: each check at its own interval."""
-        intervals = {self.ensure_tasks: self.config.check_interval, self.reconcile: self.config.reconcile_interval}
-        loop = asyncio.get_running_loop()
-        due = {check: loop.time() + 5 for check in intervals}
-        while True:
-            check = min(due, key=due.__getitem__)
-            await asyncio.sleep(max(due[check] - loop.time(), 0))
+    def _guarded(self, check: Callable[[], Awaitable[object]]) -> Round:
+        """``check`` as a loop round: amoCRM refusing the account stops the sync; amoCRM errors are logged."""
+        async def round() -> None:
             try:
                 await check()
             except (AmoBlocked, AmoAuthError) as exc:
                 await self.state.stop(exc)
             except AmoError as exc:
                 log.warning("crm.check_failed", check=check.__name__, error=str(exc))
-            except Exception:
-                log.exception("crm.check_failed", check=check.__name__)
-            due[check] = loop.time() + intervals[check]
+
+        return round
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Each check at its own interval (the first a few seconds after start), until ``stop``."""
+        intervals = {self.ensure_tasks: self.config.check_interval, self.reconcile: self.config.reconcile_interval}
+        await asyncio.gather(*(Loop(f"crm.{check.__name__}", self._guarded(check), every=every, first_after=FIRST_CHECK).run(stop)
+                               for check, every in intervals.items()))

@@ -12,11 +12,11 @@ import httpx
 from bot.config import Settings
 from bot.crm import outbox, store
 from bot.crm.client import AmoError
-from bot.crm.limiter import SlidingWindow
 from bot.crm.models import FAILED, PENDING, RETRY, SENDING
 from bot.crm.service import oauth_tokens
-from bot.db import migrate
 from bot.db.base import utcnow
+from bot.db.session import database
+from bot.ratelimit import Window
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -43,7 +43,7 @@ def _ago(moment: datetime | None, now: datetime) -> str:
 async def status(settings: Settings, args: argparse.Namespace) -> int:
     """Print the sync state and the queue; exit code 1 if something failed or the sync is stopped."""
     now = utcnow()
-    async with migrate.migrated(settings.database_url) as db, db() as session:
+    async with database(settings.database_url, upgrade=True) as db, db() as session:
         state = await store.read(session, store.STATE) or {"state": "not started"}
         counts = await outbox.counts(session)
         oldest = await outbox.oldest_pending(session)
@@ -67,7 +67,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
 
 async def retry(settings: Settings, args: argparse.Namespace) -> int:
     """Failed items back to the queue; a stopped sync (403, token) resumes at the next round."""
-    async with migrate.migrated(settings.database_url) as db, db.begin() as session:
+    async with database(settings.database_url, upgrade=True) as db, db.begin() as session:
         requeued = await outbox.requeue_failed(session, args.ids or None)
         state = await store.read(session, store.STATE) or {}
         if state.get("state") in ("blocked", "unauthorized"):
@@ -79,8 +79,8 @@ async def retry(settings: Settings, args: argparse.Namespace) -> int:
 
 async def login(settings: Settings, args: argparse.Namespace) -> int:
     """Exchange the code, store the pair in the database (tokens are never printed)."""
-    async with migrate.migrated(settings.database_url) as db, httpx.AsyncClient(timeout=30) as http:
-        tokens = oauth_tokens(settings, db, http, SlidingWindow(settings.amocrm_rps), utcnow)
+    async with database(settings.database_url, upgrade=True) as db, httpx.AsyncClient(timeout=30) as http:
+        tokens = oauth_tokens(settings, db, http, Window(settings.amocrm_rps), utcnow)
         try:
             expires = await tokens.login(args.code)
         except AmoError as exc:

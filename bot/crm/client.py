@@ -17,7 +17,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from bot.crm.config import ClientTuning
-from bot.crm.limiter import Limiter
+from bot.ratelimit import RateLimit
 
 log = structlog.get_logger(__name__)
 
@@ -78,7 +78,7 @@ def _retryable(method: str):  # type: ignore[no-untyped-def]
 
 class AmoClient:
     def __init__(
-        self, base_url: str, tokens: TokenSource, limiter: Limiter, tuning: ClientTuning, *,
+        self, base_url: str, tokens: TokenSource, limiter: RateLimit, tuning: ClientTuning, *,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")

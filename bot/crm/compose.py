@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.db.models import Lead, Message
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from bot.texts import raw
 
 

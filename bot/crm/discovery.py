@@ -9,8 +9,7 @@ from typing import Any
 
 from bot.crm.client import AmoClient
 from bot.crm.config import CrmConfig
-from bot.journey.quiz import Quiz
-from bot.journey.quiz import _fold as fold
+from bot.quiz import Quiz, fold
 
 WON, LOST = 142, 143
 SPECIAL_FIELDS = ("source", "telegram")

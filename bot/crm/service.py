@@ -6,7 +6,6 @@ amoCRM is configured later) but nothing is sent and no webhook route is served.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -20,7 +19,6 @@ from bot.crm.checks import Checks
 from bot.crm.client import AmoClient, TokenSource
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
-from bot.crm.limiter import RedisWindow, create_limiter
 from bot.crm.outbox import Clock, OutboxWriter
 from bot.crm.state import SyncState
 from bot.crm.tokens import OAuthTokens, StaticToken
@@ -28,7 +26,9 @@ from bot.crm.webhooks import webhook_handler
 from bot.crm.worker import OutboxWorker
 from bot.db.base import utcnow
 from bot.journal import Journal
-from bot.journey.quiz import Quiz
+from bot.loops import Worker
+from bot.quiz import Quiz
+from bot.ratelimit import RateLimit, rate_limit
 
 if TYPE_CHECKING:
     from bot.web import Handler
@@ -39,11 +39,11 @@ WEBHOOK_PATH = "/webhooks/amocrm/{secret}"
 DISCOVERY_TIMEOUT = 15  # seconds the app start waits for amoCRM
 
 
-def oauth_tokens(settings: Settings, db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, limiter: object, clock: Clock) -> OAuthTokens:
+def oauth_tokens(settings: Settings, db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, limiter: RateLimit, clock: Clock) -> OAuthTokens:
     settings.require("AMOCRM_BASE_URL", "AMOCRM_CLIENT_ID", "AMOCRM_CLIENT_SECRET", "AMOCRM_REDIRECT_URI")
     return OAuthTokens(
         db, settings.amocrm_base_url, settings.amocrm_client_id, settings.amocrm_client_secret.get_secret_value(),  # type: ignore[arg-type, union-attr]
-        settings.amocrm_redirect_uri, http=http, limiter=limiter, clock=clock,  # type: ignore[arg-type]
+        settings.amocrm_redirect_uri, http=http, limiter=limiter, clock=clock,
     )
 
 
@@ -60,12 +60,12 @@ class CrmSync:
         self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set)
         self.journal = journal
         self.db = db
-        self.workers: list[Callable[[], Awaitable[None]]] = []
+        self.workers: list[Worker] = []
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return
         base_url = settings.amocrm_base_url
-        self.limiter = create_limiter(settings.amocrm_rps, settings.redis_url, urlsplit(base_url).netloc)
+        self.limiter = rate_limit(settings.amocrm_rps, redis_url=settings.redis_url, key=f"optobot:amocrm:rate:{urlsplit(base_url).netloc}")
         self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
         tokens: TokenSource = (
             StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
@@ -99,5 +99,4 @@ class CrmSync:
     async def close(self) -> None:
         if self.enabled:
             await self.http.aclose()
-            if isinstance(self.limiter, RedisWindow):
-                await self.limiter.close()
+            await self.limiter.close()

@@ -15,7 +15,7 @@ from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
 from bot.crm.config import CrmConfig
 from bot.crm.discovery import AccountMap, discover
 from bot.crm.outbox import Clock
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 
 log = structlog.get_logger(__name__)
 

@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.crm import store
 from bot.crm.client import AmoAuthError, AmoUnavailable
-from bot.crm.limiter import Limiter
 from bot.db.base import utcnow
+from bot.ratelimit import RateLimit
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,7 @@ class OAuthTokens:
 
     def __init__(
         self, db: async_sessionmaker[AsyncSession], base_url: str, client_id: str, client_secret: str, redirect_uri: str,
-        *, http: httpx.AsyncClient, limiter: Limiter, clock: Callable[[], datetime] = utcnow,
+        *, http: httpx.AsyncClient, limiter: RateLimit, clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
         self.url = base_url.rstrip("/") + "/oauth2/access_token"

@@ -1,12 +1,11 @@
 """The outbox worker: claim a round, carry it out in batches, record what happened.
 
-``run_once()`` is one deterministic round (tests drive it); ``run()`` loops forever, woken as
-soon as a transaction that enqueued something commits.
+``run_once()`` is one deterministic round (tests drive it); ``run(stop)`` repeats rounds until
+stopped, woken as soon as a transaction that enqueued something commits.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import uuid
@@ -23,6 +22,7 @@ from bot.crm.models import LEAD, NOTE, TASK
 from bot.crm.operations import Operations
 from bot.crm.outbox import Clock, Job, Outcome
 from bot.crm.state import SyncState
+from bot.loops import Loop
 
 log = structlog.get_logger(__name__)
 
@@ -91,19 +91,15 @@ class OutboxWorker:
             total += claimed
         return total
 
-    async def run(self) -> None:
-        """Forever: rounds while there is work, then wait for a wake-up or the poll interval."""
-        while True:
-            try:
-                claimed = await self.run_once()
-                await self._prune()
-            except Exception:
-                log.exception("crm.worker_error")
-                claimed = 0
-            if not claimed:
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), self.config.outbox.poll)
+    async def round(self) -> bool:
+        """A round, and the hourly pruning; True if it claimed work (more may be waiting)."""
+        claimed = await self.run_once()
+        await self._prune()
+        return claimed > 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Rounds while there is work, then wait for a wake-up or the poll interval; until ``stop``."""
+        await Loop("crm.outbox", self.round, every=self.config.outbox.poll, wake=self.wakeup).run(stop)
 
     async def _prune(self) -> None:
         now = self.clock()

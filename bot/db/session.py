@@ -12,8 +12,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """Create the engine; a SQLite file gets WAL, foreign keys and a busy timeout."""
+def _engine(url: str) -> AsyncEngine:
+    """The engine; a SQLite file gets WAL, foreign keys and a busy timeout."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -76,6 +76,7 @@ class Database(async_sessionmaker[AsyncSession]):
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine, expire_on_commit=False)
+        self.engine = engine
         self._writer = WriterLock() if engine.dialect.name == "sqlite" else None
 
     @asynccontextmanager
@@ -91,6 +92,26 @@ class Database(async_sessionmaker[AsyncSession]):
         finally:
             self._writer.release()
 
+    async def close(self) -> None:
+        """Close every pooled connection (the end of the process's use of the database)."""
+        await self.engine.dispose()
 
-def create_sessionmaker(engine: AsyncEngine) -> Database:
-    return Database(engine)
+
+def open_database(url: str) -> Database:
+    """The one way to reach a database: its engine (``.engine``; the same pool settings and SQLite
+    pragmas everywhere) and the session factory, together; ``await db.close()`` when done."""
+    return Database(_engine(url))
+
+
+@asynccontextmanager
+async def database(url: str, *, upgrade: bool = False) -> AsyncIterator[Database]:
+    """:func:`open_database` for the length of a block, migrated first when ``upgrade`` (the CLI's commands)."""
+    db = open_database(url)
+    try:
+        if upgrade:
+            from bot.db import migrate  # Alembic loads only for the commands that migrate
+
+            await migrate.upgrade(db.engine)
+        yield db
+    finally:
+        await db.close()

@@ -1,24 +1,24 @@
 """Who a Telegram user is: attaching the Telegram identity to a lead and merging duplicate leads."""
 from __future__ import annotations
 
-from aiogram.types import User
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead, LeadEvent, Message, QuizSubmission, TestBatchRequest
 from bot.funnel import STAGES, absorb
+from bot.inbound import Visitor
 from bot.journal import LEAD_MERGED, Journal
 
 _COPIED = ("company", "phone", "email", "source", "crm_lead_id", "crm_contact_id",
            "crm_status_id", "crm_pipeline_id", "responsible_user_id", "quiz_completed_at")
 
 
-def attach_telegram(lead: Lead, user: User) -> None:
+def attach_telegram(lead: Lead, visitor: Visitor) -> None:
     """Give ``lead`` this Telegram identity; names from the quiz are kept."""
-    lead.tg_user_id = user.id
-    lead.tg_username = user.username
+    lead.tg_user_id = visitor.tg_user_id
+    lead.tg_username = visitor.username
     if not lead.first_name:
-        lead.first_name, lead.last_name = user.first_name, user.last_name
+        lead.first_name, lead.last_name = visitor.first_name, visitor.last_name
 
 
 def split_name(name: str | None) -> tuple[str | None, str | None]:

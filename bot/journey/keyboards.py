@@ -1,17 +1,11 @@
-"""Keyboards of the lead journey; callback data is typed with aiogram's CallbackData."""
+"""The in-bot quiz's keyboard; callback data is typed with aiogram's CallbackData."""
 from __future__ import annotations
 
 from aiogram.filters.callback_data import CallbackData
-from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, ReplyKeyboardMarkup
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
-from bot.journey.quiz import Question
+from bot.quiz import Question
 from bot.texts import t
-
-
-class ActionCb(CallbackData, prefix="act"):
-    """A next-step button: catalog, callback, question, test."""
-
-    action: str
 
 
 class QuizCb(CallbackData, prefix="quiz"):
@@ -22,34 +16,6 @@ class QuizCb(CallbackData, prefix="quiz"):
 
 
 DONE = "_done"
-
-
-def _button(lang: str, key: str, action: str) -> InlineKeyboardButton:
-    return InlineKeyboardButton(text=t(lang, f"journey.buttons.{key}"), callback_data=ActionCb(action=action).pack())
-
-
-def next_steps(lang: str) -> InlineKeyboardMarkup:
-    """Send the catalogue / call me back / ask a question."""
-    return InlineKeyboardMarkup(
-        inline_keyboard=[
-            [_button(lang, "catalog", "catalog")],
-            [_button(lang, "callback", "callback"), _button(lang, "question", "question")],
-        ]
-    )
-
-
-def test_offer(lang: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup(
-        inline_keyboard=[[_button(lang, "test_batch", "test")], [_button(lang, "callback", "callback"), _button(lang, "question", "question")]]
-    )
-
-
-def share_phone(lang: str) -> ReplyKeyboardMarkup:
-    return ReplyKeyboardMarkup(
-        keyboard=[[KeyboardButton(text=t(lang, "journey.buttons.share_phone"), request_contact=True)]],
-        resize_keyboard=True,
-        one_time_keyboard=True,
-    )
 
 
 def quiz_options(question: Question, lang: str, picked: list[str]) -> InlineKeyboardMarkup:

@@ -6,31 +6,33 @@ from aiogram.enums import ChatType
 from aiogram.filters import CommandObject, CommandStart, ExceptionTypeFilter
 from aiogram.types import CallbackQuery, ErrorEvent, Message
 
-from bot.journey.keyboards import ActionCb, QuizCb
+from bot.inbound import Inbound, Visitor
+from bot.journey.keyboards import QuizCb
 from bot.journey.service import JourneyService
+from bot.keyboards import ActionCb
 from bot.messenger import BuyerUnreachable
 
 
 async def start(message: Message, command: CommandObject, journey: JourneyService) -> None:
-    await journey.start(message.from_user, message, command.args)
+    await journey.start(Visitor.of(message.from_user), Inbound.of(message), command.args)
 
 
 async def next_step(query: CallbackQuery, callback_data: ActionCb, journey: JourneyService) -> None:
     await query.answer()
-    await journey.action(query.from_user, callback_data.action)
+    await journey.action(Visitor.of(query.from_user), callback_data.action)
 
 
 async def quiz_pick(query: CallbackQuery, callback_data: QuizCb, journey: JourneyService) -> None:
-    alert = await journey.quiz_pick(query.from_user, query.message.message_id, callback_data.question, callback_data.option)
+    alert = await journey.quiz_pick(Visitor.of(query.from_user), query.message.message_id, callback_data.question, callback_data.option)
     await query.answer(alert)
 
 
 async def contact(message: Message, journey: JourneyService) -> None:
-    await journey.on_contact(message.from_user, message)
+    await journey.on_contact(Visitor.of(message.from_user), Inbound.of(message))
 
 
 async def anything_else(message: Message, journey: JourneyService) -> None:
-    await journey.on_message(message.from_user, message)
+    await journey.on_message(Visitor.of(message.from_user), Inbound.of(message))
 
 
 async def buyer_unreachable(event: ErrorEvent) -> bool:

@@ -1,6 +1,7 @@
 """The lead journey: greeting, in-bot quiz, phone match, catalogue, callback and test-batch request.
 
-Each step decides in one short database transaction what to answer (a :class:`Reply`), then
+Each step takes plain values (:class:`~bot.inbound.Visitor`, :class:`~bot.inbound.Inbound`), decides in one short
+database transaction what to answer (a :data:`~bot.journey.replies.Reply`), then
 answers. Nothing slow stands between an update and its reply: rendering runs in a worker
 pool after the buyer has been answered, and CRM work only goes into the outbox.
 """
@@ -9,16 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from functools import partial
+from typing import Any
 
 import structlog
 from aiogram.enums import ChatAction
-from aiogram.types import Message as TgMessage
-from aiogram.types import ReplyKeyboardRemove, User
+from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import keyboards
 from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
@@ -27,34 +28,19 @@ from bot.journal import (
     CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
     RESUBSCRIBED, TEST_BATCH_REQUESTED, Journal,
 )
-from bot.journey import keyboards
-from bot.journey.catalog import CatalogService
 from bot.journey.claims import TokenClaims
 from bot.journey.identity import attach_telegram, merge
 from bot.journey.intake import TOKEN_PREFIX
-from bot.journey.quiz import Question, Quiz
+from bot.journey.keyboards import DONE, quiz_options
+from bot.journey.replies import Replies, Reply
+from bot.inbound import Inbound, Visitor
 from bot.messenger import Messenger
 from bot.phones import normalise_phone
-from bot.texts import Safe, t
+from bot.ports import BuyerRelay, Catalog
+from bot.quiz import Question, Quiz
+from bot.texts import t
 
 log = structlog.get_logger(__name__)
-
-
-class BuyerRelay(Protocol):
-    """Where free buyer messages go for a human answer (the operator chat)."""
-
-    async def forward(self, lead: Lead, message: TgMessage) -> None: ...
-
-
-Outgoing = tuple[str, Any]  # (HTML text, reply markup or None)
-
-
-@dataclass
-class Reply:
-    """What to answer after the transaction: a kind and its values."""
-
-    kind: str
-    values: dict[str, Any] = field(default_factory=dict)
 
 
 class Burst:
@@ -94,7 +80,7 @@ class JourneyService:
         journal: Journal,
         messenger: Messenger,
         quiz: Quiz,
-        catalog: CatalogService,
+        catalog: Catalog,
         *,
         default_language: str = "ru",
         token_ttl: timedelta = timedelta(days=30),
@@ -108,67 +94,35 @@ class JourneyService:
         self.default_language = default_language
         self.token_ttl = token_ttl
         self.relay = relay
+        self.replies = Replies(quiz)
         self.replying = Burst()
         self.claims = TokenClaims(db, lambda: utcnow() - self.token_ttl)
 
     # ------------------------------------------------------------- plumbing
-    async def _lead(self, session: AsyncSession, user: User, message: TgMessage | None = None, *, known: Lead | None = None) -> Lead:
-        """The user's lead (``known``, or looked up, or created on first contact), locked;
+    async def _lead(self, session: AsyncSession, visitor: Visitor, message: Inbound | None = None, *, known: Lead | None = None) -> Lead:
+        """The visitor's lead (``known``, or looked up, or created on first contact), locked;
         ``message`` is logged as inbound."""
-        lead = known or await leads.by_tg_user(session, user.id, for_update=True)
+        lead = known or await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
         if lead is None:
             lead = Lead(language=self.default_language, arrival=COLD)
-            attach_telegram(lead, user)
+            attach_telegram(lead, visitor)
             session.add(lead)
             await session.flush()
             await self.journal.event(session, lead, LEAD_CREATED, via="telegram")
         if message is not None:
             await self.journal.message(
                 session, lead, direction="in", author="buyer", author_name=lead.display_name,
-                kind=message.content_type.value, text=message.text or message.caption,
-                tg_chat_id=message.chat.id, tg_message_id=message.message_id,
+                kind=message.content_type, text=message.text or message.caption,
+                tg_chat_id=message.chat_id, tg_message_id=message.message_id,
             )
         return lead
 
-    def _hello(self, lead: Lead, key: str) -> Safe:
-        name = lead.first_name
-        return Safe(t(lead.language, f"journey.{key}_named", name=name) if name else t(lead.language, f"journey.{key}"))
-
-    def _interests(self, lead: Lead) -> str:
-        return ", ".join(self.quiz.describe(lead.interests, lead.language))
-
-    def _compose(self, lead: Lead, reply: Reply) -> list[Outgoing]:
-        """The messages (text, keyboard) that answer a step."""
-        lang, kind, values = lead.language, reply.kind, reply.values
-        if kind == "greeting":
-            text = t(lang, "journey.greeting", hello=self._hello(lead, "hello"), interests=self._interests(lead))
-            return [(text, keyboards.next_steps(lang))]
-        if kind == "welcome_back":
-            return [(t(lang, "journey.welcome_back", hello=self._hello(lead, "hello_back")), keyboards.next_steps(lang))]
-        if kind == "cold_intro":
-            hello = self._hello(lead, "hello_back" if values.get("returning") else "hello")
-            return [(t(lang, "journey.cold_intro", hello=hello), keyboards.share_phone(lang)), self._question(lead)]
-        if kind == "ask":
-            return [self._question(lead)]
-        if kind == "quiz_done":
-            return [(t(lang, "journey.quiz_done", interests=self._interests(lead)), keyboards.next_steps(lang))]
-        if kind == "phone_found":
-            return [(t(lang, "journey.phone_found"), ReplyKeyboardRemove()), *self._compose(lead, Reply("greeting"))]
-        if kind in ("phone_saved", "callback_confirmed"):
-            said = [(t(lang, f"journey.{kind}", phone=lead.phone), ReplyKeyboardRemove())]
-            return said + [self._question(lead)] if kind == "phone_saved" and lead.flow.get("step") == "quiz" else said
-        if kind in ("phone_not_own", "phone_invalid", "callback_need_phone", "test_ask_phone"):
-            return [(t(lang, f"journey.{kind}"), keyboards.share_phone(lang))]
-        if kind == "test_confirmed":
-            return [(t(lang, "journey.test_confirmed", **values), ReplyKeyboardRemove())]
-        return [(t(lang, f"journey.{kind}"), None)]  # question_received, question_prompt, test_ask_city/assortment
-
-    async def _say(self, lead: Lead, reply: Reply, *, log: bool = True) -> list[TgMessage]:
+    async def _say(self, lead: Lead, reply: Reply, *, log: bool = True) -> list[Message]:
         """Send what a step decided; ``log=False`` leaves logging to the caller's transaction."""
-        return [await self.messenger.send_text(lead, text, reply_markup=markup, log=log) for text, markup in self._compose(lead, reply)]
+        return [await self.messenger.send_text(lead, text, reply_markup=markup, log=log) for text, markup in reply(lead)]
 
     # ------------------------------------------------------------- arrival
-    async def start(self, user: User, message: TgMessage, payload: str | None) -> None:
+    async def start(self, visitor: Visitor, message: Inbound, payload: str | None) -> None:
         """``/start [payload]``: greet at once from what the database knows, then record the visit.
 
         The greeting is decided on a read (the lead, the website quiz behind an atomically claimed
@@ -178,45 +132,45 @@ class JourneyService:
         began = time.perf_counter()
         async with self.replying:
             if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
-                quiz_lead_id = await self.claims.claim(payload, user.id)
+                quiz_lead_id = await self.claims.claim(payload, visitor.tg_user_id)
             else:
                 quiz_lead_id = None
             async with self.db() as session:
-                known, quiz_lead = await leads.of_user_or_id(session, user.id, quiz_lead_id)
+                known, quiz_lead = await leads.of_user_or_id(session, visitor.tg_user_id, quiz_lead_id)
             if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
-                lead, reply = await self._record_start(user, message, payload, [])
+                lead, reply = await self._record_start(visitor, message, payload, [])
                 await self._say(lead, reply)
                 return
             view = known or quiz_lead or Lead(language=self.default_language)
-            attach_telegram(view, user)  # a detached view: the transaction below records the real change
-            sent = await self._say(view, self._start_reply(view, returning=bool(known and known.greeted_at)), log=False)
+            attach_telegram(view, visitor)  # a detached view: the transaction below records the real change
+            _, reply = self._start_reply(view, returning=bool(known and known.greeted_at))
+            sent = await self._say(view, reply, log=False)
         reply_ms = round((time.perf_counter() - began) * 1000)
         await self.replying.quiet()
-        await self._record_start(user, message, payload, sent, reply_ms)
+        await self._record_start(visitor, message, payload, sent, reply_ms)
 
-    @staticmethod
-    def _start_reply(lead: Lead, *, returning: bool) -> Reply:
-        """Greeting, welcome back, or the intro and the (next) quiz question."""
+    def _start_reply(self, lead: Lead, *, returning: bool) -> tuple[str, Reply]:
+        """Greeting, welcome back, or the intro and the (next) quiz question; with its name for the records."""
         if lead.interests.get("category"):
-            return Reply("welcome_back" if returning else "greeting")
+            return ("welcome_back", self.replies.welcome_back) if returning else ("greeting", self.replies.greeting)
         if lead.flow.get("step") != "quiz":
             lead.flow = {"step": "quiz", "index": 0, "picked": []}
-        return Reply("cold_intro", {"returning": returning})
+        return "cold_intro", partial(self.replies.cold_intro, returning=returning)
 
-    async def _record_start(self, user: User, message: TgMessage, payload: str | None, sent: list[TgMessage],
+    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None, sent: list[Message],
                             reply_ms: int | None = None) -> tuple[Lead, Reply]:
         """Record a ``/start``: claim the token, create or merge the lead, log the messages; ``reply_ms`` is how
         long the answer took (the buyer's first reply time when this is their greeting)."""
         async with self.db.begin() as session:
-            known = await leads.by_tg_user(session, user.id, for_update=True)
+            known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
             returning = bool(known and known.greeted_at)
-            submission = await self._valid_submission(session, user, payload)
+            submission = await self._valid_submission(session, visitor, payload)
             if submission is not None:
-                await self._link(session, user, known, submission)
+                await self._link(session, visitor, known, submission)
                 if known is None:
                     quiz_lead = await session.get(Lead, submission.lead_id)
-                    known = quiz_lead if quiz_lead is not None and quiz_lead.tg_user_id == user.id else None
-            lead = await self._lead(session, user, message, known=known)
+                    known = quiz_lead if quiz_lead is not None and quiz_lead.tg_user_id == visitor.tg_user_id else None
+            lead = await self._lead(session, visitor, message, known=known)
             if payload and not payload.startswith(TOKEN_PREFIX):
                 utm = parse_ad_payload(payload)
                 if lead.arrival == COLD and not lead.source and utm:
@@ -227,66 +181,54 @@ class JourneyService:
             if lead.unsubscribed_at is not None:
                 lead.unsubscribed_at = None
                 await self.journal.event(session, lead, RESUBSCRIBED)
-            reply = self._start_reply(lead, returning=returning)
+            greeting, reply = self._start_reply(lead, returning=returning)
             if lead.greeted_at is None:
                 lead.greeted_at = utcnow()
                 lead.first_reply_ms = reply_ms
-                await self.journal.event(session, lead, GREETED, reply=reply.kind)
+                await self.journal.event(session, lead, GREETED, reply=greeting)
             for out in sent:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
         return lead, reply
 
-    async def _valid_submission(self, session: AsyncSession, user: User, payload: str | None) -> QuizSubmission | None:
+    async def _valid_submission(self, session: AsyncSession, visitor: Visitor, payload: str | None) -> QuizSubmission | None:
         """The website quiz behind a start token, if the token is valid for this user."""
         if not payload or not payload.startswith(TOKEN_PREFIX):
             return None
         submission = await submissions.by_token(session, payload)
         if submission is None or submission.created_at < utcnow() - self.token_ttl:
             reason = "unknown or expired"
-        elif submission.claimed_by_tg_user_id not in (None, user.id):
+        elif submission.claimed_by_tg_user_id not in (None, visitor.tg_user_id):
             reason = "claimed by another user"
         else:
             return submission
-        log.warning("start.token_rejected", tg_user_id=user.id, reason=reason)
+        log.warning("start.token_rejected", tg_user_id=visitor.tg_user_id, reason=reason)
         return None
 
-    async def _link(self, session: AsyncSession, user: User, known: Lead | None, submission: QuizSubmission) -> None:
+    async def _link(self, session: AsyncSession, visitor: Visitor, known: Lead | None, submission: QuizSubmission) -> None:
         """Give the submission's lead this Telegram user, or fold it into the user's existing lead."""
-        submission.claimed_by_tg_user_id = user.id
+        submission.claimed_by_tg_user_id = visitor.tg_user_id
         submission.claimed_at = submission.claimed_at or utcnow()
         quiz_lead = await session.get(Lead, submission.lead_id)
         if quiz_lead is None or (known is not None and quiz_lead.id == known.id):
             return
         if known is None and quiz_lead.tg_user_id is None:
-            attach_telegram(quiz_lead, user)
+            attach_telegram(quiz_lead, visitor)
         elif known is not None:
             await merge(session, self.journal, known, quiz_lead)
             known.flow = {}
 
     # ---------------------------------------------------------------- quiz
-    def _question(self, lead: Lead) -> Outgoing:
-        """The current quiz question of ``lead`` with its keyboard."""
-        index, picked = lead.flow.get("index", 0), lead.flow.get("picked", [])
-        question = self.quiz.questions[index]
-        lang = lead.language
-        text = t(lang, "journey.quiz_question", number=index + 1, total=len(self.quiz.questions), question=question.label(lang))
-        if question.type == "text":
-            return text + "\n" + t(lang, "journey.quiz_text_hint"), None
-        if question.type == "multi":
-            text += "\n" + t(lang, "journey.quiz_multi_hint")
-        return text, keyboards.quiz_options(question, lang, picked)
-
-    async def quiz_pick(self, user: User, message_id: int, question_key: str, option_key: str) -> str | None:
+    async def quiz_pick(self, visitor: Visitor, message_id: int, question_key: str, option_key: str) -> str | None:
         """A quiz button: toggles a multi-select or records a choice. Returns a callback alert, if any."""
         async with self.db.begin() as session:
-            lead = await self._lead(session, user)
+            lead = await self._lead(session, visitor)
             flow = lead.flow
             question = self.quiz.question(question_key)
             current = self.quiz.questions[flow.get("index", 0)] if flow.get("step") == "quiz" else None
             if question is None or current is None or current.key != question_key:
                 return t(lead.language, "journey.quiz_stale")
             picked: list[str] = list(flow.get("picked", []))
-            if option_key == keyboards.DONE:
+            if option_key == DONE:
                 if not picked:
                     return t(lead.language, "journey.quiz_pick_one_first")
                 reply = await self._answer(session, lead, question, [o.key for o in question.options if o.key in picked])
@@ -298,8 +240,8 @@ class JourneyService:
                 reply = None
             else:
                 reply = await self._answer(session, lead, question, option_key)
-        markup = keyboards.quiz_options(question, lead.language, picked) if reply is None else None
-        await self.messenger.bot.edit_message_reply_markup(chat_id=user.id, message_id=message_id, reply_markup=markup)
+        markup = quiz_options(question, lead.language, picked) if reply is None else None
+        await self.messenger.bot.edit_message_reply_markup(chat_id=visitor.tg_user_id, message_id=message_id, reply_markup=markup)
         if reply is not None:
             await self._say(lead, reply)
         return None
@@ -310,7 +252,7 @@ class JourneyService:
         index = lead.flow.get("index", 0) + 1
         if index < len(self.quiz.questions):
             lead.flow = {"step": "quiz", "index": index, "picked": []}
-            return Reply("ask")
+            return self.replies.next_question
         lead.flow = {}
         lead.quiz_completed_at = utcnow()
         advance(lead, "qualified")
@@ -322,14 +264,14 @@ class JourneyService:
             )
         )
         await self.journal.event(session, lead, QUIZ_COMPLETED, via="telegram", interests=lead.interests)
-        return Reply("quiz_done")
+        return self.replies.quiz_done
 
     # ------------------------------------------------------- free messages
-    async def on_message(self, user: User, message: TgMessage) -> None:
+    async def on_message(self, visitor: Visitor, message: Inbound) -> None:
         """Any other private message: a quiz or form answer, or a question for the managers."""
         text = (message.text or "").strip()
         async with self.db.begin() as session:
-            lead = await self._lead(session, user, message)
+            lead = await self._lead(session, visitor, message)
             step = lead.flow.get("step")
             if step == "quiz" and text and self.quiz.questions[lead.flow.get("index", 0)].type == "text":
                 reply: Reply | None = await self._answer(session, lead, self.quiz.questions[lead.flow["index"]], text[:200])
@@ -341,7 +283,7 @@ class JourneyService:
                 reply = None
                 if lead.awaiting_reply_since is None:
                     lead.awaiting_reply_since = utcnow()
-                    reply = Reply("question_received")
+                    reply = self.replies.question_received
                 await self.journal.event(session, lead, QUESTION_ASKED, text=(text or message.caption or "")[:500])
         if reply is not None:
             await self._say(lead, reply)
@@ -350,14 +292,14 @@ class JourneyService:
                 await self.relay.forward(lead, message)
 
     # --------------------------------------------------------------- phone
-    async def on_contact(self, user: User, message: TgMessage) -> None:
+    async def on_contact(self, visitor: Visitor, message: Inbound) -> None:
         """A shared contact: must be the sender's own; links a website quiz with the same phone."""
         async with self.db.begin() as session:
-            lead = await self._lead(session, user, message)
-            if message.contact.user_id != user.id:
-                reply = Reply("phone_not_own")
+            lead = await self._lead(session, visitor, message)
+            if message.contact_user_id != visitor.tg_user_id:
+                reply = self.replies.phone_not_own
             else:
-                reply = await self._phone(session, lead, message.contact.phone_number)
+                reply = await self._phone(session, lead, message.contact_phone)
         await self._say(lead, reply)
         if self.relay is not None:  # managers see shared contacts too
             await self.relay.forward(lead, message)
@@ -365,7 +307,7 @@ class JourneyService:
     async def _phone(self, session: AsyncSession, lead: Lead, raw: str) -> Reply:
         phone = normalise_phone(raw)
         if phone is None:
-            return Reply("phone_invalid")
+            return self.replies.phone_invalid
         if lead.flow.get("step") == "test" and lead.flow.get("field") == "phone":
             return await self._test_field(session, lead, phone)
         lead.phone = phone
@@ -373,43 +315,51 @@ class JourneyService:
         if not lead.interests.get("category"):
             submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
             if submission is not None:
-                await self._link(session, User(id=lead.tg_user_id, is_bot=False, first_name=""), lead, submission)
+                await self._link(session, Visitor(lead.tg_user_id), lead, submission)
                 if lead.arrival in (None, COLD):
                     lead.arrival = PHONE
-                return Reply("phone_found")
+                return self.replies.phone_found
         if lead.flow.get("step") == "phone":
             lead.flow = {}
             await self.journal.event(session, lead, CALLBACK_REQUESTED, phone=phone)
-            return Reply("callback_confirmed")
-        return Reply("phone_saved")
+            return self.replies.callback_confirmed
+        return self.replies.phone_saved
 
     # ---------------------------------------------------------- next steps
-    async def action(self, user: User, action: str) -> None:
+    async def action(self, visitor: Visitor, action: str) -> None:
         """A next-step button: ``catalog``, ``callback``, ``question`` or ``test``."""
         async with self.db.begin() as session:
-            lead = await self._lead(session, user)
+            lead = await self._lead(session, visitor)
             reply = None
             if action == "callback" and lead.phone:
                 await self.journal.event(session, lead, CALLBACK_REQUESTED, phone=lead.phone)
-                reply = Reply("callback_confirmed")
+                reply = self.replies.callback_confirmed
             elif action == "callback":
                 lead.flow = {"step": "phone", "purpose": "callback"}
-                reply = Reply("callback_need_phone")
+                reply = self.replies.callback_need_phone
             elif action == "question":
-                reply = Reply("question_prompt")
+                reply = self.replies.question_prompt
             elif action == "test":
                 lead.flow = {"step": "test", "field": "assortment", "data": {}}
-                reply = Reply("test_ask_assortment")
+                reply = self.replies.test_ask_assortment
         if action == "catalog":
             await self.send_catalog(lead)
         elif reply is not None:
             await self._say(lead, reply)
 
+    def _caption(self, lead: Lead) -> str:
+        lang = lead.language
+        categories = self.quiz.labels_of("category", lead.interests, lang)
+        volume = self.quiz.labels_of("volume", lead.interests, lang)
+        if categories and volume:
+            return t(lang, "journey.catalog_caption", categories=", ".join(categories), volume=volume[0])
+        return t(lang, "journey.catalog_caption_all")
+
     async def send_catalog(self, lead: Lead) -> None:
         """Render (or reuse) the personal catalogue, send it, record the event, offer the test batch."""
         await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
         try:
-            await self.catalog.send(lead)
+            await self.catalog.send(lead, lambda document: self.messenger.send_document(lead, document, caption=self._caption(lead)))
         except Exception:
             log.exception("catalog.failed", lead_id=lead.id)
             await self.messenger.send_text(lead, t(lead.language, "journey.catalog_failed"))
@@ -429,7 +379,7 @@ class JourneyService:
         if field_name == "phone":
             phone = normalise_phone(value)
             if phone is None:
-                return Reply("phone_invalid")
+                return self.replies.phone_invalid
             lead.phone = data["phone"] = phone
         else:
             data[field_name] = value[:1000]
@@ -438,7 +388,7 @@ class JourneyService:
         if not city or not phone:
             missing = "city" if not city else "phone"
             lead.flow = {"step": "test", "field": missing, "data": data}
-            return Reply(f"test_ask_{missing}")
+            return self.replies.test_ask_city if missing == "city" else self.replies.test_ask_phone
         lead.flow = {}
         request = TestBatchRequest(lead_id=lead.id, assortment=data.get("assortment", ""), city=city, phone=phone)
         session.add(request)
@@ -446,4 +396,4 @@ class JourneyService:
         await session.flush()
         details = {"assortment": request.assortment, "city": city, "phone": phone}
         await self.journal.event(session, lead, TEST_BATCH_REQUESTED, request_id=request.id, **details)
-        return Reply("test_confirmed", details)
+        return partial(self.replies.test_confirmed, **details)

@@ -6,21 +6,29 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import structlog
-from aiogram.types import Message
 
 log = structlog.get_logger(__name__)
 
 ALBUM_WAIT = 0.5  # seconds without a new item after which an album is complete
-Deliver = Callable[[list[Message]], Awaitable[None]]
+
+
+class Item(Protocol):
+    """An album item: a message (or its plain value) with its id."""
+
+    message_id: int
+
+
+Deliver = Callable[[list[Any]], Awaitable[None]]
 
 
 @dataclass(eq=False)
 class _Album:
     scope: Hashable
     deliver: Deliver
-    items: list[Message] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
     last: float = 0.0
     now: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -38,7 +46,7 @@ class Albums:
         self._collecting: dict[tuple[Hashable, str], _Album] = {}
         self._albums: set[_Album] = set()
 
-    def add(self, scope: Hashable, media_group_id: str, message: Message, deliver: Deliver) -> None:
+    def add(self, scope: Hashable, media_group_id: str, message: Item, deliver: Deliver) -> None:
         key = (scope, media_group_id)
         album = self._collecting.get(key)
         if album is None:

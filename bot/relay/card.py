@@ -12,7 +12,7 @@ from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.db.models import Lead
 from bot.funnel import CLOSED, STAGES
-from bot.journey.quiz import Quiz
+from bot.quiz import Quiz
 from bot.relay.config import Roster
 from bot.texts import Safe, t
 

@@ -16,11 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
+from bot.hours import WorkingHours
 from bot.journal import QUESTION_ASKED, SLA_BREACHED, Journal, Record
 from bot.relay import store
 from bot.relay.card import lead_name, mention
 from bot.relay.config import Operator, Roster
-from bot.relay.hours import WorkingHours
 from bot.relay.models import RelayTopic, RelayWait
 from bot.texts import Safe, duration, t
 

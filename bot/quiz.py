@@ -11,7 +11,7 @@ import yaml
 from bot.texts import FALLBACK
 
 
-def _fold(text: str) -> str:
+def fold(text: str) -> str:
     """Compare texts loosely: case, dashes, spaces, dots and ё don't matter."""
     text = text.lower().replace("ё", "е")
     text = re.sub(r"[\u2010-\u2015\-]", "-", text)
@@ -44,9 +44,9 @@ class Question:
         return next((option for option in self.options if option.key == key), None)
 
     def match_option(self, answer: str) -> Option | None:
-        folded = _fold(answer)
+        folded = fold(answer)
         for option in self.options:
-            if folded in {_fold(t) for t in (*option.text.values(), *option.aliases, option.key)}:
+            if folded in {fold(t) for t in (*option.text.values(), *option.aliases, option.key)}:
                 return option
         return None
 
@@ -67,9 +67,9 @@ class Quiz:
         return next((q for q in self.questions if q.key == key), None)
 
     def match_question(self, text: str) -> Question | None:
-        folded = _fold(text)
+        folded = fold(text)
         for question in self.questions:
-            if folded in {_fold(t) for t in (*question.text.values(), *question.aliases, question.key)}:
+            if folded in {fold(t) for t in (*question.text.values(), *question.aliases, question.key)}:
                 return question
         return None
 

@@ -1,0 +1,59 @@
+"""What one feature offers another, as Protocols: features depend on these, never on each other;
+the composition root (:mod:`bot.app`) hands each feature the real parts."""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiogram.types import InputFile, Message
+
+from bot.db.models import Lead
+from bot.inbound import Inbound, Visitor
+
+#: Sends one document (a Telegram ``file_id`` or a file to upload) to a buyer.
+SendDocument = Callable[[str | InputFile], Awaitable[Message]]
+
+
+class Buyer(Protocol):
+    """What a personal catalogue depends on (a :class:`Lead` or a broadcast recipient)."""
+
+    first_name: str | None
+    last_name: str | None
+    company: str | None
+    language: str
+    interests: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PriceRange:
+    """The models of one category and their price range (RUB per unit) at one volume tier."""
+
+    category: str
+    models: int
+    low: int
+    high: int
+
+
+class Catalog(Protocol):
+    """The supplier's catalogue (``bot/catalog``)."""
+
+    async def send(self, buyer: Buyer, send: SendDocument) -> Message:
+        """Send ``buyer``'s personal PDF through ``send``: by ``file_id`` once uploaded, else rendered and uploaded."""
+
+    def prices(self, interests: Mapping[str, Any]) -> tuple[str, list[PriceRange]]:
+        """The buyer's volume tier (the smallest when unknown) and the price ranges of the categories they want."""
+
+
+class BuyerRelay(Protocol):
+    """The operator chat (``bot/relay``): where free buyer messages go for a human answer."""
+
+    async def forward(self, lead: Lead, message: Inbound) -> None: ...
+
+
+class Journey(Protocol):
+    """The lead journey (``bot/journey``): the steps managers and broadcast buttons start."""
+
+    async def send_catalog(self, lead: Lead) -> None: ...
+
+    async def action(self, visitor: Visitor, action: str) -> None: ...
