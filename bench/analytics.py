@@ -20,7 +20,6 @@ import asyncio
 import heapq
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,9 @@ CHUNK = 10_000
 
 
 def _rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """This process's peak RSS (VmHWM: unlike ru_maxrss, not carried over from the parent by fork + exec)."""
+    with open("/proc/self/status") as status:
+        return next(round(int(line.split()[1]) / 1024, 1) for line in status if line.startswith("VmHWM:"))
 
 
 class History:
@@ -208,7 +209,7 @@ async def _report(url: str) -> dict[str, Any]:
 
 
 def _worker_rss() -> float:
-    """Run in the drawing worker: its own peak RSS."""
+    """Run in a drawing worker: its own peak RSS."""
     return _rss_mb()
 
 
