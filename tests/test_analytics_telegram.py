@@ -110,6 +110,9 @@ async def test_only_admins_get_reports_in_their_chat_or_the_operator_chat(app: A
     [summary] = await sandbox.wait_for_messages(OPERATORS, 1, timeout=60, predicate=lambda m: m.get("text", "").startswith("📊"))
     assert plain(summary).startswith("📊 Отчёт за 30 дней")
     assert len(sandbox.messages(OPERATORS, from_bot=True, thread_id=summary.get("message_thread_id"))) >= 5  # the charts with it
+    press(sandbox, IVAN, summary, "PDF")  # a manager who is no admin presses the admin's button
+    answer = await sandbox.wait_for_call("answerCallbackQuery", predicate=lambda call: call.params.get("show_alert") in (True, "true"))
+    assert answer.params["text"] == "Отчёты доступны администраторам (ADMIN_IDS)."
 
     sandbox.send_text(OLGA, "/report 7 colour=red")
     [refusal] = await sandbox.wait_for_messages(OLGA, 1)

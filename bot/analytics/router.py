@@ -89,9 +89,14 @@ async def report_button(query: CallbackQuery, callback_data: ReportCb, analytics
         await analytics.deliver(chat, report, thread_id=thread, markup=keyboard(analytics, callback_data.days, callback_data.f))
 
 
+async def not_an_admin(query: CallbackQuery, analytics: Analytics) -> None:
+    await query.answer(t(analytics.lang, "analytics.admins_only"), show_alert=True)
+
+
 def create_router() -> Router:
     """The analytics router; include it before the relay's and the journey's catch-alls."""
     router = Router(name="analytics")
     router.message.register(report_command, Command("report"), Admin())
     router.callback_query.register(report_button, ReportCb.filter(), Admin(), F.message)
+    router.callback_query.register(not_an_admin, ReportCb.filter())
     return router
