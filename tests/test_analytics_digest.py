@@ -14,9 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.analytics.digest import Schedule, WeeklyDigest
 from bot.analytics.period import Period
+from bot.analytics.service import Analytics
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
-from bot.config import ConfigError, load_settings
+from bot.config import PACKAGE_DIR, ConfigError, load_settings
+from bot.quiz import load_quiz
 from bot.sandbox.telegram import TelegramSandbox
 from tests.analytics_support import analytics_settings, seed_history
 from tests.crm_support import db  # noqa: F401  (a fixture: the migrated database)
@@ -154,3 +156,11 @@ async def test_the_digest_goes_to_the_report_chat_when_one_is_set(app: App, sand
     await app.analytics.send_digest(week)
     [summary] = await sandbox.wait_for_messages(OPERATORS, 1, timeout=60, predicate=lambda m: m.get("text", "").startswith("🗓"))
     assert "16.11.2026–22.11.2026" in summary["text"] and sandbox.messages(OLGA, from_bot=True) == []
+
+
+def test_no_digest_without_a_chat_to_send_it_to() -> None:
+    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    nowhere = Analytics(load_settings(_env_file=None, REPORT_SCHEDULE="mon 09:00"), None, quiz)  # type: ignore[arg-type]
+    assert nowhere.digest is None and nowhere.workers == []
+    admins = Analytics(load_settings(_env_file=None, REPORT_SCHEDULE="mon 09:00", ADMIN_IDS="42"), None, quiz)  # type: ignore[arg-type]
+    assert admins.digest is not None and len(admins.workers) == 1

@@ -51,10 +51,11 @@ class Analytics:
         self.lang = settings.default_language
         self.drawing = Drawing()
         schedule = Schedule.parse(settings.report_schedule, self.zone)
+        if schedule and settings.report_chat_id is None and not settings.admin_ids:
+            log.info("analytics.digest_off", reason=t(self.lang, "analytics.no_admins"))
+            schedule = None
         self.digest = WeeklyDigest(db, schedule, self.send_digest, clock) if schedule else None
         self.workers: list[Worker] = [Loop("analytics.digest", self.digest.run_once, every=POLL).run] if self.digest else []
-        if self.digest and settings.report_chat_id is None and not settings.admin_ids:
-            log.warning("analytics.digest_nowhere", reason=t(self.lang, "analytics.no_admins"))
 
     def labels(self) -> Labels:
         return Labels(self.lang, self.quiz, self.managers())
@@ -121,9 +122,6 @@ class Analytics:
     async def send_digest(self, period: Period) -> None:
         """The weekly digest to REPORT_CHAT_ID, or to each admin. Raises (to be sent again) if Telegram failed."""
         chats = [self.settings.report_chat_id] if self.settings.report_chat_id is not None else sorted(self.settings.admin_ids)
-        if not chats:
-            log.warning("analytics.digest_nowhere", reason=t(self.lang, "analytics.no_admins"))
-            return
         report = await self.report(period)
         retry: TelegramAPIError | None = None
         for chat_id in chats:
