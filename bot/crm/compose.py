@@ -27,6 +27,11 @@ def has_marker(text: str | None, marker: str) -> bool:
     return bool(text) and re.search(re.escape(marker) + r"\s*$", text) is not None
 
 
+def is_bot_lead(name: str | None) -> bool:
+    """Whether a deal's name says the bot created it (ends with a ``#L<lead id>`` marker)."""
+    return bool(name) and re.search(r"#L\d+\s*$", name) is not None
+
+
 class Composer:
     def __init__(self, language: str, quiz: Quiz, tz: ZoneInfo) -> None:
         self.lang = language
@@ -71,9 +76,6 @@ class Composer:
     def event_note(self, note: str, lead: Lead, data: dict[str, Any]) -> str:
         if note == "quiz":
             return self.text("note.quiz", via=data.get("via", ""), answers="\n".join(self._answers(data)))
-        if note == "merged":
-            crm = self.text("note.merged_crm", **data) if data.get("from_crm_lead_id") else ""
-            return self.text("note.merged", crm=crm, **data)
         return self.text(f"note.{note}", **{"phone": lead.phone, **data})
 
     def _answers(self, data: dict[str, Any]) -> list[str]:
