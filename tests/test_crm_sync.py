@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
 
 from bot.crm.checks import Checks
 from bot.crm.models import DONE, FAILED, PENDING
+from bot.db.models import Message
 from bot.journal import (
     CALLBACK_REQUESTED,
     CATALOG_SENT,
@@ -17,7 +22,7 @@ from bot.journal import (
 )
 from bot.journey.intake import IntakeService
 from bot.sandbox.amocrm.account import WON
-from tests.crm_support import QUIZ, Env, amocrm, db, env  # noqa: F401  (fixtures)
+from tests.crm_support import QUIZ, Env, amocrm, db, env, make_env  # noqa: F401  (fixtures)
 
 MARQUIZ = {
     "contacts": {"name": "Анна Петрова", "phone": "79994445566", "email": "anna@example.com"},
@@ -241,3 +246,23 @@ async def test_a_refused_item_fails_with_amocrm_reason_and_does_not_block_the_re
     assert [n.split("\n")[1] for n in env.notes((await env.lead(first.id)).crm_lead_id)] == ["первое", "второе"]
     assert await env.items(state=PENDING) == []
     assert env.sandbox.count(400) == 1  # the others went again at once, in the same round
+
+
+async def test_notes_and_task_deadlines_are_in_the_accounts_time_zone(db, database_url: str, amocrm) -> None:  # noqa: F811
+    zone = ZoneInfo("Asia/Yekaterinburg")  # the account's (UTC+5); the bot's TIMEZONE stays Europe/Moscow
+    amocrm.account.timezone = zone
+    env = await make_env(db, database_url, amocrm, TIMEZONE="Europe/Moscow")
+    try:
+        lead = await env.new_lead(tg_user_id=61, first_name="Анна", phone="+79990006161")
+        await env.say(lead.id, "Добрый вечер")
+        await env.event(lead.id, CALLBACK_REQUESTED, phone="+79990006161")
+        await env.drain()
+    finally:
+        await env.crm.close()
+    crm_id = (await env.lead(lead.id)).crm_lead_id
+    [note] = [text for text in env.notes(crm_id) if "Добрый вечер" in text]
+    [task] = amocrm.account.find_tasks(entity_ids=[crm_id])
+    async with env.db() as session:
+        said = (await session.execute(select(Message.created_at).where(Message.lead_id == lead.id))).scalar_one()
+    assert note.startswith(f"Покупатель (Анна), {said.astimezone(zone):%d.%m %H:%M}")
+    assert f"до {datetime.fromtimestamp(task['complete_till'], zone):%d.%m %H:%M}" in amocrm.describe_lead(crm_id)

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.crm.discovery import AccountMap
 from bot.db.models import Lead, Message
 from bot.quiz import Quiz
 from bot.texts import raw
@@ -36,7 +37,12 @@ class Composer:
     def __init__(self, language: str, quiz: Quiz, tz: ZoneInfo) -> None:
         self.lang = language
         self.quiz = quiz
-        self.tz = tz
+        self.tz = tz  # TIMEZONE until the account's own is known: managers read times in it
+
+    def follow(self, account: AccountMap) -> None:
+        """Write times in the account's time zone, as amoCRM shows everything else."""
+        if account.timezone is not None:
+            self.tz = account.timezone
 
     def text(self, key: str, **values: Any) -> str:
         """``crm.<key>`` in the managers' language; missing values are left blank."""

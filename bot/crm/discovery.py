@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.crm.client import AmoClient
 from bot.crm.config import CrmConfig
@@ -32,6 +33,7 @@ class AccountMap:
     contact_fields: dict[str, str]  # "phone"/"email" → field_code
     responsible_id: int | None = None
     loss_reason_id: int | None = None  # of the deals closed as duplicates
+    timezone: ZoneInfo | None = None  # the account's: managers read every time in it
 
     def stage_of(self, status_id: int | None, pipeline_id: int | None) -> str | None:
         """The local stage of an amoCRM status: a funnel key, ``won``/``lost``, or None if unmapped."""
@@ -120,4 +122,14 @@ async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[Ac
     responsible_id = await _named(client, "/api/v4/users", "users", config.responsible, "user", "responsible", problems)
     loss_reason_id = await _named(client, "/api/v4/leads/loss_reasons", "loss_reasons", config.duplicate_loss_reason,
                                   "loss reason", "duplicate_loss_reason", problems)
-    return AccountMap(stages, resolved, codes, responsible_id, loss_reason_id), problems
+    return AccountMap(stages, resolved, codes, responsible_id, loss_reason_id, await _timezone(client)), problems
+
+
+async def _timezone(client: AmoClient) -> ZoneInfo | None:
+    """The account's time zone (``datetime_settings``); None if amoCRM names none the system knows."""
+    body = await client.get("/api/v4/account", {"with": "datetime_settings"}) or {}
+    name = body.get("_embedded", {}).get("datetime_settings", {}).get("timezone")
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

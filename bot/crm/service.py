@@ -72,7 +72,7 @@ class CrmSync:
             else oauth_tokens(settings, db, self.http, self.limiter, clock)
         )
         self.client = AmoClient(base_url, tokens, self.limiter, self.config.client, http=self.http)
-        self.state = SyncState(db, self.client, self.config, quiz, clock)
+        self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
         self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock)
         self.workers += [self.worker.run, self.checks.run]

@@ -3,7 +3,8 @@
 Batch calls take JSON arrays (≤ 250 items, ``/leads/complex`` ≤ 50) and are all-or-nothing:
 one bad item rejects the request with 400 ``validation-errors`` naming it by ``request_id``.
 Unknown fields and enums are ``NotSupportedChoice``; a status must belong to its pipeline
-(142/143 exist in every pipeline and need ``pipeline_id``); empty searches are 204.
+(142/143 exist in every pipeline and need ``pipeline_id``); empty searches are 204. The account has a
+time zone (``GET /api/v4/account?with=datetime_settings``) and shows every moment in it.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 WON, LOST = 142, 143
 BATCH_LIMIT, COMPLEX_LIMIT = 250, 50
@@ -81,9 +84,10 @@ class Invalid:
 
 
 class Account:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, timezone: str = "Europe/Moscow") -> None:
         self.id, self.subdomain = 31337, "optobot"
         self.clock = clock
+        self.timezone = ZoneInfo(timezone)
         self._ids = {kind: itertools.count(start) for kind, start in (
             ("user", 1001), ("pipeline", 5001), ("status", 60001), ("field", 700001), ("enum", 800001),
             ("lead", 3000001), ("contact", 4000001), ("note", 9000001), ("task", 2000001), ("tag", 100001),
@@ -143,6 +147,16 @@ class Account:
         self.loss_reasons[reason_id] = {"id": reason_id, "name": name, "sort": len(self.loss_reasons) * 10,
                                         "created_at": now, "updated_at": now}
         return reason_id
+
+    def datetime_settings(self) -> dict[str, str]:
+        """``_embedded.datetime_settings`` of ``GET /api/v4/account``."""
+        offset = datetime.now(self.timezone).strftime("%z")
+        return {"date_pattern": "d.m.Y H:i", "short_date_pattern": "d.m.Y", "short_time_pattern": "H:i", "date_format": "d.m.Y",
+                "time_format": "H:i:s", "timezone": str(self.timezone), "timezone_offset": f"{offset[:3]}:{offset[3:]}"}
+
+    def local(self, timestamp: int) -> str:
+        """A moment as the account shows it: in its time zone."""
+        return datetime.fromtimestamp(timestamp, self.timezone).strftime("%d.%m %H:%M")
 
     def add_field(self, entity: str, name: str, kind: str, enums: Iterable[str] = (), *, code: str | None = None) -> int:
         field_id = self._next("field")
@@ -622,7 +636,7 @@ class Account:
             lines.append("  Задачи:")
             for task in tasks:
                 mark = "x" if task["is_completed"] else " "
-                due = time.strftime("%d.%m %H:%M", time.localtime(task["complete_till"]))
+                due = self.local(task["complete_till"])
                 who = self.users.get(task["responsible_user_id"], {}).get("name", "—")
                 lines.append(f"    [{mark}] до {due} — {task['text']} ({who})")
         notes = self.find_notes(entity_ids=[lead_id])

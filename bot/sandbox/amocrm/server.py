@@ -295,7 +295,11 @@ class AmoSandbox:
         return _json({"_page": page, "_links": links, "_embedded": {entity: chunk}})
 
     async def _account(self, request: web.Request) -> web.Response:
-        return _json({"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU"})
+        body: dict[str, Any] = {"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU",
+                                "is_loss_reason_enabled": True}
+        if "datetime_settings" in request.query.get("with", "").split(","):
+            body["_embedded"] = {"datetime_settings": self.account.datetime_settings()}
+        return _json(body)
 
     def _listing(self, entity: str, items: Any) -> Any:
         async def handle(request: web.Request) -> web.Response:
