@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import open_database
+from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
@@ -58,6 +59,7 @@ class App:
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
             default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
+            hours=WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone),
         )
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)

@@ -25,6 +25,7 @@ from bot.crm.compose import Composer
 from bot.crm.config import CHOSEN_STAGE, CrmConfig, EventRule, OutboxTuning
 from bot.crm.models import DONE, FAILED, LEAD, MERGE, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
+from bot.hours import ALWAYS, WorkingHours
 from bot.journal import LEAD_MERGED, Record
 
 log = structlog.get_logger(__name__)
@@ -71,11 +72,13 @@ class Outcome:
 class OutboxWriter:
     """The journal subscriber: one event or message → the outbox items the configuration asks for."""
 
-    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None,
+                 hours: WorkingHours = ALWAYS) -> None:
         self.config = config
         self.composer = composer
         self.clock = clock
         self.wake = wake
+        self.hours = hours  # a task's deadline starts at the next opening
 
     async def __call__(self, session: AsyncSession, lead: Lead, record: Record) -> None:
         if lead.merged_into_id is not None:
@@ -119,12 +122,12 @@ class OutboxWriter:
         if rule.note:
             items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
         if rule.task:
-            minutes = timedelta(minutes=self.config.tasks[rule.task])
+            minutes = self.config.tasks[rule.task]
             assignee = record.data.get("responsible_user_id")  # an event aimed at one person (an SLA escalation)
             key = f"{rule.task}@{assignee}" if assignee else rule.task  # one open task of a kind per person
-            if not await recent_task(session, lead.id, key, now - minutes):
+            if not await recent_task(session, lead.id, key, now - timedelta(minutes=minutes)):
                 text = self.composer.task(rule.task, lead, record.data)
-                payload = {"text": text, "due": int((now + minutes).timestamp()), "responsible_user_id": assignee}
+                payload = {"text": text, "due": int(self.hours.deadline(now, minutes).timestamp()), "responsible_user_id": assignee}
                 items.append((TASK, key, payload))
         return items
 

@@ -25,6 +25,7 @@ from bot.crm.tokens import OAuthTokens, StaticToken
 from bot.crm.webhooks import webhook_handler
 from bot.crm.worker import OutboxWorker
 from bot.db.base import utcnow
+from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.loops import Worker
 from bot.quiz import Quiz
@@ -57,7 +58,8 @@ class CrmSync:
         self.config = config or load_crm_config(settings.crm_config)
         self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
         self.wakeup = asyncio.Event()
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set)
+        hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours)
         self.journal = journal
         self.db = db
         self.workers: list[Worker] = []
@@ -74,7 +76,7 @@ class CrmSync:
         self.client = AmoClient(base_url, tokens, self.limiter, self.config.client, http=self.http)
         self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
-        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock)
+        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
         self.workers += [self.worker.run, self.checks.run]
 
     @property
