@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 import structlog
 from aiogram import Bot, Dispatcher
-from aiogram.webhook.aiohttp_server import SimpleRequestHandler
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
 
 from bot.catalog.render import CatalogRenderer
 from bot.catalog.service import Catalog
-from bot.config import Settings
+from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import open_database
@@ -31,6 +31,7 @@ from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
+from bot.telegram_webhook import telegram_handler
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
@@ -39,6 +40,16 @@ log = structlog.get_logger(__name__)
 
 TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
+
+
+def create_app(settings: Settings) -> App:
+    """The app for a command: a settings file whose content is wrong is a :class:`ConfigError` naming the setting."""
+    try:
+        return App(settings)
+    except ValueError as exc:  # the loaders of the files named by settings say what is wrong, and where
+        named = [field.alias for name, field in Settings.model_fields.items()
+                 if isinstance(getattr(settings, name), Path) and str(getattr(settings, name)) in str(exc)]
+        raise ConfigError(f"optobot: {named[0] + ': ' if named else ''}{first_line(exc)}") from None
 
 
 class App:
@@ -96,26 +107,34 @@ class App:
         return self.settings.webhook_secret.get_secret_value() if self.settings.webhook_secret else None
 
     async def start(self) -> None:
-        """Migrate the database, learn the bot's username, start the render workers."""
+        """Migrate the database, learn the bot's username, start the render workers.
+
+        A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
+        """
         await migrate.upgrade(self.db.engine)
-        me = await self.bot.me()
+        try:
+            me = await self.bot.me()
+        except TelegramNetworkError as exc:
+            raise ConfigError(f"optobot: TELEGRAM_API_URL: cannot reach Telegram at {self.settings.telegram_api_url} ({exc.message}); "
+                              "check the network and the address") from None
+        except TelegramAPIError as exc:
+            raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
         await self.renderer.warm_up()
         await self.crm.start()
         if not self.webhook_secret:
-            log.warning("webhooks.disabled", reason="WEBHOOK_SECRET is not set")
+            log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
-        app = create_web_app(self.webhook_secret, self.routes)
+        routes = self.routes
         if self.settings.public_url:
-            SimpleRequestHandler(self.dp, self.bot, secret_token=self.telegram_secret_token).register(app, path=TELEGRAM_WEBHOOK_PATH)
-        return app
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+        return create_web_app(self.webhook_secret, routes)
 
     @property
     def telegram_secret_token(self) -> str:
-        """The ``X-Telegram-Bot-Api-Secret-Token`` value, derived from WEBHOOK_SECRET (only A-Za-z0-9_- allowed)."""
-        return hashlib.sha256(f"telegram:{self.webhook_secret}".encode()).hexdigest()
+        return self.settings.telegram_secret_token
 
     async def serve(self, *, stop: asyncio.Event | None = None) -> None:
         """Run the HTTP server, Telegram updates (polling or webhook) and the background workers until ``stop``."""
@@ -181,7 +200,7 @@ class App:
 @contextlib.asynccontextmanager
 async def wired_broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
     """The broadcasts of a whole (not serving) app, so every journal subscriber sees what a command does."""
-    app = App(settings)
+    app = create_app(settings)
     try:
         yield app.broadcasts
     finally:

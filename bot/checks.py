@@ -49,9 +49,9 @@ async def telegram(settings: Settings) -> str:
 
 
 async def webhooks(settings: Settings) -> str:
-    if settings.webhook_secret is None:
-        raise ValueError("WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks are disabled")
     mode = f"Telegram webhook at {settings.public_url}" if settings.public_url else "Telegram long polling"
+    if settings.webhook_secret is None:
+        return f"off (WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404); {mode}"
     return f"/webhooks/*/<secret> on {settings.http_host}:{settings.http_port}; {mode}"
 
 

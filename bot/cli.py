@@ -9,13 +9,17 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings, load_settings
+import structlog
+
+from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
 
 if TYPE_CHECKING:
     from broadcasts.service import Broadcasts
+
+log = structlog.get_logger(__name__)
 
 Command = Callable[[Settings, argparse.Namespace], Awaitable[int | None]]
 
@@ -32,10 +36,9 @@ async def run(settings: Settings, _: argparse.Namespace) -> int:
     if settings.sandbox:
         print("BOT_TOKEN is not set: running the built-in sandbox demo (see README to run for real).\n")
         return await demo(settings, _)
-    settings.require("BOT_TOKEN", "WEBHOOK_SECRET")
-    from bot.app import App
+    from bot.app import create_app
 
-    app = App(settings)
+    app = create_app(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -83,21 +86,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Command = getattr(args, "func", run)
+def execute(func: Command, args: argparse.Namespace, *, quiet: bool = False) -> int:
+    """Load the settings, set up the log (``quiet``: warnings only) and run a command; its exit code.
+
+    Every failure is one or two lines on stderr: 2 for the configuration (a setting, a file it names, a
+    dependency it points at), 1 for anything else (its traceback in the log at debug level).
+    """
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        sys.exit(2)
-    setup_logging("WARNING" if settings.sandbox and func in (demo, run) else settings.log_level)
+        return 2
+    setup_logging("WARNING" if quiet and settings.sandbox else settings.log_level, secrets=settings.secrets())
     try:
-        code = asyncio.run(func(settings, args))
+        return asyncio.run(func(settings, args)) or 0
     except ConfigError as exc:
         print(exc, file=sys.stderr)
-        code = 2
+        return 2
     except KeyboardInterrupt:
-        code = 130
-    sys.exit(code or 0)
+        return 130
+    except Exception as exc:  # a failure, not a traceback: the log has it at debug level
+        log.debug("command.failed", exc_info=True)
+        print(f"optobot: {func.__name__} failed: {type(exc).__name__}: {first_line(exc)} (LOG_LEVEL=DEBUG shows the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    func: Command = getattr(args, "func", run)
+    sys.exit(execute(func, args, quiet=func in (demo, run)))

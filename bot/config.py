@@ -1,11 +1,16 @@
 """One ``Settings`` object, read from environment variables and ``.env``."""
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from bot.hours import parse_days, parse_hours
 
@@ -98,6 +103,41 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            url = None
+        if url is None or url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError("expected sqlite+aiosqlite:///path/to/file.sqlite3 or postgresql+asyncpg://user:password@host/database")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected redis://host:6379/0 (or rediss://, unix://)")
+        return value or None
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("unknown time zone; expected an IANA name such as Europe/Moscow or Asia/Novosibirsk") from None
+        return value
+
+    @field_validator("quiz_config", "crm_config", "operators_config", "catalog_dir")
+    @classmethod
+    def _exists(cls, value: Path, info: ValidationInfo) -> Path:
+        folder = info.field_name == "catalog_dir"
+        if not (value.is_dir() if folder else value.is_file()):
+            raise ValueError(f"no such {'folder' if folder else 'file'} (a relative path starts in {Path.cwd()})")
+        return value
+
     @field_validator("working_hours")
     @classmethod
     def _hours(cls, value: str) -> str:
@@ -116,12 +156,32 @@ class Settings(BaseSettings):
             raise ValueError("SLA_ESCALATE_MINUTES must be greater than SLA_MINUTES")
         return self
 
+    @model_validator(mode="after")
+    def _telegram_webhook(self) -> Settings:
+        if self.public_url and self.webhook_secret is None:
+            raise ValueError("PUBLIC_URL needs WEBHOOK_SECRET: the Telegram webhook's secret token is derived from it")
+        return self
+
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("must be at least 16 characters (it is the only guard of the webhook URLs)")
         return value
+
+    @property
+    def telegram_secret_token(self) -> str:
+        """The ``X-Telegram-Bot-Api-Secret-Token`` of the Telegram webhook, derived from WEBHOOK_SECRET (A-Za-z0-9_- only)."""
+        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
+        return hashlib.sha256(f"telegram:{secret}".encode()).hexdigest()
+
+    def secrets(self) -> list[str]:
+        """Every secret value in the settings (the log masks them)."""
+        values = [self.telegram_secret_token if self.webhook_secret else ""]
+        for value in (self.bot_token, self.webhook_secret, self.amocrm_access_token, self.amocrm_client_secret):
+            if value is not None:
+                values.append(value.get_secret_value())
+        return [value for value in values if value]
 
     @property
     def sandbox(self) -> bool:
@@ -135,13 +195,33 @@ class Settings(BaseSettings):
             raise ConfigError("optobot: missing configuration: " + ", ".join(missing) + " (set them in the environment or .env)")
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (drivers add background and hints below it)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def shown(name: str, value: object) -> str:
+    """A setting's value as it may be printed: secrets left out, passwords in URLs masked."""
+    if "SECRET" in name or "TOKEN" in name:
+        return ""
+    masked = _PASSWORD.sub(r"\1***@", str(value))
+    return f" (got {masked!r})"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings, turning validation errors into one readable message."""
+    """Read and validate the settings, turning validation errors into one line per setting."""
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():
-            name = str(error["loc"][0]) if error["loc"] else "?"
-            lines.append(f"  {name}: {error['msg']} (got {error.get('input')!r})" if "SECRET" not in name and "TOKEN" not in name else f"  {name}: {error['msg']}")
-        raise ConfigError("optobot: invalid configuration:\n" + "\n".join(lines)) from None
+            message = error["msg"].removeprefix("Value error, ")
+            if error["loc"]:
+                name = str(error["loc"][0])
+                lines.append(f"optobot: {name}: {message}{shown(name, error['input'])}")
+            else:
+                lines.append(f"optobot: {message}")
+        raise ConfigError("\n".join(lines)) from None

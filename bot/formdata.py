@@ -16,15 +16,17 @@ def _listify(node: Any) -> Any:
     return node
 
 
-def parse_nested(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+def parse_nested(pairs: Iterable[tuple[str, str]], *, max_depth: int) -> dict[str, Any]:
     """Turn form pairs into nested dicts; all-numeric keys and ``[]`` become lists.
 
-    Raises ``ValueError`` on a key that mixes a value and a subtree.
+    Raises ``ValueError`` on a key that mixes a value and a subtree or is nested deeper than ``max_depth``.
     """
     root: dict[str, Any] = {}
     for key, value in pairs:
         match = _KEY.match(key)
         parts = [match.group(1), *re.findall(r"\[([^\[\]]*)\]", match.group(2))] if match else [key]
+        if len(parts) > max_depth:
+            raise ValueError(f"form key {key[:40]!r}… nested deeper than {max_depth} levels")
         node = root
         for index, part in enumerate(parts):
             last = index == len(parts) - 1

@@ -1,15 +1,60 @@
-"""structlog setup: key=value lines on stderr; secrets are never passed to loggers."""
+"""structlog setup: key=value lines on stderr, with every secret masked in every line.
+
+Secrets are never passed to loggers on purpose, and the formatter of the log handler masks
+them anyway — in structlog events, the aiohttp access log (the webhook secret is a path
+segment), third-party loggers and tracebacks alike: the configured secret values, a webhook
+path's secret segment, bot tokens, bearer and OAuth tokens.
+"""
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Iterable
 
 import structlog
 
+MASK = "***"
+_PATTERNS = (
+    (re.compile(r"(/webhooks/[\w-]+/)[^/\s?#\"']+"), r"\1" + MASK),  # the secret path segment of a webhook URL
+    (re.compile(r"(?<!\d)\d{5,}:[\w-]{30,}"), MASK),  # a bot token (also inside a Bot API URL)
+    (re.compile(r"(?i)(bearer\s+)[\w.~+/=-]+"), r"\1" + MASK),  # an Authorization header value
+    (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*"), MASK),  # a JWT (amoCRM OAuth tokens)
+    (re.compile(r"(?i)((?:access|refresh)_token|client_secret|secret_token|x-telegram-bot-api-secret-token)(['\"]?\s*[:=]\s*['\"]?)"
+                r"[^'\"&\s,}]+"), r"\1\2" + MASK),  # a token in a form, query, header or JSON
+)
 
-def setup_logging(level: str = "INFO") -> None:
+
+def mask(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the ``secrets`` and anything that looks like a token replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class MaskingFormatter(logging.Formatter):
+    """Formats with ``inner`` (the handler's own formatter), then masks the whole line, traceback included."""
+
+    def __init__(self, inner: logging.Formatter | None, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.inner = inner or logging.Formatter("%(message)s")
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask(self.inner.format(record), self.secrets)
+
+
+def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> None:
     logging.basicConfig(level=level.upper(), format="%(message)s")
+    secrets = list(secrets)
+    for handler in logging.getLogger().handlers:
+        inner = handler.formatter.inner if isinstance(handler.formatter, MaskingFormatter) else handler.formatter
+        handler.setFormatter(MaskingFormatter(inner, secrets))
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is logged once, with the answer
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # rendering steps, even of its own stylesheets
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

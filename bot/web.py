@@ -1,4 +1,8 @@
-"""The service's own HTTP server: the webhook routes the features hand in (guarded by the secret) and a health check."""
+"""The service's own HTTP server: the webhook routes the features hand in (guarded by the secret) and a health check.
+
+Every webhook body is read by :mod:`bot.bodies` (size, depth, text bounded): a body no sender would
+send gets a 4xx with the reason, never a 500.
+"""
 from __future__ import annotations
 
 import hmac
@@ -6,7 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-MAX_BODY = 256 * 1024
+from bot.bodies import MAX_BODY
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -24,16 +29,6 @@ def secret_guard(secret: str | None, handler: Handler) -> Handler:
         return await handler(request)
 
     return guarded
-
-
-async def read_body(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY, actual_size=request.content_length or 0, text='{"ok": false, "error": "body too large"}',
-            content_type="application/json",
-        ) from None
 
 
 async def health(_: web.Request) -> web.Response:

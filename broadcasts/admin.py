@@ -205,9 +205,13 @@ async def review(message: Message, state: FSMContext, broadcasts: Broadcasts, se
     segment, variant = Segment(**data["segment"]), _variant(data)
     await state.set_state(Wizard.content)  # a new message replaces the content unless the review passes
     plan = await broadcasts.campaigns.plan(segment, Content(variants=[variant]))
-    if plan.problems:
-        await message.answer(t(lang, "broadcasts.admin.problems", failing=plural(lang, "broadcasts.recipients_genitive", plan.failing), problems="\n".join(plan.problems)))
+    if plan.refused:
+        await message.answer(t(lang, "broadcasts.admin.problems", failing=plural(lang, "broadcasts.recipients_genitive", plan.failing),
+                               problems="\n".join(plan.problems)))
         return
+    if plan.skipped:
+        await message.answer(t(lang, "broadcasts.admin.skipped", skipped=plural(lang, "broadcasts.recipients_genitive", plan.skipped),
+                               problems="\n".join(plan.problems)))
     preview = await broadcasts.campaigns.preview(segment, 1)
     sample = preview.sample[0] if preview.sample else Recipient(0, message.chat.id, admin_name, None, None, None, lang, {}, "new", None)
     try:

@@ -58,12 +58,14 @@ class CampaignSpec(BaseModel):
 
 @dataclass
 class Plan:
-    """What sending a campaign now would mean."""
+    """What sending a campaign now would mean: ``refused`` (with ``problems``), or sent to all but ``skipped``."""
 
     recipients: int
     seconds: float
     failing: int
+    skipped: int
     problems: list[str]
+    refused: bool
 
 
 @dataclass
@@ -88,13 +90,14 @@ class Campaigns:
 
     async def plan(self, segment: Segment, content: Content) -> Plan:
         """Dry run: every recipient's messages rendered and checked, the time to send at the configured rate."""
-        checked, total = Validation(), 0
+        checked = Validation()
         problems = segment.problems(self.quiz)
         async for page in segments.stream(self.db, segment, self.clock()):
-            total += len(page)
             for r in page:
                 checked.check(self.renderer, content, r)
-        return Plan(total, total / self.rate, checked.failing, problems + checked.problems)
+        total = checked.recipients
+        return Plan(total, total / self.rate, checked.failing, checked.skipped, problems + checked.problems,
+                    bool(problems) or checked.refused)
 
     async def create(self, spec: CampaignSpec, *, send_at: datetime | None = None, start: bool = True, created_by: int | None = None,
                      progress: tuple[int, int] | None = None) -> int:

@@ -1,7 +1,7 @@
 """``optobot broadcast plan|preview|schedule|status|pause|resume|cancel|stats|send`` (also ``python -m broadcasts …``).
 
-Every command works on the database only, like the service: a campaign scheduled here is sent
-by the running service (or by ``send``, the same engine in the foreground).
+Every command works on the database only (migrated first, like the service): a campaign scheduled
+here is sent by the running service (or by ``send``, the same engine in the foreground).
 """
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from pathlib import Path
 
 import yaml
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.db.session import database
 from bot.journal import Journal
 from bot.quiz import load_quiz
 from broadcasts import stats
 from broadcasts.campaigns import CampaignError, CampaignSpec
+from broadcasts.content import Renderer
 from broadcasts.engine import AUTO_PAUSED, FINISHED_RUN, INVALID
 from broadcasts.markup import plain
 from broadcasts.models import RUNNING, SCHEDULED, SENT
 from broadcasts.schedule import parse_when
 from broadcasts.segments import Segment
+from broadcasts.sequences import load_sequences
 from broadcasts.service import Broadcasts
 
 #: The broadcasts of the whole service (every journal subscriber wired), opened for one command.
@@ -32,7 +34,8 @@ Wired = Callable[[Settings], AbstractAsyncContextManager[Broadcasts]]
 
 @asynccontextmanager
 async def _broadcasts(settings: Settings) -> AsyncIterator[Broadcasts]:
-    async with database(settings.database_url) as db:
+    """The broadcasts service on the configured database, migrated first (as ``optobot run`` does)."""
+    async with database(settings.database_url, upgrade=True) as db:
         service = Broadcasts(settings, db, Journal(), load_quiz(settings.quiz_config))
         try:
             yield service
@@ -53,15 +56,39 @@ async def _plan(service: Broadcasts, spec: CampaignSpec) -> bool:
     mode = f"{service.rate:g} msg/s" + (" (paid broadcasts)" if service.paid else "")
     took = f"{plan.seconds:.0f} s" if plan.seconds < 120 else f"{plan.seconds / 60:.0f} min"
     print(f"«{spec.name}»: {plan.recipients} recipients, about {took} at {mode}")
-    if plan.problems:
+    if plan.refused:
         print(f"{plan.failing} recipient(s) fail validation; nothing would be sent:" if plan.failing else "problems:")
-        for problem in plan.problems:
-            print(f"  - {problem}")
-    return not plan.problems
+    elif plan.skipped:
+        print(f"{plan.skipped} recipient(s) will be skipped: the message breaks with their own values:")
+    for problem in plan.problems:
+        print(f"  - {problem}")
+    return not plan.refused
+
+
+def _holds_sequences(path: Path) -> bool:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False  # the campaign loader reports it
+    return isinstance(raw, dict) and "sequences" in raw
+
+
+def _check_sequences(settings: Settings, path: Path) -> int:
+    """``plan`` on a sequences file: the checks the service makes at start."""
+    try:
+        specs = load_sequences(path, Renderer(load_quiz(settings.quiz_config), settings.default_language))
+    except ConfigError as exc:
+        print(f"invalid sequences:\n{exc}")
+        return 1
+    for spec in specs:
+        print(f"«{spec.name}» ({spec.key}): {len(spec.steps)} steps, valid")
+    return 0
 
 
 async def plan(settings: Settings, args: argparse.Namespace) -> int:
-    """Dry run: segment size, time to send at the configured rate, validation of every message."""
+    """Dry run: segment size, time to send at the configured rate, validation of every message (or of a sequences file)."""
+    if _holds_sequences(args.file):
+        return _check_sequences(settings, args.file)
     spec = _spec(args.file)
     if spec is None:
         return 1

@@ -24,6 +24,9 @@ LocalText = str | dict[str, str]  # one text, or one per language
 MEDIA = ("photo", "document", "video", "animation")
 ACTIONS = ("catalog", "test", "callback", "question")  # the lead journey's next-step actions
 UNSUBSCRIBE = "unsub"
+BUYER_TYPED = ("first_name", "last_name", "name", "company", "username", "city")  # template variables a buyer typed
+STAND_IN = "Анна"  # a plain value in place of what the buyer typed, to tell a hostile lead from a broken template
+MAX_SKIPPED, MAX_SKIPPED_SHARE = 10, 0.1  # recipients a broadcast may skip (see Validation)
 
 
 class BroadcastCb(CallbackData, prefix="bc"):
@@ -158,20 +161,26 @@ class Renderer:
             found = self._labels[cache_key] = ", ".join(self.quiz.labels_of(key, interests, lang))
         return found
 
-    def text(self, variant: Variant, r: Recipient) -> str | None:
-        """The message text (or caption) for ``r``; raises :class:`jinja2.TemplateError` on a bad template."""
+    def text(self, variant: Variant, r: Recipient, *, stand_ins: bool = False) -> str | None:
+        """The message text (or caption) for ``r``; raises :class:`jinja2.TemplateError` on a bad template.
+
+        ``stand_ins``: what the buyer typed (names, company, city) replaced by a short plain word, kept empty if empty.
+        """
         if variant.text is None:
             return None
         source = self.pick_language(variant.text, r.language)
         template = self._templates.get(source)
         if template is None:
             template = self._templates[source] = self._env.from_string(source)
-        return template.render(self.values(r)).strip()
+        values = self.values(r)
+        if stand_ins:
+            values.update({key: STAND_IN for key in BUYER_TYPED if values[key]})
+        return template.render(values).strip()
 
-    def problem(self, variant: Variant, r: Recipient) -> str | None:
+    def problem(self, variant: Variant, r: Recipient, *, stand_ins: bool = False) -> str | None:
         """Why ``variant`` can't be sent to ``r`` (template, markup, length), or None."""
         try:
-            text = self.text(variant, r)
+            text = self.text(variant, r, stand_ins=stand_ins)
         except TemplateError as exc:
             return f"template: {exc}"
         if text is None or (not text and variant.limit == markup.CAPTION_LIMIT):
@@ -201,16 +210,45 @@ class Renderer:
 
 @dataclass
 class Validation:
-    """Checks every variant for each recipient; keeps a count and the first few problems."""
+    """Checks every variant for each recipient, keeping counts and the first few problems.
 
-    failing: int = 0
+    A recipient whose own values break a message (it passes with :data:`STAND_IN` in place of what the
+    buyer typed: a 1,000-character name, a city that overflows a caption) is *skipped*; a message that fails
+    even so is *broken* (its template, markup or length is wrong). The broadcast is refused if any recipient
+    finds it broken, or if more than :data:`MAX_SKIPPED` recipients or :data:`MAX_SKIPPED_SHARE` of them,
+    whichever is more, would be skipped (a template too close to a limit, not a few hostile leads).
+    """
+
+    recipients: int = 0
+    skipped: int = 0
+    broken: int = 0
     problems: list[str] = field(default_factory=list)
 
-    def check(self, renderer: Renderer, content: Content, r: Recipient) -> bool:
-        found = [f"{variant.name}: {problem}" for variant in content.variants if (problem := renderer.problem(variant, r))]
-        if found:
-            self.failing += 1
-            if len(self.problems) < 10:
-                name = " ".join(part for part in (r.first_name, r.last_name) if part)
-                self.problems.append(f"lead #{r.id} {name}: " + "; ".join(found))
-        return not found
+    @property
+    def failing(self) -> int:
+        return self.skipped + self.broken
+
+    @property
+    def refused(self) -> bool:
+        return self.broken > 0 or too_many_skipped(self.skipped, self.recipients)
+
+    def check(self, renderer: Renderer, content: Content, r: Recipient) -> str | None:
+        """None if every variant can be sent to ``r``; else why not (``r`` is counted as skipped or broken)."""
+        self.recipients += 1
+        found = [(variant, problem) for variant in content.variants if (problem := renderer.problem(variant, r))]
+        if not found:
+            return None
+        own = all(renderer.problem(variant, r, stand_ins=True) is None for variant, _ in found)
+        if own:
+            self.skipped += 1
+        else:
+            self.broken += 1
+        name = " ".join(part for part in (r.first_name, r.last_name) if part)
+        reason = ("skipped, their own values break it: " if own else "") + "; ".join(f"{v.name}: {p}" for v, p in found)
+        if len(self.problems) < 10:
+            self.problems.append(f"lead #{r.id} {name[:40]}: {reason}")
+        return reason
+
+
+def too_many_skipped(skipped: int, recipients: int) -> bool:
+    return skipped > max(MAX_SKIPPED, recipients * MAX_SKIPPED_SHARE)

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
 from bot.ratelimit import ChatSpacing, RateLimit
 from broadcasts import segments, store
-from broadcasts.content import Content, Renderer, Validation, Variant
+from broadcasts.content import Content, Renderer, Validation, Variant, too_many_skipped
 from broadcasts.models import (
     DRAFT,
     FAILED,
@@ -154,7 +154,11 @@ class Engine:
 
     # ----------------------------------------------------------- recipients
     async def _prepare(self, broadcast: Broadcast) -> str | None:
-        """Select and validate every recipient (keyset pages from the checkpoint); None once sending may start."""
+        """Select and validate every recipient (keyset pages from the checkpoint); None once sending may start.
+
+        A recipient whose own values break the message gets a ``skipped`` row with the reason; a broken
+        message, or too many skipped (:class:`Validation`), sends the broadcast back to draft.
+        """
         content, segment = Content(**broadcast.content), Segment(**broadcast.segment)
         now = self.clock()
         upto = broadcast.max_lead_id
@@ -164,29 +168,37 @@ class Engine:
                 await store.update_broadcast(session, broadcast.id, max_lead_id=upto)
         checked = Validation()
         async for page in segments.stream(self.db, segment, now, after=broadcast.prepared_upto, upto=upto):
-            rows = [
-                {"broadcast_id": broadcast.id, "lead_id": r.id, "variant": content.pick(broadcast.id, r.id).name}
-                for r in page if checked.check(self.renderer, content, r)
-            ]
+            rows = []
+            for r in page:
+                reason = checked.check(self.renderer, content, r)
+                rows.append({"broadcast_id": broadcast.id, "lead_id": r.id, "variant": content.pick(broadcast.id, r.id).name,
+                             "state": SKIPPED if reason else PENDING, "error": reason[:500] if reason else None})
             async with self.db.begin() as session:
                 if not await store.renew(session, broadcast.id, self.owner, self.clock(), LEASE):
                     return STOPPED
-                if not checked.problems:
-                    await store.add_deliveries(session, rows)
+                if checked.broken:
+                    break
+                await store.add_deliveries(session, rows)
                 await store.update_broadcast(session, broadcast.id, prepared_upto=page[-1].id)
         async with self.db.begin() as session:
-            if checked.problems:
+            counts = Counter[str]()
+            for (_, state), n in (await store.counts(session, broadcast.id)).items():
+                counts[state] += n
+            total, skipped = sum(counts.values()), counts[SKIPPED]
+            if checked.broken or too_many_skipped(skipped, total):
                 await store.discard_deliveries(session, broadcast.id)
+                failing = checked.failing if checked.broken else skipped
                 await store.transition(
                     session, broadcast.id, (RUNNING,), DRAFT, errors=checked.problems, prepared_upto=0, max_lead_id=None,
-                    note=f"{checked.failing} recipient(s) fail validation; nothing was sent",
+                    note=f"{failing} recipient(s) fail validation; nothing was sent",
                 )
-                log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=checked.failing)
+                log.warning("broadcast.invalid", broadcast_id=broadcast.id, failing=failing)
                 return INVALID
-            total = sum((await store.counts(session, broadcast.id)).values())
-            await store.update_broadcast(session, broadcast.id, prepared=True, total=total)
+            skipped_note = {"note": f"{skipped} recipient(s) skipped: the message breaks with their own values",
+                            "errors": checked.problems} if skipped else {}
+            await store.update_broadcast(session, broadcast.id, prepared=True, total=total, **skipped_note)
         broadcast.prepared = True
-        log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total)
+        log.info("broadcast.prepared", broadcast_id=broadcast.id, recipients=total, skipped=skipped)
         return None
 
     # -------------------------------------------------------------- sending

@@ -164,3 +164,22 @@ async def test_stop_opts_out_of_all_marketing_and_start_opts_back_in(bapp: App, 
         lead = await session.get(Lead, lead_id)
         kinds = (await session.execute(select(LeadEvent.kind).where(LeadEvent.lead_id == lead_id).order_by(LeadEvent.id))).scalars().all()
     assert lead.unsubscribed_at is None and kinds[:2] == ["unsubscribed", "resubscribed"]
+
+
+async def test_wizard_names_a_recipient_it_will_skip_and_sends_to_the_rest(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 2)
+    await add_leads(bapp, sandbox, 1, first_id=6000, interests={"category": ["shoes"], "city": "Санкт-Петербург" * 100})
+    admin = Admin(sandbox)
+    await admin.says("/broadcast")
+    await admin.presses("bw:next:")
+    seen = len(sandbox.messages(ADMIN, from_bot=True))
+    sandbox.send_media(ADMIN, "photo", caption="Новинки для {{ first_name }}, доставка в {{ city }}!")
+    await sandbox.wait_for_messages(ADMIN, seen + 1)
+    await admin.presses("bw:next:")
+    skipped, preview, review = (await sandbox.wait_for_messages(ADMIN, seen + 4))[seen + 1:]
+    assert "Пропустим 1 получателя:" in skipped["text"] and "too long" in skipped["text"]
+    assert preview["caption"] == "Новинки для Покупатель0, доставка в Казань!" and "Получателей: 3" in review["text"]
+    await admin.presses("bw:now:")
+    await admin.presses("bw:confirm:")
+    await until_done(bapp, 1)
+    assert await states(bapp, 1) == {"sent": 2, "skipped": 1}

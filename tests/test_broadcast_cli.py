@@ -12,6 +12,7 @@ from bot.db.session import database as open_database
 from broadcasts.__main__ import main
 
 EXAMPLES = sorted((PROJECT_DIR / "broadcasts" / "examples").glob("*.yaml"))
+SEQUENCES = PROJECT_DIR / "broadcasts" / "sequences.yaml"
 CAMPAIGN = """
 name: Новинки обуви
 segment: {category: [shoes]}
@@ -81,14 +82,37 @@ def test_plan_refuses_a_message_that_breaks_for_some_recipient(database: str, tm
     assert code == 1 and "segment.categories" in out
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=[path.name for path in EXAMPLES])
+@pytest.mark.parametrize("example", [*EXAMPLES, SEQUENCES], ids=[path.name for path in [*EXAMPLES, SEQUENCES]])
 def test_shipped_examples_are_valid(database: str, example: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if "sequence" in example.name:
-        from bot.quiz import load_quiz
-        from broadcasts.content import Renderer
-        from broadcasts.sequences import load_sequences
-
-        assert load_sequences(example, Renderer(load_quiz(PROJECT_DIR / "bot" / "quiz.yaml")))
-        return
     code, out = run(capsys, "plan", str(example))
     assert code == 0, out
+    if "sequences" in example.name or "sequence_" in example.name:
+        assert "steps, valid" in out  # checked as sequences, not as a campaign
+
+
+def test_plan_on_a_never_migrated_database_and_on_broken_sequences(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}")
+    monkeypatch.chdir(tmp_path)
+    code, out = run(capsys, "plan", str(EXAMPLES[0]))
+    assert code == 0 and "0 recipients" in out, out
+    broken = tmp_path / "sequences.yaml"
+    broken.write_text("sequences:\n  - {key: warm, name: W, entry: {event: catalog_sent}, steps: [{key: a, delay: 1d, message: {text: '<b>x'}}]}\n")
+    code, out = run(capsys, "plan", str(broken))
+    assert code == 1 and "warm.a (ru): unclosed <b>" in out and "Field required" not in out, out
+
+
+def test_one_hostile_lead_does_not_hold_back_the_shipped_examples(database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    async def seed() -> None:
+        async with open_database(database) as db, db.begin() as session:
+            shoes = {"category": ["shoes"], "city": "Казань"}
+            session.add_all([Lead(tg_user_id=300 + i, first_name=f"Покупатель{i}", stage="qualified", interests=shoes) for i in range(3)])
+            session.add(Lead(tg_user_id=400, first_name="Я" * 1000, stage="qualified", interests=shoes))  # a quiz name without spaces
+            session.add(Lead(tg_user_id=401, first_name="Город", stage="qualified", interests={**shoes, "city": "Х" * 1000}))
+
+    asyncio.run(seed())
+    code, out = run(capsys, "plan", str(PROJECT_DIR / "broadcasts" / "examples" / "catalog_reminder.yaml"))
+    assert code == 0 and "5 recipients" in out and "fail" not in out, out
+    code, out = run(capsys, "plan", str(PROJECT_DIR / "broadcasts" / "examples" / "new_arrivals.yaml"))
+    assert code == 0 and "5 recipients" in out, out
+    assert "1 recipient(s) will be skipped" in out and "lead #" in out and "too long" in out

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from bot.config import PACKAGE_DIR, PROJECT_DIR
 from bot.quiz import load_quiz
-from broadcasts.content import Content, Renderer, Validation, Variant
+from broadcasts.content import MAX_SKIPPED, Content, Renderer, Validation, Variant
 from broadcasts.schedule import QuietHours, parse_duration, zone_of
 from broadcasts.segments import Recipient
 
@@ -72,8 +72,22 @@ def test_validation_counts_recipients_and_keeps_the_first_problems() -> None:
     content = Content(variants=[Variant(name="A", text="{{ city }}"), Variant(name="B", text="<b>{{ city }}</b>")])
     checked = Validation()
     results = [checked.check(RENDERER, content, buyer(id=i, interests={"city": "" if i % 2 else "Казань"})) for i in range(30)]
-    assert results.count(False) == 15 and checked.failing == 15 and len(checked.problems) == 10
+    assert results.count(None) == 15 and checked.failing == checked.broken == 15 and len(checked.problems) == 10
     assert checked.problems[0].startswith("lead #1 Анна: A: empty message; B: empty message")
+    assert checked.refused  # empty without a city: the template's fault, not the buyers'
+
+
+def test_a_recipient_whose_own_values_break_the_message_is_skipped_not_a_broken_template() -> None:
+    content = Content(variants=[Variant(photo="AgAD", text="{{ first_name }}, доставка в {{ city }}")])
+    checked = Validation()
+    hostile = buyer(id=7, first_name="Я" * 128, interests={"city": "Х" * 1000})
+    assert "too long" in checked.check(RENDERER, content, hostile)
+    assert [checked.check(RENDERER, content, buyer(id=i)) for i in range(20)] == [None] * 20
+    assert (checked.skipped, checked.broken, checked.refused) == (1, 0, False)
+    assert checked.problems == [f"lead #7 {'Я' * 40}: skipped, their own values break it: A: too long: 1141 characters after rendering (limit 1024)"]
+    for i in range(MAX_SKIPPED):
+        checked.check(RENDERER, content, hostile)
+    assert checked.skipped == MAX_SKIPPED + 1 and checked.refused  # more than MAX_SKIPPED of 31 (and more than 10%)
 
 
 def test_shapes_are_refused() -> None:

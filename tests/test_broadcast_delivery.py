@@ -11,6 +11,9 @@ from bot.app import App
 from bot.db.models import Lead, LeadEvent
 from bot.ratelimit import Window, paced
 from bot.sandbox.telegram import TelegramSandbox
+from broadcasts import stats
+from broadcasts.content import MAX_SKIPPED
+from broadcasts.markup import plain
 from broadcasts.models import Delivery
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
     MOSCOW,
@@ -226,14 +229,38 @@ async def test_ab_split_follows_the_weights_and_names_a_winner(bapp: App, sandbo
     assert s.winner.name == "B" and s.winner.by == "clicks"
 
 
-async def test_a_message_invalid_for_one_recipient_stops_the_broadcast_before_any_send(bapp: App, sandbox: TelegramSandbox) -> None:
+async def test_a_recipient_whose_own_values_break_the_message_is_skipped_and_reported(bapp: App, sandbox: TelegramSandbox) -> None:
     await add_leads(bapp, sandbox, 3)
     await add_leads(bapp, sandbox, 1, first_id=6000, interests={"city": "Санкт-Петербург" * 300})
     broadcast_id = await create(bapp, text="{{ first_name }}, новинки с доставкой в {{ city }}!")
+    await until_done(bapp, broadcast_id)
+    assert await states(bapp, broadcast_id) == {"sent": 3, "skipped": 1}
+    assert sorted(c.params["chat_id"] for c in sandbox.calls if c.method == "sendMessage") == ["5000", "5001", "5002"]
+    done = await broadcast(bapp, broadcast_id)
+    assert done.state == "finished" and "1 recipient(s) skipped" in done.note
+    assert "too long" in done.errors[0] and "Покупатель0" in done.errors[0]
+    skipped = [d for d in await deliveries(bapp, broadcast_id) if d.state == "skipped"]
+    assert "too long" in skipped[0].error
+    report = plain(stats.report("ru", await bapp.broadcasts.campaigns.stats(broadcast_id), "Europe/Moscow"))
+    assert "пропущено 1" in report and "too long" in report
+
+
+async def test_a_message_broken_for_everyone_is_refused_before_any_send(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 3)
+    broadcast_id = await create(bapp, text="<b>{{ first_name }}, новинки!")
     assert await bapp.broadcasts.tick() == {broadcast_id: "invalid"}
     refused = await broadcast(bapp, broadcast_id)
-    assert refused.state == "draft" and "1 recipient" in refused.note
-    assert "too long" in refused.errors[0] and "Покупатель0" in refused.errors[0]
+    assert refused.state == "draft" and "3 recipient(s) fail validation" in refused.note and "unclosed <b>" in refused.errors[0]
+    assert await deliveries(bapp, broadcast_id) == [] and [c for c in sandbox.calls if c.method == "sendMessage"] == []
+
+
+async def test_too_many_skipped_recipients_refuse_the_broadcast(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 3)
+    await add_leads(bapp, sandbox, MAX_SKIPPED + 1, first_id=6000, interests={"city": "Санкт-Петербург" * 300})
+    broadcast_id = await create(bapp, text="{{ first_name }}, новинки с доставкой в {{ city }}!")
+    assert await bapp.broadcasts.tick() == {broadcast_id: "invalid"}
+    refused = await broadcast(bapp, broadcast_id)
+    assert refused.state == "draft" and f"{MAX_SKIPPED + 1} recipient(s) fail validation" in refused.note
     assert await deliveries(bapp, broadcast_id) == [] and [c for c in sandbox.calls if c.method == "sendMessage"] == []
 
 

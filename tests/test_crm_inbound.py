@@ -101,3 +101,26 @@ async def test_a_lost_webhook_is_caught_up_by_the_reconcile(env: Env) -> None:
     assert (lead.stage, lead.responsible_user_id) == ("test_batch_sent", manager)
     assert await env.crm.checks.reconcile() == 0  # nothing new since the cursor
     assert [e["source"] for e in await stage_events(env, lead_id)] == ["reconcile"]
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b"leads=x", "leads must be"),
+    (b"leads[status]=x", "leads[status] must be a list"),
+    (b"leads[status][0]=x", "leads[status][0] must be an object"),
+    (b"leads[status][0][id]=99999999999999999999", "leads[status][0][id] must be an amoCRM id"),
+    (b"leads[status][0][id]=" + b"9" * 5000, "leads[status][0][id] must be an amoCRM id"),
+    (b"leads[status][0][id]=5&leads[status][0][status_id]=-3", "status_id] must be an amoCRM id"),
+    (b"leads" + b"[a]" * 600 + b"=1", "nested deeper"),
+    (b"leads[status][0][id]=5&leads[status][0][id][x]=6", "conflicts"),
+])
+async def test_a_malformed_webhook_gets_400_with_the_reason(env: Env, server: str, body: bytes, reason: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{server}/webhooks/amocrm/{SECRET}", content=body,
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert answer.status_code == 400 and reason in answer.json()["error"], answer.text
+
+
+async def test_a_json_webhook_gets_415(env: Env, server: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{server}/webhooks/amocrm/{SECRET}", json={"leads": {"status": [{"id": 5}]}})
+    assert answer.status_code == 415 and "application/x-www-form-urlencoded" in answer.json()["error"]

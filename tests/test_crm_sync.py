@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from bot.bodies import JSON, Body, parse_json
 from bot.crm.checks import Checks
 from bot.crm.models import DONE, FAILED, PENDING
 from bot.db.models import Message
@@ -41,7 +42,8 @@ MARQUIZ = {
 
 async def marquiz(env: Env, payload: dict = MARQUIZ) -> int:
     intake = IntakeService(env.db, env.journal, QUIZ, "ru")
-    return (await intake.accept_marquiz(json.dumps(payload).encode(), "application/json")).lead_id
+    raw = json.dumps(payload).encode()
+    return (await intake.accept_marquiz(Body(raw, JSON, parse_json(raw)))).lead_id
 
 
 async def test_quiz_lead_reaches_amocrm_with_contact_every_field_and_the_answers(env: Env) -> None:

@@ -2,12 +2,15 @@
 
 :func:`render_pdf` is synchronous and CPU-bound; :class:`CatalogRenderer` runs it in a
 process pool, caches each PDF under ``cache_dir/<cache_key>.pdf`` and never renders on
-the event loop thread.
+the event loop thread. WeasyPrint (and the Pango it loads) is imported only where a PDF is
+drawn, so commands that draw none start without it.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import io
 import json
 import logging
 import multiprocessing
@@ -18,17 +21,20 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jinja2
 from markupsafe import Markup
-from weasyprint import CSS, HTML
-from weasyprint.text.fonts import FontConfiguration
 
 from bot import texts
-from bot.config import DEFAULT_CATALOG_DIR
-from bot.catalog.fetcher import SafeFetcher
+from bot.config import DEFAULT_CATALOG_DIR, ConfigError
 from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
+
+if TYPE_CHECKING:
+    from weasyprint import CSS
+    from weasyprint.text.fonts import FontConfiguration
+
+    from bot.catalog.fetcher import SafeFetcher
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +116,11 @@ class _Bundle:
 @lru_cache(maxsize=2)
 def _bundle(catalog_dir: Path, version: str) -> _Bundle:
     """Load the catalogue folder; ``version`` (its fingerprint) keys the cache."""
+    from weasyprint import CSS
+    from weasyprint.text.fonts import FontConfiguration
+
+    from bot.catalog.fetcher import SafeFetcher
+
     texts.catalogue.cache_clear()  # the catalogue's texts may have changed too
     fetcher = SafeFetcher(catalog_dir)
     fonts = FontConfiguration()
@@ -181,11 +192,28 @@ def _html(request: CatalogRequest, bundle: _Bundle) -> str:
 
 def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
     """Render the buyer's catalogue to A4 PDF bytes (synchronous; run it in a worker)."""
+    from weasyprint import HTML
+
     catalog_dir = catalog_dir.resolve()
     bundle = _bundle(catalog_dir, fingerprint(catalog_dir))
     document = HTML(string=_html(request, bundle), base_url=catalog_dir.as_uri() + "/",
                     url_fetcher=bundle.fetcher)
     return document.write_pdf(stylesheets=[bundle.stylesheet], font_config=bundle.fonts)
+
+
+PANGO_PACKAGES = "libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
+
+
+def require_weasyprint() -> None:
+    """Raise :class:`ConfigError` naming the system packages to install if WeasyPrint can't load Pango."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # WeasyPrint prints its own multi-line notice
+            import weasyprint  # noqa: F401
+    except OSError as exc:
+        raise ConfigError(
+            f"optobot: catalogues can't be rendered: WeasyPrint could not load Pango ({str(exc).splitlines()[0][:120]}); "
+            f"install it, on Debian/Ubuntu: apt-get install {PANGO_PACKAGES}"
+        ) from None
 
 
 def _warm_worker(catalog_dir: Path) -> None:
@@ -224,6 +252,7 @@ class CatalogRenderer:
     """
 
     def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
+        require_weasyprint()
         self.catalog_dir = catalog_dir.resolve()
         self.cache_dir = cache_dir
         self.workers = workers

@@ -7,20 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import bodies
+from bot.bodies import BadBody
 from bot.crm.discovery import AccountMap
 from bot.db import leads
-from bot.formdata import parse_nested
 from bot.journal import CRM_STAGE_CHANGED, Journal
-
-if TYPE_CHECKING:
-    from bot.web import Handler
+from bot.web import Handler, error
 
 log = structlog.get_logger(__name__)
 
@@ -35,22 +34,37 @@ class LeadChange:
     responsible_user_id: int | None = None
 
 
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+MAX_ID = 2**63 - 1  # amoCRM ids are 64-bit at most (the database columns too)
+
+
+def _id(item: dict[str, Any], name: str, where: str) -> int | None:
+    """An amoCRM id field of ``item`` (absent or empty: None); anything but a positive 64-bit integer is :class:`BadBody`."""
+    value = item.get(name)
+    if value in (None, ""):
         return None
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20 and 0 < int(value) <= MAX_ID):
+        raise BadBody(f"{where}[{name}] must be an amoCRM id (a positive 64-bit integer), got {str(value)[:40]!r}")
+    return int(value)
 
 
 def parse_changes(form: dict[str, Any]) -> list[LeadChange]:
-    """``leads[status|update|add|responsible|restore][i][…]`` items as lead changes."""
+    """``leads[status|update|add|responsible|restore][i][…]`` items as lead changes; :class:`BadBody` if malformed."""
+    found = form.get("leads") or {}
+    if not isinstance(found, dict):
+        raise BadBody("leads must be a list of changes by action (leads[status][0][id]=…)")
     changes = []
     for action in LEAD_ACTIONS:
-        items = form.get("leads", {}).get(action) or []
-        for item in items if isinstance(items, list) else []:
-            crm_id = _int(item.get("id")) if isinstance(item, dict) else None
+        items = found.get(action) or []
+        if not isinstance(items, list):
+            raise BadBody(f"leads[{action}] must be a list (leads[{action}][0][id]=…)")
+        for index, item in enumerate(items):
+            where = f"leads[{action}][{index}]"
+            if not isinstance(item, dict):
+                raise BadBody(f"{where} must be an object with an id")
+            crm_id = _id(item, "id", where)
             if crm_id is not None:
-                changes.append(LeadChange(crm_id, _int(item.get("status_id")), _int(item.get("pipeline_id")), _int(item.get("responsible_user_id"))))
+                changes.append(LeadChange(crm_id, _id(item, "status_id", where), _id(item, "pipeline_id", where),
+                                          _id(item, "responsible_user_id", where)))
     return changes
 
 
@@ -88,16 +102,15 @@ def webhook_handler(
     db: async_sessionmaker[AsyncSession], journal: Journal, account: Callable[[], Awaitable[AccountMap | None]], base_url: str,
 ) -> Handler:
     """``POST /webhooks/amocrm/{secret}``: answer at once; a 503 makes amoCRM try again later."""
-    from bot.web import error, read_body  # the web layer loads aiogram: only when the route is built
-
     ours = subdomain_of(base_url)
 
     async def handle(request: web.Request) -> web.Response:
-        body = await read_body(request)
         try:
-            form = parse_nested(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
-        except (UnicodeDecodeError, ValueError) as exc:
-            return error(400, f"malformed form body: {exc}")
+            form = (await bodies.read(request, accept=(bodies.FORM,))).data
+            changes = parse_changes(form)
+        except BadBody as exc:
+            log.warning("amocrm.webhook_rejected", reason=str(exc))
+            return error(exc.status, str(exc))
         theirs = (form.get("account") or {}).get("subdomain") if isinstance(form.get("account"), dict) else None
         if ours and theirs and theirs != ours:
             log.warning("amocrm.webhook_foreign_account", subdomain=theirs)
@@ -105,7 +118,6 @@ def webhook_handler(
         mapping = await account()
         if mapping is None:
             return error(503, "amoCRM sync is not ready")
-        changes = parse_changes(form)
         moved = await apply_changes(db, journal, mapping, changes, "webhook")
         log.info("amocrm.webhook", changes=len(changes), moved=moved)
         return web.json_response({"ok": True, "changes": len(changes), "moved": moved})

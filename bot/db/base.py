@@ -4,9 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, TypeDecorator, event
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, Mapper
+
+from bot.clean import clean_text, clean_tree
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -66,3 +68,29 @@ class Base(DeclarativeBase):
             if not hasattr(type(self), key):
                 raise TypeError(f"{type(self).__name__} has no attribute {key!r}")
             setattr(self, key, value)
+
+
+JSON_DEPTH = 64  # deeper than any value the service builds; webhook bodies are bounded tighter (bot.bodies)
+
+
+def _storable_text(length: int | None):  # noqa: ANN202
+    def storable(target: object, value: Any, old: object, initiator: object) -> Any:
+        return clean_text(value)[:length] if isinstance(value, str) else value
+    return storable
+
+
+def _storable_json(target: object, value: Any, old: object, initiator: object) -> Any:
+    return clean_tree(value, JSON_DEPTH)
+
+
+@event.listens_for(Base, "mapper_configured", propagate=True)
+def _store_only_storable_text(mapper: Mapper[Any], cls: type) -> None:
+    """Every text column of every model keeps what both databases store: NUL and unpaired surrogates are
+    removed (PostgreSQL refuses them) and a value longer than its ``String(n)`` column is cut to ``n``
+    characters (PostgreSQL refuses it; SQLite would keep it), as it is assigned. JSON values are cleaned too."""
+    for prop in mapper.column_attrs:
+        column_type = prop.columns[0].type
+        if isinstance(column_type, String):
+            event.listen(prop.class_attribute, "set", _storable_text(column_type.length), retval=True)
+        elif isinstance(column_type, JSON):
+            event.listen(prop.class_attribute, "set", _storable_json, retval=True)

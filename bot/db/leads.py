@@ -1,7 +1,9 @@
 """Queries of the ``leads`` table."""
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+import hashlib
+
+from sqlalchemy import or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
@@ -29,3 +31,12 @@ async def by_crm_lead(session: AsyncSession, crm_lead_id: int) -> Lead | None:
 async def latest_by_phone(session: AsyncSession, phone: str) -> Lead | None:
     query = select(Lead).where(Lead.phone == phone).order_by(Lead.id.desc()).limit(1)
     return (await session.execute(query)).scalar_one_or_none()
+
+
+async def lock_phone(session: AsyncSession, phone: str) -> None:
+    """Hold, until the transaction ends, the right to file leads under ``phone``: transactions that look a
+    phone up and then create or change a lead take turns per phone. On PostgreSQL a transaction-level
+    advisory lock keyed by the phone; SQLite write transactions already run one at a time."""
+    if session.bind.dialect.name == "postgresql":
+        digest = hashlib.blake2b(f"phone:{phone}".encode(), digest_size=8).digest()
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)})

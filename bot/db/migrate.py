@@ -6,7 +6,10 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.config import ConfigError, first_line
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -19,7 +22,13 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
-    """Bring the database schema up to date."""
+    """Bring the database schema up to date; a database that can't be reached is a :class:`ConfigError` naming DATABASE_URL."""
+    try:
+        async with engine.connect():
+            pass
+    except (OSError, SQLAlchemyError) as exc:
+        raise ConfigError(f"optobot: DATABASE_URL: cannot connect ({first_line(exc)}); check the address, the credentials "
+                          "and that the server runs") from None
     async with engine.begin() as connection:
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
 

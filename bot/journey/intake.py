@@ -13,9 +13,10 @@ from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import Lead, QuizSubmission
 from bot.funnel import advance
+from bot.bodies import Body
 from bot.journal import LEAD_CREATED, QUIZ_COMPLETED, Journal
 from bot.journey.identity import split_name
-from bot.journey.marquiz import MarquizSubmission, decode_body, parse_submission
+from bot.journey.marquiz import MarquizSubmission, parse_submission
 from bot.quiz import Quiz
 
 log = structlog.get_logger(__name__)
@@ -42,11 +43,14 @@ class IntakeService:
         self.quiz = quiz
         self.default_language = default_language
 
-    async def accept_marquiz(self, body: bytes, content_type: str) -> Intake:
-        """Store a Marquiz webhook idempotently; raises ``BadPayload`` for anything else."""
-        submission = parse_submission(decode_body(body, content_type))
+    async def accept_marquiz(self, body: Body) -> Intake:
+        """Store a Marquiz webhook idempotently; raises ``BadPayload`` for anything else.
+
+        Submissions with one phone take turns (:func:`leads.lock_phone`), so a burst of them makes one lead.
+        """
+        submission = parse_submission(body.data)
         try:
-            return await self._store(submission, body, content_type)
+            return await self._store(submission, body)
         except IntegrityError:  # the same submission raced in twice: the first one won
             async with self.db() as session:
                 existing = await submissions.by_key(session, submission.idempotency_key)
@@ -54,9 +58,11 @@ class IntakeService:
                     raise
                 return Intake(existing.lead_id, existing.token or "", duplicate=True)
 
-    async def _store(self, submission: MarquizSubmission, body: bytes, content_type: str) -> Intake:
+    async def _store(self, submission: MarquizSubmission, body: Body) -> Intake:
         match = self.quiz.match_answers(submission.answers)
         async with self.db.begin() as session:
+            if submission.phone:
+                await leads.lock_phone(session, submission.phone)
             existing = await submissions.by_key(session, submission.idempotency_key)
             if existing is not None:
                 return Intake(existing.lead_id, existing.token or "", duplicate=True)
@@ -78,7 +84,7 @@ class IntakeService:
             session.add(
                 QuizSubmission(
                     source="marquiz", idempotency_key=submission.idempotency_key, token=token,
-                    raw_body=body.decode("utf-8", errors="replace"), content_type=content_type,
+                    raw_body=body.text, content_type=body.content_type,
                     answers=match.interests, unknown=match.unknown, phone=submission.phone, lead_id=lead.id,
                 )
             )

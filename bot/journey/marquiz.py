@@ -1,18 +1,17 @@
-"""Parsing of Marquiz webhooks (JSON or form-encoded) into a validated submission."""
+"""Validation of a decoded Marquiz webhook (see :mod:`bot.bodies`) into a submission."""
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
 
-from bot.formdata import parse_nested
+from bot.bodies import BadBody
 from bot.phones import normalise_phone
 from bot.texts import LANGUAGES
 
 
-class BadPayload(ValueError):
+class BadPayload(BadBody):
     """The webhook body is not a Marquiz submission; the message says why."""
 
 
@@ -59,23 +58,6 @@ def _answers(raw: Any) -> list[tuple[str, list[str]]]:
         values = value if isinstance(value, list) else [value]
         answers.append((question, [_text(v, f"answers[{index}].a") or "" for v in values if v not in (None, "")]))
     return answers
-
-
-def decode_body(body: bytes, content_type: str) -> dict[str, Any]:
-    """Decode a JSON or form-encoded body into a dict, or raise :class:`BadPayload`."""
-    if "application/x-www-form-urlencoded" in content_type or "multipart/form-data" in content_type:
-        try:
-            data: Any = parse_nested(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadPayload(f"malformed form body: {exc}") from None
-    else:
-        try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadPayload(f"malformed JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise BadPayload(f"expected a JSON object, got {type(data).__name__}")
-    return data
 
 
 def parse_submission(data: dict[str, Any]) -> MarquizSubmission:

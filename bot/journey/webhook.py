@@ -6,21 +6,21 @@ from collections.abc import Callable
 import structlog
 from aiohttp import web
 
+from bot import bodies
+from bot.bodies import BadBody
 from bot.journey.intake import IntakeService
-from bot.journey.marquiz import BadPayload
-from bot.web import Handler, error, read_body
+from bot.web import Handler, error
 
 log = structlog.get_logger(__name__)
 
 
 def marquiz_handler(intake: IntakeService, start_link: Callable[[str], str]) -> Handler:
     async def handle(request: web.Request) -> web.Response:
-        body = await read_body(request)
         try:
-            result = await intake.accept_marquiz(body, request.content_type)
-        except BadPayload as exc:
-            log.warning("marquiz.rejected", reason=str(exc), size=len(body))
-            return error(400, str(exc))
+            result = await intake.accept_marquiz(await bodies.read(request))
+        except BadBody as exc:
+            log.warning("marquiz.rejected", reason=str(exc), size=request.content_length)
+            return error(exc.status, str(exc))
         return web.json_response(
             {"ok": True, "lead_id": result.lead_id, "duplicate": result.duplicate, "start_link": start_link(result.token)}
         )
