@@ -31,14 +31,13 @@ from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.telegram_webhook import telegram_handler
+from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
-TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
 
 

@@ -48,6 +48,16 @@ def oauth_tokens(settings: Settings, db: async_sessionmaker[AsyncSession], http:
     )
 
 
+def amo_client(settings: Settings, db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, limiter: RateLimit,
+               config: CrmConfig, clock: Clock = utcnow) -> AmoClient:
+    """The amoCRM client of the settings: the long-lived token, else the OAuth pair kept in the database."""
+    tokens: TokenSource = (
+        StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
+        else oauth_tokens(settings, db, http, limiter, clock)
+    )
+    return AmoClient(settings.amocrm_base_url or "", tokens, limiter, config.client, http=http)
+
+
 class CrmSync:
     """``writer`` goes to ``Journal.subscribe``; ``routes`` and ``workers`` to the app; ``start()``/``close()`` around."""
 
@@ -69,11 +79,7 @@ class CrmSync:
         base_url = settings.amocrm_base_url
         self.limiter = rate_limit(settings.amocrm_rps, redis_url=settings.redis_url, key=f"optobot:amocrm:rate:{urlsplit(base_url).netloc}")
         self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
-        tokens: TokenSource = (
-            StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
-            else oauth_tokens(settings, db, self.http, self.limiter, clock)
-        )
-        self.client = AmoClient(base_url, tokens, self.limiter, self.config.client, http=self.http)
+        self.client = amo_client(settings, db, self.http, self.limiter, self.config, clock)
         self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
         self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
