@@ -2,10 +2,10 @@
 finds their amoCRM contact and folds their duplicate deals into one.
 
 * It keeps one open deal of the configured pipelines: the one the bot works on if a manager made it, else
-  the earliest open one (the website quiz's, or a manager's).
-* Every other deal the bot worked on has its notes copied to the kept deal, in order, each once.
-* The other open deals the bot created (name ending ``#L<id>``) are closed as lost with the configured loss
-  reason, their open tasks move over, and a note on both sides links them. A manager's deals are never closed.
+  the earliest open one (the website quiz's, or a manager's). The lead moves to it.
+* The other open deals the bot created (name ending ``#L<id>``) have their notes copied to the kept deal, in
+  order and each once, their open tasks moved, and are closed as lost with the configured loss reason; a note
+  on both sides links them. A manager's deals are never closed, and a closed deal keeps its history.
 * The buyer's contact on the kept deal is the one with their phone (or email), else the deal's own, else a new one.
 
 Every step reads amoCRM's state first, so a merge repeated after a crash does nothing twice; the local lead
@@ -43,6 +43,12 @@ def _chunks(items: list[Any]) -> Iterable[list[Any]]:
     return (items[start:start + BATCH] for start in range(0, len(items), BATCH))
 
 
+def is_open(deal: Deal, account: AccountMap) -> bool:
+    """An open deal of one of the configured pipelines."""
+    pipelines = {pipeline_id for pipeline_id, _ in account.stages.values()}
+    return deal["pipeline_id"] in pipelines and deal["status_id"] not in (WON, LOST)
+
+
 async def buyer_contacts(client: AmoClient, lead: Lead) -> list[dict[str, Any]]:
     """The amoCRM contacts with the lead's phone (or email), with their deals, oldest first."""
     query = cards.contact_query(lead)
@@ -60,19 +66,14 @@ class Merger:
     composer: Composer
     account: AccountMap
 
-    def is_open(self, deal: Deal) -> bool:
-        """An open deal of one of the configured pipelines."""
-        pipelines = {pipeline_id for pipeline_id, _ in self.account.stages.values()}
-        return deal["pipeline_id"] in pipelines and deal["status_id"] not in (WON, LOST)
-
     async def merge(self, job: Job, lead: Lead, outcome: Outcome) -> None:
         """Carry out one merge job for ``lead`` (its deal is known); amoCRM errors propagate to the caller."""
         contacts = await buyer_contacts(self.client, lead)
         linked = (deal["id"] for contact in contacts for deal in contact.get("_embedded", {}).get("leads", []))
         deals = await self._deals({lead.crm_lead_id, *job.payload.get("deals", []), *linked})
         current = deals.get(lead.crm_lead_id or 0)
-        open_deals = [deal for deal in deals.values() if self.is_open(deal)]
-        if current is not None and self.is_open(current) and not is_bot_lead(current.get("name")):
+        open_deals = [deal for deal in deals.values() if is_open(deal, self.account)]
+        if current is not None and is_open(current, self.account) and not is_bot_lead(current.get("name")):
             keeper: Deal | None = current  # a manager's deal the bot already works on
         else:
             keeper = min(open_deals, key=lambda deal: (deal["created_at"], deal["id"]), default=current)
@@ -80,18 +81,18 @@ class Merger:
             outcome.succeed(job, skipped="the deal is gone from amoCRM")
             return
         closing = [deal for deal in open_deals if deal is not keeper and is_bot_lead(deal.get("name"))]
-        sources = closing + ([current] if current is not None and current is not keeper and current not in closing else [])
         contact_id = await self._contact(lead, keeper, contacts)
-        if sources:
-            markers = await self._copy_notes(sources, keeper, item_marker(job.id))
-            await self._link_notes(job, keeper, sources, closing, markers)
+        if closing:
+            markers = await self._copy_notes(closing, keeper, item_marker(job.id))
+            await self._link_notes(job, keeper, closing, markers)
             await self._move_tasks(closing, keeper)
         columns = {"crm_lead_id": keeper["id"], "crm_status_id": keeper["status_id"], "crm_pipeline_id": keeper["pipeline_id"],
                    "crm_contact_id": contact_id, "responsible_user_id": keeper.get("responsible_user_id") or lead.responsible_user_id}
-        await switch_deal(self.db, lead.id, columns, job, [deal["id"] for deal in sources])
+        await switch_deal(self.db, lead.id, columns, job, [deal["id"] for deal in closing])
+        switching = keeper is not current
         for name, value in columns.items():
             setattr(lead, name, value)
-        changes = [self._card(lead, keeper, columns)] if sources else []
+        changes = [self._card(lead, keeper, columns)] if switching else []
         changes += [{"id": deal["id"], "pipeline_id": deal["pipeline_id"], "status_id": LOST,
                      **({"loss_reason_id": self.account.loss_reason_id} if self.account.loss_reason_id else {})} for deal in closing]
         if changes:
@@ -127,10 +128,10 @@ class Merger:
     async def _notes(self, deal_id: int) -> list[dict[str, Any]]:
         return [note async for note in self.client.pages(f"/api/v4/leads/{deal_id}/notes", "notes", [("order[id]", "asc")])]
 
-    async def _copy_notes(self, sources: list[Deal], keeper: Deal, own: str) -> dict[int, set[str]]:
-        """Copy the text notes of ``sources`` to the kept deal, in order, skipping those it has; returns each deal's markers."""
+    async def _copy_notes(self, closing: list[Deal], keeper: Deal, own: str) -> dict[int, set[str]]:
+        """Copy the text notes of ``closing`` to the kept deal, in order, skipping those it has; returns each deal's markers."""
         markers: dict[int, set[str]] = {}
-        for deal_id in (keeper["id"], *(deal["id"] for deal in sources)):
+        for deal_id in (keeper["id"], *(deal["id"] for deal in closing)):
             notes = await self._notes(deal_id)
             markers[deal_id] = {m for note in notes if (m := _trailing_marker(str(note.get("params", {}).get("text", ""))))}
             if deal_id == keeper["id"]:
@@ -151,11 +152,10 @@ class Merger:
                 await self.client.post("/api/v4/leads/notes", chunk)
         return markers
 
-    async def _link_notes(self, job: Job, keeper: Deal, sources: list[Deal], closing: list[Deal], markers: dict[int, set[str]]) -> None:
+    async def _link_notes(self, job: Job, keeper: Deal, closing: list[Deal], markers: dict[int, set[str]]) -> None:
         """A note on the kept deal naming the deals folded in, and one on each closed deal naming the kept one."""
         own = item_marker(job.id)
-        lines = [self.composer.text("note.merge_closed_line" if deal in closing else "note.merge_moved_line", id=deal["id"], name=deal.get("name"))
-                 for deal in sources]
+        lines = [self.composer.text("note.merge_line", id=deal["id"], name=deal.get("name")) for deal in closing]
         notes = []
         if own not in markers[keeper["id"]]:
             notes.append((keeper["id"], self.composer.text("note.merge_kept", deals="\n".join(lines))))

@@ -17,7 +17,7 @@ from bot.crm.client import AmoClient, AmoRejected, AmoUnavailable
 from bot.crm.compose import Composer, has_marker, item_marker, lead_marker
 from bot.crm.config import CrmConfig
 from bot.crm.discovery import AccountMap
-from bot.crm.merge import Merger, buyer_contacts
+from bot.crm.merge import Merger, buyer_contacts, is_open
 from bot.crm.outbox import Job, Outcome
 from bot.db.models import Lead
 from bot.funnel import STAGES
@@ -173,8 +173,7 @@ class Operations:
         if not lead_ids:
             return False
         body = await self.client.get("/api/v4/leads", [("filter[id][]", i) for i in lead_ids]) or {}
-        merger = Merger(self.db, self.client, self.config, self.composer, self.account)
-        open_leads = [found for found in body.get("_embedded", {}).get("leads", []) if merger.is_open(found)]
+        open_leads = [found for found in body.get("_embedded", {}).get("leads", []) if is_open(found, self.account)]
         if not open_leads:
             return False
         found = min(open_leads, key=lambda item: (item["created_at"], item["id"]))  # the earliest: duplicates fold into it
