@@ -2,7 +2,9 @@
 
 ``t(lang, "journey.greeting", name=...)`` formats a text with ``str.format``; every
 keyword value is HTML-escaped unless wrapped in :class:`Safe`, so buyer input can
-never break Telegram HTML markup.
+never break Telegram HTML markup. ``plural(lang, "relay.price.models", 5)`` gives a count
+with the form of its noun the number needs (ru: 1 модель, 2 модели, 5 моделей; en: 1 model,
+5 models), from forms keyed by the CLDR plural categories of the language (Babel's rules).
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from babel import Locale
 
 TEXTS_DIR = Path(__file__).parent
 LANGUAGES = ("ru", "en")
@@ -29,8 +32,11 @@ def escape(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
+
+
 def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
-    if isinstance(node, dict):
+    if isinstance(node, dict) and not (node and set(node) <= PLURAL_CATEGORIES):  # plural forms are one text
         for key, value in node.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
     else:
@@ -67,3 +73,15 @@ def t(lang: str, key: str, /, **values: Any) -> str:
     """The text ``key`` in ``lang`` with ``values`` HTML-escaped and substituted."""
     template = raw(lang, key)
     return template.format(**{name: escape(value) for name, value in values.items()})
+
+
+@lru_cache(maxsize=None)
+def _plural_rule(lang: str) -> Any:
+    return Locale.parse(lang).plural_form
+
+
+def plural(lang: str, key: str, count: float) -> str:
+    """``count`` with the form of ``key`` (``{one: "{n} модель", few: …, many: …, other: …}``) its number takes in ``lang``."""
+    lang = lang if lang in LANGUAGES else FALLBACK
+    forms = raw(lang, key)
+    return str(forms[_plural_rule(lang)(count)]).format(n=count)
