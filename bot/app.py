@@ -20,6 +20,7 @@ from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import open_database
+from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
@@ -32,14 +33,13 @@ from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
-from bot.telegram_webhook import telegram_handler
+from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
-TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
 
 
@@ -71,6 +71,7 @@ class App:
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
             default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
+            hours=WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone),
         )
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)

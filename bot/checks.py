@@ -1,70 +1,310 @@
-"""``optobot check``: validate the configuration and reach every dependency, naming what is wrong."""
+"""``optobot check``: every file a setting names and every dependency, one line each.
+
+``OK`` with what was found, ``FAIL`` with the reason and what to do, ``SKIP`` with why the check does not
+apply (e.g. amoCRM not configured); exit code 1 on any FAIL. A check never stops the others and never
+prints a traceback (``LOG_LEVEL=DEBUG`` logs it).
+"""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import text
+import httpx
+import structlog
+import yaml
+from aiogram import Bot
+from aiogram.exceptions import TelegramAPIError, TelegramUnauthorizedError
+from aiogram.types import User
+from alembic.script import ScriptDirectory
+from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from bot.catalog.products import load_company, load_products
-from bot.config import Settings
+from bot.config import ConfigError, Settings, first_line
+from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
+from bot.crm.config import CrmConfig, load_crm_config
+from bot.crm.discovery import discover
+from bot.crm.service import amo_client
 from bot.db import migrate
 from bot.db.session import open_database
-from bot.quiz import load_quiz
+from bot.quiz import Quiz, load_quiz
+from bot.ratelimit import Window
+from bot.relay.config import load_roster
 from bot.telegram import create_bot
+from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH
+from broadcasts.content import Renderer
+from broadcasts.segments import Segment
+from broadcasts.sequences import load_sequences
 
-Check = Callable[[Settings], Awaitable[str]]
+log = structlog.get_logger(__name__)
+
+TIMEOUT = 10.0  # seconds a dependency may take to answer
+RECENT = timedelta(hours=1)  # a Telegram delivery error this recent fails the webhook check
 
 
-async def database(settings: Settings) -> str:
+class Fail(Exception):
+    """The check failed: the message says why and what to do."""
+
+
+class Skip(Exception):
+    """The check does not apply: the message says why."""
+
+
+@dataclass
+class Checks:
+    """The checks in order; later ones use what earlier ones found (the bot, the quiz)."""
+
+    settings: Settings
+    lines: list[tuple[str, str, str]] = field(default_factory=list)
+    bot: Bot | None = None
+    me: User | None = None
+    quiz: Quiz | None = None
+
+    async def run(self) -> int:
+        s = self.settings
+        try:
+            await self.one("QUIZ_CONFIG", self.quiz_file)
+            await self.one("CATALOG_DIR", self.catalogue)
+            await self.one("quiz → catalogue", self.quiz_catalogue)
+            await self.one("CRM_CONFIG", lambda: _loaded(f"events: {len(load_crm_config(s.crm_config).events)}", s.crm_config))
+            await self.one("OPERATORS_CONFIG", self.operators_file)
+            await self.one("BROADCAST_SEQUENCES", self.sequences)
+            await self.one("BROADCAST_SEGMENTS", self.segments)
+            await self.one("DATA_DIR", self.data_dir)
+            await self.one("database", self.database)
+            await self.one("redis", self.redis)
+            await self.one("webhooks", self.webhooks)
+            await self.one("telegram", self.telegram)
+            await self.one("telegram webhook", self.telegram_webhook)
+            await self.one("operator group", self.operator_group)
+            await self.amocrm()
+        finally:
+            if self.bot is not None:
+                await self.bot.session.close()
+        width = max(len(status) for _, status, _ in self.lines)
+        for name, status, detail in self.lines:
+            print(f"{status:<{width}} {name}: {detail}")
+        return 1 if any(status == "FAIL" for _, status, _ in self.lines) else 0
+
+    async def one(self, name: str, check: Callable[[], Awaitable[str] | str]) -> None:
+        """Run a check and keep its line."""
+        try:
+            result = check()
+            detail = await result if isinstance(result, Awaitable) else result
+            self.lines.append((name, "OK", detail))
+        except Skip as exc:
+            self.lines.append((name, "SKIP", str(exc)))
+        except Fail as exc:
+            self.lines.append((name, "FAIL", str(exc)))
+        except ConfigError as exc:  # a loader's verdict on a file: already one line naming it
+            self.lines.append((name, "FAIL", str(exc).removeprefix("optobot: ")))
+        except Exception as exc:  # any other failure is this check's, not the command's
+            log.debug("check.failed", check=name, exc_info=True)
+            self.lines.append((name, "FAIL", f"{type(exc).__name__}: {first_line(exc)}"))
+
+    # ------------------------------------------------------------------ files
+    def quiz_file(self) -> str:
+        self.quiz = load_quiz(self.settings.quiz_config)
+        return _loaded(f"questions: {len(self.quiz.questions)}", self.settings.quiz_config)
+
+    def catalogue(self) -> str:
+        folder = self.settings.catalog_dir
+        products = load_products(folder / "products.yaml")
+        load_company(folder / "company.yaml")
+        return _loaded(f"products: {len(products)}", folder)
+
+    def quiz_catalogue(self) -> str:
+        """Every category a buyer can pick has products, every volume has a price (the catalogue's own validation goes here
+        once it has one)."""
+        if self.quiz is None:
+            raise Skip("needs a readable QUIZ_CONFIG")
+        products = load_products(self.settings.catalog_dir / "products.yaml")
+        problems = []
+        for key, option_of in (("category", lambda p: [p.category]), ("volume", lambda p: list(p.prices))):
+            question = self.quiz.question(key)
+            if question is None:
+                continue
+            wanted = {option.key for option in question.options}
+            found = [key for product in products for key in option_of(product)]
+            problems += [f"no product for {key} «{option}»" for option in sorted(wanted - set(found))]
+            problems += [f"{key} «{value}» of the catalogue is not a quiz option" for value in sorted(set(found) - wanted)]
+        if problems:
+            raise Fail("; ".join(problems))
+        return "every quiz category has products, every volume has prices"
+
+    def operators_file(self) -> str:
+        roster = load_roster(self.settings.operators_config)
+        return _loaded(f"managers: {len(roster.operators)}, templates: {len(roster.titles)}", self.settings.operators_config)
+
+    def sequences(self) -> str:
+        path = self.settings.broadcast_sequences
+        if not path.is_file():
+            raise Fail(f"no such file: {path} (a file with `sequences: []` turns the warm-up off)")
+        renderer = Renderer(self.quiz or load_quiz(self.settings.quiz_config), self.settings.default_language)
+        return _loaded(f"sequences: {len(load_sequences(path, renderer))}", path)
+
+    def segments(self) -> str:
+        path = self.settings.broadcast_segments
+        if not path.is_file():
+            raise Fail(f"no such file: {path}")
+        presets = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("presets") or []
+        for number, preset in enumerate(presets, 1):
+            try:
+                Segment(**preset["segment"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise Fail(f"{path}: preset {number}: {first_line(exc)}") from None
+        return _loaded(f"ready segments: {len(presets)}", path)
+
+    def data_dir(self) -> str:
+        folder = self.settings.data_dir.resolve()
+        existing = next(path for path in (folder, *folder.parents) if path.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise Fail(f"{existing} is not a folder this user may write to (the catalogues are cached under DATA_DIR)")
+        return f"{folder} is writable" if existing == folder else f"{folder} will be created at start"
+
+    # ---------------------------------------------------------- dependencies
+    async def database(self) -> str:
+        db = open_database(self.settings.database_url)
+        try:
+            current = await migrate.current(db.engine)
+        except (OSError, SQLAlchemyError) as exc:
+            raise Fail(f"cannot connect to DATABASE_URL ({first_line(exc)}): check the address, the credentials and the server") from None
+        finally:
+            await db.close()
+        heads = set(ScriptDirectory.from_config(migrate.alembic_config()).get_heads())
+        kind = db.engine.dialect.name
+        if current != heads:
+            missing = ", ".join(sorted(heads - current))
+            raise Fail(f"{kind} is not migrated ({'no tables' if not current else f'missing {missing}'}): run `optobot db upgrade` "
+                       "(`optobot run` migrates at start)")
+        return f"{kind}, at the latest migrations ({', '.join(sorted(current))})"
+
+    async def redis(self) -> str:
+        url = self.settings.redis_url
+        if not url:
+            raise Skip("REDIS_URL not set: rate limits are per instance (set it to run several instances)")
+        client = Redis.from_url(url, socket_connect_timeout=TIMEOUT, socket_timeout=TIMEOUT)
+        try:
+            await client.ping()
+        except Exception as exc:
+            raise Fail(f"cannot connect to REDIS_URL ({first_line(exc)}): is the server running at that address?") from None
+        finally:
+            await client.aclose()
+        return f"PONG from {url.rsplit('@', 1)[-1]}"
+
+    def webhooks(self) -> str:
+        if self.settings.webhook_secret is None:
+            raise Skip("off: WEBHOOK_SECRET is not set, the Marquiz and amoCRM webhooks answer 404")
+        return f"/webhooks/marquiz|amocrm/<secret> on {self.settings.http_host}:{self.settings.http_port}"
+
+    async def telegram(self) -> str:
+        s = self.settings
+        if s.bot_token is None:
+            raise Skip("BOT_TOKEN not set: only the sandbox demo runs")
+        self.bot = create_bot(s.bot_token.get_secret_value(), s.telegram_api_url, retry_flood=False)
+        try:
+            self.me = await self.bot.me()
+        except TelegramUnauthorizedError:
+            raise Fail("Telegram refused BOT_TOKEN: copy the token again from @BotFather") from None
+        except (TelegramAPIError, OSError) as exc:
+            raise Fail(f"cannot reach Telegram at TELEGRAM_API_URL={s.telegram_api_url} ({first_line(exc)})") from None
+        return f"@{self.me.username} via {s.telegram_api_url}"
+
+    async def telegram_webhook(self) -> str:
+        s = self.settings
+        if not s.public_url:
+            raise Skip("PUBLIC_URL not set: updates come by long polling")
+        bot = self._bot()
+        info = await bot.get_webhook_info()
+        expected = s.public_url + TELEGRAM_WEBHOOK_PATH
+        if not info.url:
+            raise Fail(f"no webhook registered: `optobot run` registers {expected} at start")
+        if info.url != expected:
+            raise Fail(f"registered to {info.url}, expected {expected} (PUBLIC_URL): another deployment gets the updates?")
+        if info.last_error_date and datetime.now(timezone.utc) - info.last_error_date < RECENT:
+            at = info.last_error_date.astimezone().strftime("%H:%M")
+            raise Fail(f"Telegram could not deliver to {expected} at {at}: {info.last_error_message}")
+        return f"{expected}, updates waiting: {info.pending_update_count}"
+
+    async def operator_group(self) -> str:
+        chat_id = self.settings.operator_chat_id
+        if chat_id is None:
+            raise Skip("OPERATOR_CHAT_ID not set: no operator chat")
+        bot = self._bot()
+        try:
+            chat = await bot.get_chat(chat_id)
+            member = await bot.get_chat_member(chat_id, self.me.id)  # type: ignore[union-attr]
+        except TelegramAPIError as exc:
+            raise Fail(f"OPERATOR_CHAT_ID={chat_id}: {first_line(exc)} (is the bot in that group?)") from None
+        if member.status not in ("administrator", "creator"):
+            raise Fail(f"the bot is not an administrator in «{chat.title}»: make it one with «Manage topics» (docs/operator-chat.md)")
+        if not chat.is_forum:
+            raise Fail(f"topics are off in «{chat.title}»: the bot falls back to the reply mode; turn Topics on (group → Edit → Topics)")
+        if not getattr(member, "can_manage_topics", False):
+            raise Fail(f"the bot may not manage topics in «{chat.title}»: give it the «Manage topics» right")
+        return f"«{chat.title}»: the bot is an administrator, topics on"
+
+    def _bot(self) -> Bot:
+        if self.me is None or self.bot is None:
+            raise Skip("needs a working BOT_TOKEN")
+        return self.bot
+
+    async def amocrm(self) -> None:
+        """Two lines: the token (and the account behind it), then the pipelines, stages, fields and users named in CRM_CONFIG."""
+        s = self.settings
+        if not s.amocrm_base_url:
+            for name in ("amoCRM", "amoCRM funnel"):
+                self.lines.append((name, "SKIP", "AMOCRM_BASE_URL not set: CRM work is queued, not sent"))
+            return
+        async with _amocrm(s) as (client, config):
+            account: dict[str, Any] = {}
+
+            async def reach() -> str:
+                try:
+                    account.update(await client.get("/api/v4/account") or {})
+                except AmoAuthError as exc:
+                    raise Fail(f"{first_line(exc)} (AMOCRM_ACCESS_TOKEN, or `optobot amocrm login` for OAuth)") from None
+                except AmoBlocked as exc:
+                    raise Fail(f"amoCRM refuses every request ({first_line(exc)}): blocked for exceeding the rate, or not paid") from None
+                except AmoError as exc:
+                    raise Fail(f"cannot reach AMOCRM_BASE_URL={s.amocrm_base_url} ({first_line(exc)})") from None
+                return f"account «{account.get('subdomain')}» (#{account.get('id')}) at {s.amocrm_base_url}"
+
+            async def funnel() -> str:
+                if not account:
+                    raise Skip("needs a working amoCRM token")
+                found, problems = await discover(client, config, self.quiz or load_quiz(s.quiz_config))
+                if problems:
+                    raise Fail("; ".join(problems))
+                reason = f", loss reason «{config.duplicate_loss_reason}»" if found.loss_reason_id else ""
+                return (f"stages: {len(found.stages)}, lead fields: {len(found.lead_fields)}, contact fields: "
+                        f"{len(found.contact_fields)}{reason}, time zone {found.timezone or 'not given'}")
+
+            await self.one("amoCRM", reach)
+            await self.one("amoCRM funnel", funnel)
+
+
+def _loaded(what: str, path: object) -> str:
+    return f"{what} in {path}"
+
+
+@asynccontextmanager
+async def _amocrm(settings: Settings) -> AsyncIterator[tuple[AmoClient, CrmConfig]]:
+    """An amoCRM client for one quick look: no retries, a short timeout."""
+    config = load_crm_config(settings.crm_config)
+    config = config.model_copy(update={"client": config.client.model_copy(update={"attempts": 1, "timeout": TIMEOUT})})
     db = open_database(settings.database_url)
-    try:
-        async with db.engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        heads = await migrate.current(db.engine)
-        return f"{db.engine.dialect.name}, schema at {', '.join(sorted(heads)) or 'nothing (run `optobot db upgrade`)'}"
-    finally:
-        await db.close()
-
-
-async def quiz(settings: Settings) -> str:
-    questions = load_quiz(settings.quiz_config).questions
-    return f"{len(questions)} questions from {settings.quiz_config}"
-
-
-async def catalogue(settings: Settings) -> str:
-    products = load_products(settings.catalog_dir / "products.yaml")
-    load_company(settings.catalog_dir / "company.yaml")
-    return f"{len(products)} products in {settings.catalog_dir}"
-
-
-async def telegram(settings: Settings) -> str:
-    if settings.bot_token is None:
-        return "BOT_TOKEN not set: only `optobot demo` will run"
-    bot = create_bot(settings.bot_token.get_secret_value(), settings.telegram_api_url)
-    try:
-        me = await bot.me()
-        return f"@{me.username} via {settings.telegram_api_url}"
-    finally:
-        await bot.session.close()
-
-
-async def webhooks(settings: Settings) -> str:
-    mode = f"Telegram webhook at {settings.public_url}" if settings.public_url else "Telegram long polling"
-    if settings.webhook_secret is None:
-        return f"off (WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404); {mode}"
-    return f"/webhooks/*/<secret> on {settings.http_host}:{settings.http_port}; {mode}"
-
-
-CHECKS: dict[str, Check] = {"database": database, "quiz": quiz, "catalogue": catalogue, "telegram": telegram, "webhooks": webhooks}
+    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
+        try:
+            yield amo_client(settings, db, http, Window(settings.amocrm_rps), config), config
+        finally:
+            await db.close()
 
 
 async def run_checks(settings: Settings) -> int:
-    """Run every check; exit code 1 if any failed."""
-    failed = 0
-    for name, check in CHECKS.items():
-        try:
-            print(f"ok    {name}: {await check(settings)}")
-        except Exception as exc:  # every failure is reported, none stops the others
-            failed += 1
-            print(f"FAIL  {name}: {type(exc).__name__}: {exc}")
-    return 1 if failed else 0
+    """Run every check, print one line each; exit code 1 if any failed."""
+    return await Checks(settings).run()

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def execute(func: Command, args: argparse.Namespace, *, quiet: bool = False) -> int:
-    """Load the settings, set up the log (``quiet``: warnings only) and run a command; its exit code.
+    """Load the settings, set up the log (``quiet``: warnings only in the sandbox) and run a command; its exit code.
 
     Every failure is one or two lines on stderr: 2 for the configuration (a setting, a file it names, a
     dependency it points at), 1 for anything else (its traceback in the log at debug level).
@@ -110,7 +110,8 @@ def execute(func: Command, args: argparse.Namespace, *, quiet: bool = False) -> 
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    setup_logging("WARNING" if quiet and settings.sandbox else settings.log_level, secrets=settings.secrets())
+    quiet = (quiet and settings.sandbox or func is check) and settings.log_level.upper() != "DEBUG"  # check: its lines are the output
+    setup_logging("WARNING" if quiet else settings.log_level, secrets=settings.secrets())
     try:
         return asyncio.run(func(settings, args)) or 0
     except ConfigError as exc:

@@ -1,10 +1,13 @@
-"""Working hours (``WORKING_HOURS``, ``WORKING_DAYS``, ``TIMEZONE``): SLA deadlines and response times count only them."""
+"""Working hours (``WORKING_HOURS``, ``WORKING_DAYS``, ``TIMEZONE``): SLA deadlines and response times count only them,
+task deadlines start at the next opening, and the buyer is promised an answer the hours allow."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from bot.texts import plural, raw
 
 HOURS_PATTERN = r"^([01]\d|2[0-4]):([0-5]\d)-([01]\d|2[0-4]):([0-5]\d)$"
 DAYS_PATTERN = r"^[1-7](-[1-7])?(,[1-7](-[1-7])?)*$"
@@ -54,9 +57,39 @@ class WorkingHours:
 
     def contains(self, moment: datetime) -> bool:
         """Whether ``moment`` falls within working hours."""
-        local = moment.astimezone(self.tz)
+        return self._within(moment.astimezone(self.tz), 0)
+
+    def _next_start(self, local: datetime) -> datetime | None:
+        """The first opening after ``local`` (within a week)."""
+        for offset in range(8):
+            window = self._window(local.date() + timedelta(days=offset))
+            if window is not None and window[0] > local:
+                return window[0]
+        return None
+
+    def _within(self, local: datetime, minutes: float) -> bool:
+        """Whether ``local`` is in working hours with ``minutes`` of them left that day."""
         window = self._window(local.date())
-        return window is not None and window[0] <= local < window[1]
+        return window is not None and window[0] <= local and local + timedelta(minutes=minutes) <= window[1]
+
+    def deadline(self, moment: datetime, minutes: float) -> datetime:
+        """``minutes`` after ``moment``, or after the next opening when ``moment`` is outside working hours."""
+        local = moment.astimezone(self.tz)
+        start = local if self._within(local, 0) else self._next_start(local) or local
+        return start + timedelta(minutes=minutes)
+
+    def answer_by(self, moment: datetime, minutes: int, lang: str) -> str:
+        """When a manager answers, as the buyer reads it (plain text): «в течение 15 минут» when today's working hours
+        have that long left, else «сегодня / завтра / в понедельник после 9:00»."""
+        local = moment.astimezone(self.tz)
+        start = None if self._within(local, minutes) else self._next_start(local)
+        if start is None:
+            return str(raw(lang, "hours.within")).format(minutes=plural(lang, "hours.minutes", minutes))
+        clock = f"{start.hour}:{start.minute:02d}"
+        days = (start.date() - local.date()).days
+        if days <= 1:
+            return str(raw(lang, "hours.today" if days == 0 else "hours.tomorrow")).format(time=clock)
+        return str(raw(lang, "hours.on_day")).format(day=raw(lang, "hours.days")[start.weekday()], time=clock)
 
     def add(self, moment: datetime, minutes: float) -> datetime:
         """The moment ``minutes`` of working time after ``moment``."""
@@ -90,3 +123,6 @@ class WorkingHours:
     def start_of_day(self, moment: datetime) -> datetime:
         """Local midnight of ``moment``'s day (for "today" in /stats)."""
         return datetime.combine(moment.astimezone(self.tz).date(), time(), tzinfo=self.tz)
+
+
+ALWAYS = WorkingHours.parse("00:00-24:00", "1-7", "UTC")  # no working hours configured: always open

@@ -21,6 +21,7 @@ from bot.web import Handler, error
 log = structlog.get_logger(__name__)
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 
 
 async def read_update(request: web.Request, bot: Bot) -> Update:

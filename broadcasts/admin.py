@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from bot.config import Settings
 from bot.funnel import STAGES
-from bot.texts import t
+from bot.texts import plural, t
 from broadcasts import stats
 from broadcasts.campaigns import CampaignSpec
 from broadcasts.content import Button, Content, Variant
@@ -206,10 +206,12 @@ async def review(message: Message, state: FSMContext, broadcasts: Broadcasts, se
     await state.set_state(Wizard.content)  # a new message replaces the content unless the review passes
     plan = await broadcasts.campaigns.plan(segment, Content(variants=[variant]))
     if plan.refused:
-        await message.answer(t(lang, "broadcasts.admin.problems", failing=plan.failing, problems="\n".join(plan.problems)))
+        await message.answer(t(lang, "broadcasts.admin.problems", failing=plural(lang, "broadcasts.recipients_genitive", plan.failing),
+                               problems="\n".join(plan.problems)))
         return
     if plan.skipped:
-        await message.answer(t(lang, "broadcasts.admin.skipped", skipped=plan.skipped, problems="\n".join(plan.problems)))
+        await message.answer(t(lang, "broadcasts.admin.skipped", skipped=plural(lang, "broadcasts.recipients_genitive", plan.skipped),
+                               problems="\n".join(plan.problems)))
     preview = await broadcasts.campaigns.preview(segment, 1)
     sample = preview.sample[0] if preview.sample else Recipient(0, message.chat.id, admin_name, None, None, None, lang, {}, "new", None)
     try:
@@ -264,7 +266,7 @@ def _name(data: dict[str, Any], lang: str, broadcasts: Broadcasts) -> str:
 async def _confirm(message: Message, state: FSMContext, broadcasts: Broadcasts, settings: Settings, *, edit: bool) -> None:
     lang, data = settings.default_language, await state.get_data()
     await state.set_state(Wizard.confirm)
-    name, size = _name(data, lang, broadcasts), data["size"]
+    name, size = _name(data, lang, broadcasts), plural(lang, "broadcasts.recipients_dative", data["size"])
     if data.get("send_at"):
         moment = datetime.fromisoformat(data["send_at"]).astimezone(ZoneInfo(settings.timezone)).strftime("%d.%m.%Y %H:%M")
         text = t(lang, "broadcasts.admin.confirm_at", name=name, size=size, when=moment, zone=settings.timezone)

@@ -159,6 +159,7 @@ class Renderer:
             "first_name": r.first_name or "", "last_name": r.last_name or "",
             "name": " ".join(part for part in (r.first_name, r.last_name) if part), "company": r.company or "",
             "username": r.tg_username or "", "city": interests.get("city") or "", "categories": self._label("category", interests, lang),
+            "category_count": len(self.quiz.labels_of("category", interests, lang)),
             "volume": self._label("volume", interests, lang), "channel": self._label("channel", interests, lang), "stage": r.stage, "language": lang,
         }
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.proportions import Z_95, z_score
-from bot.texts import t
+from bot.texts import plural, t
 from broadcasts import store
 from broadcasts.content import UNSUBSCRIBE
 from broadcasts.models import BLOCKED, FAILED, HOLDOUT, PENDING, SCHEDULED, SENDING, SENT, SKIPPED, UNKNOWN, Broadcast
@@ -130,7 +130,7 @@ def headline(lang: str, b: Broadcast, zone: str) -> str:
 
 def _counts(lang: str, g: Group) -> str:
     s = g.states
-    return t(lang, "broadcasts.report.counts", recipients=g.recipients, sent=s[SENT], blocked=s[BLOCKED], failed=s[FAILED],
+    return t(lang, "broadcasts.report.counts", recipients=plural(lang, "broadcasts.recipients", g.recipients), sent=s[SENT], blocked=s[BLOCKED], failed=s[FAILED],
              unknown=s[UNKNOWN], waiting=g.waiting, skipped=s[SKIPPED])
 
 

@@ -50,7 +50,7 @@ def fast_config(**outbox: Any) -> CrmConfig:
 
 def crm_settings(sandbox: AmoSandbox, database_url: str, **extra: Any) -> Settings:
     values = {"AMOCRM_BASE_URL": sandbox.base_url, "AMOCRM_ACCESS_TOKEN": sandbox.long_lived_token,
-              "AMOCRM_RPS": 50, "DATABASE_URL": database_url, **extra}
+              "AMOCRM_RPS": 50, "DATABASE_URL": database_url, "WORKING_HOURS": "00:00-24:00", "WORKING_DAYS": "1-7", **extra}
     return Settings(_env_file=None, **{k: v for k, v in values.items() if v is not None})
 
 

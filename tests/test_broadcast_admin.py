@@ -177,7 +177,7 @@ async def test_wizard_names_a_recipient_it_will_skip_and_sends_to_the_rest(bapp:
     await sandbox.wait_for_messages(ADMIN, seen + 1)
     await admin.presses("bw:next:")
     skipped, preview, review = (await sandbox.wait_for_messages(ADMIN, seen + 4))[seen + 1:]
-    assert "1 получателей будут пропущены" in skipped["text"] and "too long" in skipped["text"]
+    assert "Пропустим 1 получателя:" in skipped["text"] and "too long" in skipped["text"]
     assert preview["caption"] == "Новинки для Покупатель0, доставка в Казань!" and "Получателей: 3" in review["text"]
     await admin.presses("bw:now:")
     await admin.presses("bw:confirm:")

@@ -63,7 +63,7 @@ def test_plan_preview_schedule_and_control(database: str, tmp_path: Path, capsys
     assert run(capsys, "resume", "1") == (1, "#1: cancelled (resume not possible)\n")
 
     code, out = run(capsys, "stats", "1")
-    assert code == 0 and "#1 «Новинки обуви» — отменена" in out and "Получателей 0" in out
+    assert code == 0 and "#1 «Новинки обуви» — отменена" in out and "0 получателей: доставлено 0" in out
 
 
 def test_plan_refuses_a_message_that_breaks_for_some_recipient(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from bot.config import PACKAGE_DIR
+from bot.config import PACKAGE_DIR, PROJECT_DIR
 from bot.quiz import load_quiz
 from broadcasts.content import MAX_SKIPPED, Content, Renderer, Validation, Variant
 from broadcasts.schedule import QuietHours, parse_duration, zone_of
@@ -24,6 +25,16 @@ def test_personalisation_uses_the_quiz_labels_in_the_buyers_language() -> None:
     assert RENDERER.text(variant, buyer()) == "Анна: Обувь, Детская одежда, 100–300 тыс ₽"
     assert RENDERER.text(variant, buyer(language="en")) == "Анна: Shoes, Children&#39;s clothing"  # escaped, shown as an apostrophe
     assert RENDERER.text(Variant(text={"ru": "Привет"}), buyer(language="en")) == "Привет"  # missing language: the default
+
+
+def test_the_warmup_names_one_category_or_several() -> None:
+    sequence = yaml.safe_load((PROJECT_DIR / "broadcasts" / "sequences.yaml").read_text(encoding="utf-8"))["sequences"][0]
+    variant = Variant(**sequence["steps"][0]["message"])
+    one, several = (RENDERER.text(variant, buyer(interests={"category": categories, "volume": "100to300k"}))
+                    for categories in (["shoes"], ["shoes", "kids"]))
+    assert one.startswith("Анна, собрали самые ходовые позиции в категории «Обувь»:")
+    assert several.startswith("Анна, собрали самые ходовые позиции в ваших категориях (Обувь, Детская одежда):")
+    assert RENDERER.text(variant, buyer(first_name=None, interests={})).startswith("Собрали самые ходовые позиции: их")
 
 
 def test_lead_values_are_escaped_for_telegram_html() -> None:

@@ -15,6 +15,7 @@ from broadcasts.models import Broadcast, Delivery, Enrollment
 from broadcasts.service import Broadcasts
 from tests.broadcast_support import FakeClock, add_leads, bapp, broadcast_settings, clock  # noqa: F401
 from tests.buyer import Buyer, buttons
+from tests.test_journey_catalog import pdf_text
 
 QUIET_OFF = pytest.mark.parametrize("broadcast_settings", [{"QUIET_HOURS": ""}])
 REACTIVATION = PROJECT_DIR / "broadcasts" / "examples" / "sequence_reactivation.yaml"
@@ -67,8 +68,14 @@ async def test_catalogue_then_bestsellers_test_offer_and_call_task_each_once(bap
     await bapp.broadcasts.tick()
     await bapp.broadcasts.tick()
     bestsellers = sandbox.messages(buyer.id, from_bot=True)[shown:]
-    assert len(bestsellers) == 1 and bestsellers[0]["text"].startswith("Анна, забрали самые ходовые позиции в категории «Обувь»")
-    assert [label for label, _ in buttons(bestsellers[0])] == ["📄 Пришлите каталог", "❓ Задать вопрос", "🔕 Отписаться от рассылки"]
+    assert len(bestsellers) == 1 and bestsellers[0]["text"].startswith("Анна, собрали самые ходовые позиции в категории «Обувь»")
+    assert "отмечены «Хит продаж»" in bestsellers[0]["text"] and bestsellers[0]["text"].endswith("Прислать каталог?")
+    assert [label for label, _ in buttons(bestsellers[0])] == ["📄 Каталог с хитами продаж", "❓ Задать вопрос", "🔕 Отписаться от рассылки"]
+    await buyer.reply()
+    buyer.click("Каталог с хитами")  # the button sends what it names: the catalogue, its bestsellers marked
+    document, _ = await buyer.replies(2, timeout=30)
+    assert "ХИТ ПРОДАЖ" in pdf_text(sandbox, document).upper()
+    shown += 2
 
     restarted = Broadcasts(bapp.settings, bapp.db, bapp.journal, bapp.quiz, clock=clock)  # a restart: a new engine and owner
     clock.now = entered + timedelta(days=3, minutes=1)

@@ -212,5 +212,5 @@ def test_the_log_masks_tokens_it_was_never_told_about() -> None:
 
 
 def test_check_reports_webhooks_off_without_failing(cli) -> None:
-    lines = [line for line in cli("check").stdout.splitlines() if "webhooks" in line]
+    lines = [line for line in cli("check").stdout.splitlines() if line.split(":")[0].split()[-1] == "webhooks"]
     assert len(lines) == 1 and "FAIL" not in lines[0] and "off" in lines[0] and "WEBHOOK_SECRET" in lines[0], lines

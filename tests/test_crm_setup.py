@@ -13,6 +13,7 @@ from bot.crm.models import FAILED, LEAD, NOTE, PENDING
 from bot.crm.service import CrmSync
 from bot.journal import Journal
 from bot.journey.identity import merge
+from bot.sandbox.amocrm.account import LOST
 from tests.crm_support import QUIZ, Env, amocrm, crm_settings, db, env, fast_config, make_env  # noqa: F401  (fixtures)
 
 
@@ -62,7 +63,7 @@ def test_the_configuration_names_its_problems(tmp_path: Path) -> None:
         load_crm_config(bad)
 
 
-async def test_a_merge_moves_the_queue_and_leaves_a_note(env: Env) -> None:
+async def test_a_merge_moves_the_queue_folds_the_later_deal_in_and_leaves_notes(env: Env) -> None:
     survivor = await env.new_lead(tg_user_id=33, first_name="Анна")
     other = await env.new_lead(first_name="Анна", phone="+79995550011")
     await env.drain()
@@ -72,10 +73,13 @@ async def test_a_merge_moves_the_queue_and_leaves_a_note(env: Env) -> None:
         from_crm = gone.crm_lead_id
         await merge(session, env.journal, kept, gone)
     await env.drain()
-    crm_id = (await env.lead(survivor.id)).crm_lead_id
-    notes = env.notes(crm_id)
+    lead = await env.lead(survivor.id)
+    notes = env.notes(lead.crm_lead_id)
     assert notes[0].split("\n")[1] == "с сайта"  # …and it went to the survivor's lead
-    assert notes[1].startswith(f"К этой заявке присоединена заявка бота №{other.id} (сделка amoCRM №{from_crm})")
+    assert notes[1].startswith(f"Тот же покупатель — объединено с этой сделкой:\n• сделка №{from_crm} ")
+    assert notes[2].startswith(f"К этой заявке присоединена заявка бота №{other.id}")
+    assert env.sandbox.account.leads[from_crm]["status_id"] == LOST  # the later deal was the duplicate
+    assert lead.crm_contact_id == env.sandbox.account.leads[from_crm]["contacts"][0]  # the buyer's one contact moved over
 
 
 async def test_status_lists_the_queue_and_retry_requeues_failed_items(env: Env, database_url: str, capsys) -> None:

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
 
 from bot.bodies import JSON, Body, parse_json
 from bot.crm.checks import Checks
 from bot.crm.models import DONE, FAILED, PENDING
+from bot.db.models import Message
 from bot.journal import (
     CALLBACK_REQUESTED,
     CATALOG_SENT,
@@ -18,7 +23,7 @@ from bot.journal import (
 )
 from bot.journey.intake import IntakeService
 from bot.sandbox.amocrm.account import WON
-from tests.crm_support import QUIZ, Env, amocrm, db, env  # noqa: F401  (fixtures)
+from tests.crm_support import QUIZ, Env, FakeClock, amocrm, db, env, make_env  # noqa: F401  (fixtures)
 
 MARQUIZ = {
     "contacts": {"name": "Анна Петрова", "phone": "79994445566", "email": "anna@example.com"},
@@ -152,10 +157,10 @@ async def test_funnel_events_move_the_lead_forward_only_and_create_tasks(env: En
     now = int(env.clock().timestamp())
     tasks = {t["text"].rsplit(" #ob", 1)[0]: t["complete_till"] - now for t in account.find_tasks(entity_ids=[crm_id])}
     assert tasks == {
-        "Узнать у Олег, как ему каталог": 120 * 60,
-        "Перезвонить покупателю Олег: +79990001122": 15 * 60,
-        "Тестовая партия для Олег: платья 40 шт; Казань; +79990001122": 30 * 60,
-        "Ответить на вопрос покупателя Олег в Telegram: А есть размер 56?": 10 * 60,
+        "Узнать впечатление о каталоге. Покупатель: Олег": 120 * 60,
+        "Перезвонить. Покупатель: Олег, +79990001122": 15 * 60,
+        "Тестовая партия: платья 40 шт; Казань; +79990001122. Покупатель: Олег": 30 * 60,
+        "Ответить на вопрос в Telegram: «А есть размер 56?». Покупатель: Олег": 10 * 60,
     }
     assert all(t["responsible_user_id"] == account.leads[crm_id]["responsible_user_id"] for t in account.find_tasks())
     notes = env.notes(crm_id)
@@ -181,10 +186,10 @@ async def test_operator_chat_events_assign_sla_tasks_and_apply_the_chosen_stage(
     await env.event(lead.id, STAGE_CHANGED, stage="qualified", previous="catalog_sent", manager="Иван Смирнов")
     await env.drain()
 
-    sla = [t for t in account.find_tasks(entity_ids=[crm_id]) if "ждёт ответа" in t["text"]]
+    sla = [t for t in account.find_tasks(entity_ids=[crm_id]) if "ответа ждут" in t["text"]]
     assert sorted((t["responsible_user_id"], t["text"].rsplit(" #ob", 1)[0]) for t in sla) == sorted([
-        (manager, "Покупатель Ирина ждёт ответа в Telegram уже 5 мин — ответьте в его топике"),
-        (head, "Покупатель Ирина ждёт ответа в Telegram уже 15 мин — ответьте в его топике"),
+        (manager, "Ответить в Telegram, в топике покупателя: ответа ждут уже 5 мин. Покупатель: Ирина"),
+        (head, "Ответить в Telegram, в топике покупателя: ответа ждут уже 15 мин. Покупатель: Ирина"),
     ])
     assert account.status_name(account.leads[crm_id]["status_id"]) == "Квалификация пройдена"  # back, as the manager chose
 
@@ -214,7 +219,7 @@ async def test_every_open_lead_gets_a_task_when_amocrm_shows_none(env: Env) -> N
     await env.drain()
     idle_crm = (await env.lead(idle.id)).crm_lead_id
     [task] = env.sandbox.account.find_tasks(entity_ids=[idle_crm])
-    assert task["text"].startswith("Связаться с покупателем Тихий") and not task["is_completed"]
+    assert task["text"].startswith("Связаться с покупателем: у сделки не было открытой задачи. Покупатель: Тихий") and not task["is_completed"]
     assert await checks.ensure_tasks() == 0  # amoCRM shows it now
     closed_crm = (await env.lead(closed.id)).crm_lead_id
     assert env.sandbox.account.find_tasks(entity_ids=[closed_crm]) == []
@@ -243,3 +248,37 @@ async def test_a_refused_item_fails_with_amocrm_reason_and_does_not_block_the_re
     assert [n.split("\n")[1] for n in env.notes((await env.lead(first.id)).crm_lead_id)] == ["первое", "второе"]
     assert await env.items(state=PENDING) == []
     assert env.sandbox.count(400) == 1  # the others went again at once, in the same round
+
+
+async def test_notes_and_task_deadlines_are_in_the_accounts_time_zone(db, database_url: str, amocrm) -> None:  # noqa: F811
+    zone = ZoneInfo("Asia/Yekaterinburg")  # the account's (UTC+5); the bot's TIMEZONE stays Europe/Moscow
+    amocrm.account.timezone = zone
+    env = await make_env(db, database_url, amocrm, TIMEZONE="Europe/Moscow")
+    try:
+        lead = await env.new_lead(tg_user_id=61, first_name="Анна", phone="+79990006161")
+        await env.say(lead.id, "Добрый вечер")
+        await env.event(lead.id, CALLBACK_REQUESTED, phone="+79990006161")
+        await env.drain()
+    finally:
+        await env.crm.close()
+    crm_id = (await env.lead(lead.id)).crm_lead_id
+    [note] = [text for text in env.notes(crm_id) if "Добрый вечер" in text]
+    [task] = amocrm.account.find_tasks(entity_ids=[crm_id])
+    async with env.db() as session:
+        said = (await session.execute(select(Message.created_at).where(Message.lead_id == lead.id))).scalar_one()
+    assert note.startswith(f"Покупатель (Анна), {said.astimezone(zone):%d.%m %H:%M}")
+    assert f"до {datetime.fromtimestamp(task['complete_till'], zone):%d.%m %H:%M}" in amocrm.describe_lead(crm_id)
+
+
+async def test_a_task_set_outside_working_hours_is_due_after_the_next_opening(db, database_url: str, amocrm) -> None:  # noqa: F811
+    moscow = ZoneInfo("Europe/Moscow")
+    clock = FakeClock(datetime(2026, 12, 4, 22, 30, tzinfo=moscow))  # Friday night
+    env = await make_env(db, database_url, amocrm, clock=clock, WORKING_HOURS="09:00-19:00", WORKING_DAYS="1-5", TIMEZONE="Europe/Moscow")
+    try:
+        lead = await env.new_lead(tg_user_id=62, first_name="Анна", phone="+79990006262")
+        await env.event(lead.id, CALLBACK_REQUESTED, phone="+79990006262")
+        await env.drain()
+    finally:
+        await env.crm.close()
+    [task] = amocrm.account.find_tasks(entity_ids=[(await env.lead(lead.id)).crm_lead_id])
+    assert datetime.fromtimestamp(task["complete_till"], moscow) == datetime(2026, 12, 7, 9, 15, tzinfo=moscow)  # Monday 9:00 + 15 min

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -120,6 +122,18 @@ async def test_test_batch_request_collects_what_a_manager_needs(app: App, buyer:
         assert (request.assortment, request.city, request.phone) == ("Кроссовки SH-101, 36–41, по 10 пар", "Самара", "+79990001122")
         kinds = (await session.execute(select(LeadEvent.kind).order_by(LeadEvent.id))).scalars().all()
         assert kinds.count("callback_requested") == 1 and kinds[-1] == "test_batch_requested"
+
+
+async def test_a_callback_is_promised_when_the_working_hours_allow_it(app: App, buyer: Buyer) -> None:
+    await arrive(app, buyer)  # the website quiz has the phone; working hours 09:00-19:00 Mon-Fri, Moscow
+    promised = []
+    for local in ("2026-12-02 12:00", "2026-12-02 23:00", "2026-12-04 20:00"):  # Wednesday noon and night, Friday night
+        moment = datetime.fromisoformat(local).replace(tzinfo=ZoneInfo("Europe/Moscow")).astimezone(timezone.utc)
+        app.journey.replies.clock = lambda moment=moment: moment
+        buyer.click("Перезвоните")
+        promised.append((await buyer.reply())["text"])
+    assert promised == [f"Менеджер перезвонит вам по номеру +79991234567 {when}." for when in
+                        ("в течение 15 минут", "завтра после 9:00", "в понедельник после 9:00")]
 
 
 async def test_html_in_the_name_is_escaped_in_the_message_and_the_pdf(app: App, buyer: Buyer, sandbox) -> None:

@@ -5,6 +5,7 @@ from bot.app import App
 from bot.catalog.products import load_products
 from bot.relay.card import RelayCb
 from bot.sandbox.telegram import TelegramSandbox
+from bot.texts import plural
 from tests import relay_support
 from tests.buyer import Buyer, buttons
 from tests.relay_support import (
@@ -54,7 +55,7 @@ async def test_price_test_and_phone_quick_replies(app: App, sandbox: TelegramSan
     shoes = [product.prices["100to300k"] for product in load_products(settings.catalog_dir / "products.yaml") if product.category == "shoes"]
     low, high = (f"{value:,}".replace(",", "\u00a0") for value in (min(shoes), max(shoes)))
     assert price["text"].splitlines() == [
-        "Оптовые цены для объёма 100–300 тыс ₽", f"• Обувь: {len(shoes)} мод., от {low} до {high} ₽",
+        "Оптовые цены для объёма 100–300 тыс ₽", f"• Обувь: {plural('ru', 'relay.price.models', len(shoes))}, от {low} до {high} ₽",
         "Минимальный заказ, размеры и фото — в каталоге."]
 
     team.say(IVAN, thread, "/test")
@@ -138,7 +139,7 @@ async def test_ban_and_reload_are_for_admins(app: App, sandbox: TelegramSandbox,
     settings.operators_config.write_text(OPERATORS_YAML + "  bye:\n    title: Прощание\n    text: До встречи, {{ lead.first_name }}!\n",
                                          encoding="utf-8")
     team.say(OLGA, thread, "/reload")
-    assert (await team.wait(thread, 8))[7]["text"] == "Перечитано: шаблонов 2, менеджеров 2."
+    assert (await team.wait(thread, 8))[7]["text"] == "Перечитано: 2 шаблона, 2 менеджера."
     team.say(IVAN, thread, "/bye")
     assert [m["text"] for m in await buyer.replies(2)] == [THANKS, "До встречи, Анна!"]  # «thanks» for the spam
 

@@ -7,7 +7,7 @@ from bot.analytics.queries import BOT_STEPS, CRM_STEPS, Counts, Filters, Quantil
 from bot.analytics.report import Report, Row
 from bot.funnel import KEY_STAGE
 from bot.proportions import Z_95, z_score
-from bot.texts import duration, t, t_count
+from bot.texts import duration, plural, t
 
 TOP = 5  # groups of a breakdown shown in the summary
 TOP_BROADCASTS = 3
@@ -34,7 +34,7 @@ def head_lines(report: Report, labels: Labels, digest: bool = False) -> list[str
     lang, period = labels.lang, report.period
     values = {"first": day(period.first, lang), "last": day(period.last, lang), "zone": period.zone.key}
     lines = [t(lang, "analytics.digest_title", **values) if digest else
-             t(lang, "analytics.title", days=t_count(lang, "analytics.days", period.days), **values)]
+             t(lang, "analytics.title", days=plural(lang, "analytics.days", period.days), **values)]
     if report.filters.active:
         lines.append(t(lang, "analytics.filtered", filters=filters_text(report.filters, labels)))
     total, before = report.total, report.previous
@@ -79,13 +79,13 @@ def speed_lines(report: Report, labels: Labels) -> list[str]:
         lines.append(t(lang, "analytics.bot_none"))
     else:
         lines.append(t(lang, "analytics.bot_line", p50=duration(bot.p50 / 1000, lang), p95=duration(bot.p95 / 1000, lang),
-                       max=duration(bot.max / 1000, lang), leads=t_count(lang, "analytics.leads", bot.n)))
+                       max=duration(bot.max / 1000, lang), leads=plural(lang, "analytics.leads", bot.n)))
     team = report.team
     if team is None or team.all is None:
         lines.append(t(lang, "analytics.team_none"))
     else:
         lines.append(t(lang, "analytics.team_line", p50=duration(team.all.p50, lang), p90=duration(team.all.p90, lang),
-                       questions=t_count(lang, "analytics.questions", team.all.n)))
+                       questions=plural(lang, "analytics.questions", team.all.n)))
         lines.append(t(lang, "analytics.team_hours", inside=pair(team.in_hours, lang), outside=pair(team.off_hours, lang)))
     pings = sum(p for p, _ in report.breaches.values())
     escalations = sum(e for _, e in report.breaches.values())

@@ -4,8 +4,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.crm.compose import Composer
-from bot.crm.discovery import AccountMap
+from bot.crm.discovery import LOST, WON, AccountMap
 from bot.db.models import Lead
+from bot.funnel import STAGES
 from bot.phones import normalise_phone
 
 
@@ -37,6 +38,24 @@ def lead_fields(lead: Lead, account: AccountMap, composer: Composer) -> list[dic
     return values
 
 
+def tags(lead: Lead, configured: list[str]) -> list[dict[str, str]]:
+    """``tags_to_add`` of the card: the configured tags and the lead's own."""
+    return [{"name": name} for name in dict.fromkeys([*configured, *(lead.tags or [])])]
+
+
+def moves_to(lead: Lead, target: str | None, account: AccountMap, *, chosen: bool = False) -> bool:
+    """Whether the card goes to ``target``: the bot moves forward only, never back nor out of a closed status (a
+    manager's unmapped status counts as before); a stage a manager chose in the operator chat is applied as it is."""
+    if target is None:
+        return False
+    current = account.stage_of(lead.crm_status_id, lead.crm_pipeline_id)
+    if chosen:
+        return current != target
+    if lead.crm_status_id in (WON, LOST):
+        return False
+    return current not in STAGES or STAGES.index(target) > STAGES.index(current)
+
+
 def contact_fields(lead: Lead, account: AccountMap) -> list[dict[str, Any]]:
     values = []
     if lead.phone and "phone" in account.contact_fields:
@@ -60,19 +79,22 @@ def new_contact(lead: Lead, account: AccountMap, composer: Composer) -> dict[str
     return contact
 
 
-def phone_query(phone: str) -> str:
-    """What to search contacts by: the national number's digits (``+7`` vs ``8`` would not match)."""
-    digits = "".join(ch for ch in phone if ch.isdigit())
-    return digits[-10:]
+def contact_query(lead: Lead) -> str | None:
+    """What to search the buyer's contacts by: the phone's national digits (``+7`` vs ``8`` would not match), else the email."""
+    if lead.phone:
+        return "".join(ch for ch in lead.phone if ch.isdigit())[-10:]
+    return lead.email
 
 
-def has_phone(contact: dict[str, Any], phone: str) -> bool:
-    """Whether one of the contact's PHONE values is ``phone`` once normalised."""
-    return any(
-        normalise_phone(str(value.get("value"))) == phone
-        for field in contact.get("custom_fields_values") or [] if field.get("field_code") == "PHONE"
-        for value in field.get("values") or []
-    )
+def is_buyer(contact: dict[str, Any], lead: Lead) -> bool:
+    """Whether the contact has the lead's phone (normalised), or its email when the lead has no phone."""
+    def values(code: str) -> list[str]:
+        return [str(value.get("value")) for field in contact.get("custom_fields_values") or [] if field.get("field_code") == code
+                for value in field.get("values") or []]
+
+    if lead.phone:
+        return any(normalise_phone(value) == lead.phone for value in values("PHONE"))
+    return bool(lead.email) and any(value.strip().lower() == lead.email.lower() for value in values("EMAIL"))
 
 
 def merged_values(contact: dict[str, Any], lead: Lead, account: AccountMap) -> list[dict[str, Any]] | None:

@@ -20,6 +20,7 @@ from bot.crm.webhooks import LeadChange, apply_changes
 from bot.db import leads
 from bot.db.models import Lead
 from bot.funnel import CLOSED
+from bot.hours import ALWAYS, WorkingHours
 from bot.journal import Journal
 from bot.loops import Loop, Round
 
@@ -33,7 +34,7 @@ FIRST_CHECK = 5.0  # seconds after start
 class Checks:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, journal: Journal,
-        config: CrmConfig, composer: Composer, clock: Clock,
+        config: CrmConfig, composer: Composer, clock: Clock, hours: WorkingHours = ALWAYS,
     ) -> None:
         self.db = db
         self.client = client
@@ -42,6 +43,7 @@ class Checks:
         self.config = config
         self.composer = composer
         self.clock = clock
+        self.hours = hours
 
     async def _open_leads(self) -> dict[int, int]:
         """crm lead id → local id of every open lead the bot manages."""
@@ -75,7 +77,8 @@ class Checks:
                 if lead_id in waiting or await outbox.recent_task(session, lead_id, NO_TASK, now - deadline):
                     continue
                 lead = await session.get(Lead, lead_id)
-                outbox.add_task(session, lead_id, NO_TASK, self.composer.task(NO_TASK, lead, {}), now + deadline, now)
+                due = self.hours.deadline(now, self.config.tasks[NO_TASK])
+                outbox.add_task(session, lead_id, NO_TASK, self.composer.task(NO_TASK, lead, {}), due, now)
                 queued += 1
         if queued:
             log.warning("crm.leads_without_task", queued=queued)

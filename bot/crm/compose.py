@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.crm.discovery import AccountMap
 from bot.db.models import Lead, Message
 from bot.quiz import Quiz
 from bot.texts import raw
@@ -27,11 +28,21 @@ def has_marker(text: str | None, marker: str) -> bool:
     return bool(text) and re.search(re.escape(marker) + r"\s*$", text) is not None
 
 
+def is_bot_lead(name: str | None) -> bool:
+    """Whether a deal's name says the bot created it (ends with a ``#L<lead id>`` marker)."""
+    return bool(name) and re.search(r"#L\d+\s*$", name) is not None
+
+
 class Composer:
     def __init__(self, language: str, quiz: Quiz, tz: ZoneInfo) -> None:
         self.lang = language
         self.quiz = quiz
-        self.tz = tz
+        self.tz = tz  # TIMEZONE until the account's own is known: managers read times in it
+
+    def follow(self, account: AccountMap) -> None:
+        """Write times in the account's time zone, as amoCRM shows everything else."""
+        if account.timezone is not None:
+            self.tz = account.timezone
 
     def text(self, key: str, **values: Any) -> str:
         """``crm.<key>`` in the managers' language; missing values are left blank."""
@@ -71,9 +82,6 @@ class Composer:
     def event_note(self, note: str, lead: Lead, data: dict[str, Any]) -> str:
         if note == "quiz":
             return self.text("note.quiz", via=data.get("via", ""), answers="\n".join(self._answers(data)))
-        if note == "merged":
-            crm = self.text("note.merged_crm", **data) if data.get("from_crm_lead_id") else ""
-            return self.text("note.merged", crm=crm, **data)
         return self.text(f"note.{note}", **{"phone": lead.phone, **data})
 
     def _answers(self, data: dict[str, Any]) -> list[str]:

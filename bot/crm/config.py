@@ -49,6 +49,7 @@ class CrmConfig(BaseModel):
     contact_fields: dict[str, str] = {"phone": "PHONE", "email": "EMAIL"}
     tags: list[str] = []
     responsible: str | None = None
+    duplicate_loss_reason: str | None = "Дубль"
     events: dict[str, EventRule] = {}
     tasks: dict[str, int]
     check_interval: float = Field(default=900, gt=0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot.crm.client import AmoClient
 from bot.crm.config import CrmConfig
@@ -31,6 +32,8 @@ class AccountMap:
     lead_fields: dict[str, LeadField]  # config key → field
     contact_fields: dict[str, str]  # "phone"/"email" → field_code
     responsible_id: int | None = None
+    loss_reason_id: int | None = None  # of the deals closed as duplicates
+    timezone: ZoneInfo | None = None  # the account's: managers read every time in it
 
     def stage_of(self, status_id: int | None, pipeline_id: int | None) -> str | None:
         """The local stage of an amoCRM status: a funnel key, ``won``/``lost``, or None if unmapped."""
@@ -47,6 +50,18 @@ def _names(items: list[dict[str, Any]]) -> str:
 
 def _find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
     return next((item for item in items if fold(item["name"]) == fold(name) or item.get("code") == name), None)
+
+
+async def _named(client: AmoClient, path: str, entity: str, name: str | None, kind: str, setting: str, problems: list[str]) -> int | None:
+    """The id of the configured ``name`` in a listing (None when not configured, or missing: then a problem says so)."""
+    if not name:
+        return None
+    items = [item async for item in client.pages(path, entity)]
+    found = _find(items, name)
+    if found is None:
+        problems.append(f"{kind} «{name}» ({setting}) not found; amoCRM has {_names(items)}")
+        return None
+    return int(found["id"])
 
 
 async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[AccountMap, list[str]]:
@@ -104,12 +119,17 @@ async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[Ac
         else:
             codes[key] = found.get("code") or code
 
-    responsible_id = None
-    if config.responsible:
-        users = [u async for u in client.pages("/api/v4/users", "users")]
-        user = _find(users, config.responsible)
-        if user is None:
-            problems.append(f"user «{config.responsible}» (responsible) not found; amoCRM has {_names(users)}")
-        else:
-            responsible_id = user["id"]
-    return AccountMap(stages, resolved, codes, responsible_id), problems
+    responsible_id = await _named(client, "/api/v4/users", "users", config.responsible, "user", "responsible", problems)
+    loss_reason_id = await _named(client, "/api/v4/leads/loss_reasons", "loss_reasons", config.duplicate_loss_reason,
+                                  "loss reason", "duplicate_loss_reason", problems)
+    return AccountMap(stages, resolved, codes, responsible_id, loss_reason_id, await _timezone(client)), problems
+
+
+async def _timezone(client: AmoClient) -> ZoneInfo | None:
+    """The account's time zone (``datetime_settings``); None if amoCRM names none the system knows."""
+    body = await client.get("/api/v4/account", {"with": "datetime_settings"}) or {}
+    name = body.get("_embedded", {}).get("datetime_settings", {}).get("timezone")
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None

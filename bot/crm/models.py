@@ -3,7 +3,7 @@
 States: ``pending`` → ``sending`` (claimed by a worker) → ``done``; on a transient error
 ``retry`` (with ``next_attempt_at`` and ``last_error``); on amoCRM's refusal ``failed``.
 ``uncertain`` marks an item that may have reached amoCRM already: it is looked up there
-before it is sent again. (The access/refresh token pair and small sync facts live in ``kv``.)
+before it is sent again. A ``merge`` folds the buyer's duplicate deals and contacts into one (``bot/crm/merge.py``). (The access/refresh token pair and small sync facts live in ``kv``.)
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ PENDING, SENDING, RETRY, DONE, FAILED = "pending", "sending", "retry", "done", "
 UNFINISHED = (PENDING, SENDING, RETRY)
 READY = (PENDING, RETRY)
 
-LEAD, NOTE, TASK = "lead", "note", "task"
+LEAD, NOTE, TASK, MERGE = "lead", "note", "task", "merge"
 
 
 class OutboxItem(Base):
@@ -31,7 +31,7 @@ class OutboxItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    op: Mapped[str] = mapped_column(String(16))  # "lead" | "note" | "task"
+    op: Mapped[str] = mapped_column(String(16))  # "lead" | "note" | "task" | "merge"
     key: Mapped[str | None] = mapped_column(String(64))  # note or task kind
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(16), default=PENDING)

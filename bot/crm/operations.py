@@ -1,4 +1,4 @@
-"""Carrying out claimed jobs in amoCRM: lead cards, notes and tasks, in batches.
+"""Carrying out claimed jobs in amoCRM: lead cards, notes and tasks, in batches; merges (``bot/crm/merge.py``).
 
 A job that may already have reached amoCRM (``uncertain``) is looked up by its marker first.
 A 400 fails only the items amoCRM names; the rest of the batch is sent again at once.
@@ -16,7 +16,8 @@ from bot.crm import cards
 from bot.crm.client import AmoClient, AmoRejected, AmoUnavailable
 from bot.crm.compose import Composer, has_marker, item_marker, lead_marker
 from bot.crm.config import CrmConfig
-from bot.crm.discovery import LOST, WON, AccountMap
+from bot.crm.discovery import AccountMap
+from bot.crm.merge import Merger, buyer_contacts, is_open
 from bot.crm.outbox import Job, Outcome
 from bot.db.models import Lead
 from bot.funnel import STAGES
@@ -60,7 +61,6 @@ class Operations:
         self.config = config
         self.composer = composer
         self.account = account
-        self.pipelines = {pipeline_id for pipeline_id, _ in account.stages.values()}
 
     async def _leads(self, lead_ids: Iterable[int]) -> dict[int, Lead]:
         async with self.db() as session:
@@ -149,18 +149,6 @@ class Operations:
         stages = [job.payload.get("stage") for job in group if job.payload.get("stage") in self.account.stages]
         return (max(stages, key=STAGES.index) if stages else None), False
 
-    def _moves_to(self, lead: Lead, target: str | None, chosen: bool) -> bool:
-        """The bot moves forward only: never back, never out of a closed status, a manager's unmapped status
-        counts as before. A stage a manager chose in the operator chat is applied as it is."""
-        if target is None:
-            return False
-        current = self.account.stage_of(lead.crm_status_id, lead.crm_pipeline_id)
-        if chosen:
-            return current != target
-        if lead.crm_status_id in (WON, LOST):
-            return False
-        return current not in STAGES or STAGES.index(target) > STAGES.index(current)
-
     def _remember(self, lead: Lead, outcome: Outcome, **columns: Any) -> None:
         for name, value in columns.items():
             setattr(lead, name, value)
@@ -177,28 +165,21 @@ class Operations:
                                    crm_status_id=found["status_id"], crm_pipeline_id=found["pipeline_id"],
                                    responsible_user_id=found.get("responsible_user_id"))
                     return True
-        if not lead.phone:
+        contacts = await buyer_contacts(self.client, lead)
+        if not contacts:
             return False
-        body = await self.client.get("/api/v4/contacts", {"query": cards.phone_query(lead.phone), "with": "leads"}) or {}
-        contact = next((c for c in body.get("_embedded", {}).get("contacts", []) if cards.has_phone(c, lead.phone)), None)
-        if contact is None:
-            return False
-        self._remember(lead, outcome, crm_contact_id=contact["id"])
-        lead_ids = [item["id"] for item in contact.get("_embedded", {}).get("leads", [])]
+        self._remember(lead, outcome, crm_contact_id=contacts[0]["id"])
+        lead_ids = [item["id"] for item in contacts[0].get("_embedded", {}).get("leads", [])]
         if not lead_ids:
             return False
         body = await self.client.get("/api/v4/leads", [("filter[id][]", i) for i in lead_ids]) or {}
-        open_leads = [found for found in body.get("_embedded", {}).get("leads", [])
-                      if found["pipeline_id"] in self.pipelines and found["status_id"] not in (WON, LOST)]
+        open_leads = [found for found in body.get("_embedded", {}).get("leads", []) if is_open(found, self.account)]
         if not open_leads:
             return False
-        found = max(open_leads, key=lambda item: item["id"])
+        found = min(open_leads, key=lambda item: (item["created_at"], item["id"]))  # the earliest: duplicates fold into it
         self._remember(lead, outcome, crm_lead_id=found["id"], crm_status_id=found["status_id"],
                        crm_pipeline_id=found["pipeline_id"], responsible_user_id=found.get("responsible_user_id"))
         return True
-
-    def _tags(self, lead: Lead) -> list[dict[str, str]]:
-        return [{"name": name} for name in dict.fromkeys([*self.config.tags, *(lead.tags or [])])]
 
     async def _create(self, batch: list[tuple[Lead, list[Job]]], outcome: Outcome) -> None:
         entries = []
@@ -212,8 +193,11 @@ class Operations:
             fields = cards.lead_fields(lead, self.account, self.composer)
             if fields:
                 body["custom_fields_values"] = fields
-            contact = {"id": lead.crm_contact_id} if lead.crm_contact_id else cards.new_contact(lead, self.account, self.composer)
-            body["_embedded"] = {"tags": self._tags(lead), "contacts": [contact]}
+            if lead.crm_contact_id:
+                contacts = [{"id": lead.crm_contact_id}]
+            else:  # a contact only for a buyer with a phone or email: found by it later, never a nameless duplicate
+                contacts = [cards.new_contact(lead, self.account, self.composer)] if lead.phone or lead.email else []
+            body["_embedded"] = {"tags": cards.tags(lead, self.config.tags), "contacts": contacts}
             entries.append((lead, Entry(body, group)))
         leads_by_entry = {id(entry): lead for lead, entry in entries}
         for item, entry in await self._send(COMPLEX, [entry for _, entry in entries], outcome):
@@ -227,14 +211,12 @@ class Operations:
     async def _update(self, batch: list[tuple[Lead, list[Job]]], outcome: Outcome) -> None:
         entries = []
         for lead, group in batch:
-            if any(job.payload.get("contact") for job in group) and lead.crm_contact_id and not await self._update_contact(lead, group, outcome):
-                continue
-            body: dict[str, Any] = {"id": lead.crm_lead_id, "request_id": str(group[0].id), "tags_to_add": self._tags(lead)}
+            body: dict[str, Any] = {"id": lead.crm_lead_id, "request_id": str(group[0].id), "tags_to_add": cards.tags(lead, self.config.tags)}
             fields = cards.lead_fields(lead, self.account, self.composer)
             if fields:
                 body["custom_fields_values"] = fields
             target, chosen = self._target(group)
-            if self._moves_to(lead, target, chosen):
+            if cards.moves_to(lead, target, self.account, chosen=chosen):
                 body["pipeline_id"], body["status_id"] = self.account.stages[target]  # type: ignore[index]
             entries.append(Entry(body, group))
         for item, entry in await self._send(PATCH_LEADS, entries, outcome):
@@ -243,22 +225,6 @@ class Operations:
                 outcome.leads.setdefault(lead_id, {}).update(crm_status_id=entry.body["status_id"], crm_pipeline_id=entry.body["pipeline_id"])
             for job in entry.jobs:
                 outcome.succeed(job, crm_lead_id=item["id"])
-
-    async def _update_contact(self, lead: Lead, group: list[Job], outcome: Outcome) -> bool:
-        """Add the lead's phone/email to its contact if missing; False if the jobs could not go on."""
-        try:
-            contact = await self.client.get(f"/api/v4/contacts/{lead.crm_contact_id}")
-            values = cards.merged_values(contact or {}, lead, self.account)
-            if contact and values:
-                await self.client.patch("/api/v4/contacts", [{"id": lead.crm_contact_id, "custom_fields_values": values}])
-            return True
-        except AmoUnavailable as exc:
-            for job in group:
-                outcome.postpone(job, str(exc), uncertain=False)
-        except AmoRejected as exc:
-            for job in group:
-                outcome.fail(job, f"contact: {next(iter(exc.errors.values()), exc.detail)}")
-        return False
 
     # ------------------------------------------------------------------ notes
     async def notes(self, jobs: list[Job], outcome: Outcome) -> None:
@@ -273,6 +239,21 @@ class Operations:
         ]
         for item, entry in await self._send(ADD_NOTES, entries, outcome):
             outcome.succeed(entry.jobs[0], note_id=item["id"])
+
+    # ----------------------------------------------------------------- merges
+    async def merges(self, jobs: list[Job], outcome: Outcome, notes: list[Job]) -> None:
+        """Each lead's merge, once the notes claimed before it in the round are done (else it waits for them)."""
+        leads = await self._leads(job.lead_id for job in jobs)
+        merger = Merger(self.db, self.client, self.config, self.composer, self.account)
+        for job in jobs:
+            if any(note.lead_id == job.lead_id and note.id not in outcome.done and note.id not in outcome.failed for note in notes):
+                continue
+            try:
+                await merger.merge(job, leads[job.lead_id], outcome)
+            except AmoUnavailable as exc:
+                outcome.postpone(job, str(exc), uncertain=False)
+            except AmoRejected as exc:
+                outcome.fail(job, next(iter(exc.errors.values()), exc.detail))
 
     # ------------------------------------------------------------------ tasks
     async def tasks(self, jobs: list[Job], outcome: Outcome) -> None:

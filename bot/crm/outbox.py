@@ -2,7 +2,9 @@
 
 Ordering rules the claim enforces per lead: nothing but the lead card goes before amoCRM knows
 the lead; card updates never overlap; notes go strictly in order (a note waits while an
-earlier one is sending or waiting to retry); tasks are independent.
+earlier one is sending or waiting to retry); tasks are independent. A merge (the buyer's
+duplicate deals folded into one) takes its place among the notes: it waits for the notes before
+it, the notes after it wait for it, and the lead's card updates and tasks wait while it is queued.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ from sqlalchemy.orm import aliased
 
 from bot.crm import store
 from bot.crm.compose import Composer
-from bot.crm.config import CHOSEN_STAGE, CrmConfig, OutboxTuning
-from bot.crm.models import DONE, FAILED, LEAD, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
+from bot.crm.config import CHOSEN_STAGE, CrmConfig, EventRule, OutboxTuning
+from bot.crm.models import DONE, FAILED, LEAD, MERGE, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
+from bot.hours import ALWAYS, WorkingHours
 from bot.journal import LEAD_MERGED, Record
 
 log = structlog.get_logger(__name__)
@@ -69,11 +72,13 @@ class Outcome:
 class OutboxWriter:
     """The journal subscriber: one event or message → the outbox items the configuration asks for."""
 
-    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None) -> None:
+    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None,
+                 hours: WorkingHours = ALWAYS) -> None:
         self.config = config
         self.composer = composer
         self.clock = clock
         self.wake = wake
+        self.hours = hours  # a task's deadline starts at the next opening
 
     async def __call__(self, session: AsyncSession, lead: Lead, record: Record) -> None:
         if lead.merged_into_id is not None:
@@ -98,25 +103,31 @@ class OutboxWriter:
         """(op, key, payload) of what the configuration asks for this record."""
         if isinstance(record, Message):
             return [(NOTE, "message", {"text": self.composer.message_note(record)})]
-        if record.kind == LEAD_MERGED:
+        merged = record.kind == LEAD_MERGED
+        if merged:
             await adopt(session, record.data["from_lead_id"], lead.id)
         rule = self.config.events.get(record.kind)
-        if rule is None:
+        if rule is None and not merged:
             return []
+        rule = rule or EventRule()
         items: list[tuple[str, str, dict[str, Any]]] = []
-        if rule.sync or rule.stage or rule.contact:
+        if rule.sync or rule.stage:
             chosen = rule.stage == CHOSEN_STAGE
             stage = record.data.get("stage") if chosen else rule.stage
-            items.append((LEAD, record.kind, {"stage": stage, "contact": rule.contact, "chosen": chosen}))
+            items.append((LEAD, record.kind, {"stage": stage, "chosen": chosen}))
+        if rule.contact or merged:  # the buyer is known now: one contact, one deal in amoCRM
+            deals = [record.data["from_crm_lead_id"]] if merged and record.data.get("from_crm_lead_id") else []
+            if not await extend_merge(session, lead.id, deals):
+                items.append((MERGE, record.kind, {"deals": deals}))
         if rule.note:
             items.append((NOTE, rule.note, {"text": self.composer.event_note(rule.note, lead, record.data)}))
         if rule.task:
-            minutes = timedelta(minutes=self.config.tasks[rule.task])
+            minutes = self.config.tasks[rule.task]
             assignee = record.data.get("responsible_user_id")  # an event aimed at one person (an SLA escalation)
             key = f"{rule.task}@{assignee}" if assignee else rule.task  # one open task of a kind per person
-            if not await recent_task(session, lead.id, key, now - minutes):
+            if not await recent_task(session, lead.id, key, now - timedelta(minutes=minutes)):
                 text = self.composer.task(rule.task, lead, record.data)
-                payload = {"text": text, "due": int((now + minutes).timestamp()), "responsible_user_id": assignee}
+                payload = {"text": text, "due": int(self.hours.deadline(now, minutes).timestamp()), "responsible_user_id": assignee}
                 items.append((TASK, key, payload))
         return items
 
@@ -163,6 +174,24 @@ async def adopt(session: AsyncSession, from_lead_id: int, to_lead_id: int) -> No
     )
 
 
+async def extend_merge(session: AsyncSession, lead_id: int, deals: list[int]) -> bool:
+    """Add ``deals`` to the lead's merge that has not started yet; False if there is none."""
+    query = select(OutboxItem).where(OutboxItem.lead_id == lead_id, OutboxItem.op == MERGE, OutboxItem.state == PENDING)
+    item = (await session.scalars(query.limit(1))).first()
+    if item is None:
+        return False
+    item.payload = {**item.payload, "deals": sorted({*item.payload.get("deals", []), *deals})}
+    return True
+
+
+async def switch_deal(db: async_sessionmaker[AsyncSession], lead_id: int, columns: dict[str, Any], job: Job, deals: list[int]) -> None:
+    """Point the lead at the deal a merge keeps, and remember the deals it folds in (a repeated merge finds them)."""
+    async with db.begin() as session:
+        await session.execute(update(Lead).where(Lead.id == lead_id).values(**columns))
+        payload = {**job.payload, "deals": sorted({*job.payload.get("deals", []), *deals})}
+        await session.execute(update(OutboxItem).where(OutboxItem.id == job.id).values(payload=payload))
+
+
 # -------------------------------------------------------------------- claiming
 def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime, tuning: OutboxTuning) -> list[OutboxItem]:
     """Choose what to send now from each lead's unfinished items (in id order), within the batch sizes."""
@@ -173,17 +202,25 @@ def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime,
     leads_left, notes_left, tasks_left = tuning.lead_batch, tuning.note_batch, tuning.task_batch
     for lead_id, group in groupby(items, key=lambda item: item.lead_id):
         own = list(group)
+        known = crm_ids.get(lead_id) is not None
+        merging = known and any(item.op == MERGE for item in own)  # the deal may change: cards and tasks wait
         cards = [item for item in own if item.op == LEAD]
-        if cards and leads_left and all(ready(item) for item in cards):
+        if cards and leads_left and not merging and all(ready(item) for item in cards):
             chosen += cards
             leads_left -= 1
-        if crm_ids.get(lead_id) is None:
+        if not known:
             continue
-        for item in (item for item in own if item.op == NOTE):
+        for item in (item for item in own if item.op in (NOTE, MERGE)):
             if not ready(item) or not notes_left:
+                break
+            if item.op == MERGE:  # after the notes before it, alone with the deal: no card or task in flight
+                if not any(other.state == SENDING and other.op in (LEAD, TASK) for other in own):
+                    chosen.append(item)
                 break
             chosen.append(item)
             notes_left -= 1
+        if merging:
+            continue
         for item in (item for item in own if item.op == TASK and ready(item)):
             if not tasks_left:
                 break
@@ -257,9 +294,20 @@ async def finish(db: async_sessionmaker[AsyncSession], jobs: list[Job], outcome:
             await session.execute(update(OutboxItem), [{"claimed_by": None, **row} for row in rows])
         for lead_id, columns in outcome.leads.items():
             lead = await session.get(Lead, lead_id)
-            if lead is not None:
-                for name, value in columns.items():
-                    setattr(lead, name, value)
+            if lead is None:
+                continue
+            if lead.merged_into_id is not None:  # merged while its card was being created: the survivor folds that deal in
+                deals = [columns["crm_lead_id"]] if columns.get("crm_lead_id") else []
+                if deals and not await extend_merge(session, lead.merged_into_id, deals):
+                    session.add(OutboxItem(lead_id=lead.merged_into_id, op=MERGE, key=LEAD_MERGED, payload={"deals": deals},
+                                           state=PENDING, created_at=now))
+                continue
+            for name, value in columns.items():
+                setattr(lead, name, value)
+        merged = await session.execute(select(Lead.id, Lead.merged_into_id).where(
+            Lead.id.in_({job.lead_id for job in jobs}), Lead.merged_into_id.is_not(None)))
+        for lead_id, survivor_id in merged.all():  # what was in flight at the merge goes on with the survivor
+            await adopt(session, lead_id, survivor_id)
 
 
 # -------------------------------------------------------------------- operator

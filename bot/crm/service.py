@@ -25,6 +25,7 @@ from bot.crm.tokens import OAuthTokens, StaticToken
 from bot.crm.webhooks import webhook_handler
 from bot.crm.worker import OutboxWorker
 from bot.db.base import utcnow
+from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.loops import Worker
 from bot.quiz import Quiz
@@ -47,6 +48,16 @@ def oauth_tokens(settings: Settings, db: async_sessionmaker[AsyncSession], http:
     )
 
 
+def amo_client(settings: Settings, db: async_sessionmaker[AsyncSession], http: httpx.AsyncClient, limiter: RateLimit,
+               config: CrmConfig, clock: Clock = utcnow) -> AmoClient:
+    """The amoCRM client of the settings: the long-lived token, else the OAuth pair kept in the database."""
+    tokens: TokenSource = (
+        StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
+        else oauth_tokens(settings, db, http, limiter, clock)
+    )
+    return AmoClient(settings.amocrm_base_url or "", tokens, limiter, config.client, http=http)
+
+
 class CrmSync:
     """``writer`` goes to ``Journal.subscribe``; ``routes`` and ``workers`` to the app; ``start()``/``close()`` around."""
 
@@ -57,7 +68,8 @@ class CrmSync:
         self.config = config or load_crm_config(settings.crm_config)
         self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
         self.wakeup = asyncio.Event()
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set)
+        hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours)
         self.journal = journal
         self.db = db
         self.workers: list[Worker] = []
@@ -67,14 +79,10 @@ class CrmSync:
         base_url = settings.amocrm_base_url
         self.limiter = rate_limit(settings.amocrm_rps, redis_url=settings.redis_url, key=f"optobot:amocrm:rate:{urlsplit(base_url).netloc}")
         self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
-        tokens: TokenSource = (
-            StaticToken(settings.amocrm_access_token.get_secret_value()) if settings.amocrm_access_token
-            else oauth_tokens(settings, db, self.http, self.limiter, clock)
-        )
-        self.client = AmoClient(base_url, tokens, self.limiter, self.config.client, http=self.http)
-        self.state = SyncState(db, self.client, self.config, quiz, clock)
+        self.client = amo_client(settings, db, self.http, self.limiter, self.config, clock)
+        self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
-        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock)
+        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
         self.workers += [self.worker.run, self.checks.run]
 
     @property

@@ -5,6 +5,7 @@ succeeds ``blocked_probe`` seconds later or an operator runs ``optobot crm retry
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
@@ -23,12 +24,16 @@ REDISCOVER = timedelta(seconds=60)
 
 
 class SyncState:
-    def __init__(self, db: async_sessionmaker[AsyncSession], client: AmoClient, config: CrmConfig, quiz: Quiz, clock: Clock) -> None:
+    def __init__(
+        self, db: async_sessionmaker[AsyncSession], client: AmoClient, config: CrmConfig, quiz: Quiz, clock: Clock,
+        on_discovered: Callable[[AccountMap], None] | None = None,
+    ) -> None:
         self.db = db
         self.client = client
         self.config = config
         self.quiz = quiz
         self.clock = clock
+        self.on_discovered = on_discovered
         self.account: AccountMap | None = None
         self.problems: list[str] = []
         self._next_discovery: datetime | None = None
@@ -50,7 +55,9 @@ class SyncState:
         self.account = None if problems else account
         await self._save({"state": "misconfigured", "problems": problems} if problems else None)
         if not problems:
-            log.info("amocrm.discovered", stages=len(account.stages), fields=len(account.lead_fields))
+            log.info("amocrm.discovered", stages=len(account.stages), fields=len(account.lead_fields), timezone=str(account.timezone))
+            if self.on_discovered is not None:
+                self.on_discovered(account)
         return self.account
 
     async def ready(self) -> AccountMap | None:

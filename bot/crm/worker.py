@@ -18,7 +18,7 @@ from bot.crm import outbox
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig
-from bot.crm.models import LEAD, NOTE, TASK
+from bot.crm.models import LEAD, MERGE, NOTE, TASK
 from bot.crm.operations import Operations
 from bot.crm.outbox import Clock, Job, Outcome
 from bot.crm.state import SyncState
@@ -59,8 +59,10 @@ class OutboxWorker:
         outcome = Outcome()
         try:
             operations = Operations(self.db, self.client, self.config, self.composer, account)
+            notes = [job for job in jobs if job.op == NOTE]
             await operations.cards([job for job in jobs if job.op == LEAD], outcome)
-            await operations.notes([job for job in jobs if job.op == NOTE], outcome)
+            await operations.notes(notes, outcome)
+            await operations.merges([job for job in jobs if job.op == MERGE], outcome, notes)
             await operations.tasks([job for job in jobs if job.op == TASK], outcome)
         except (AmoBlocked, AmoAuthError) as exc:
             await self.state.stop(exc)

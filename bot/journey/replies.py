@@ -1,14 +1,18 @@
 """What the journey says: one method per reply, each the messages (HTML text, keyboard) that answer a
-step, composed for the lead as it is once the step is recorded, in the lead's language."""
+step, composed for the lead as it is once the step is recorded, in the lead's language. A manager's
+call or answer is promised as the working hours allow («в течение 15 минут», «завтра после 9:00»)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiogram.types import ReplyKeyboardRemove
 
 from bot import keyboards
+from bot.db.base import utcnow
 from bot.db.models import Lead
+from bot.hours import ALWAYS, WorkingHours
 from bot.journey.keyboards import quiz_options
 from bot.quiz import Quiz
 from bot.texts import Safe, t
@@ -17,10 +21,15 @@ Outgoing = tuple[str, Any]  # (HTML text, reply markup or None)
 #: A step's answer: the messages to send ``lead``.
 Reply = Callable[[Lead], list[Outgoing]]
 
+CALLBACK_MINUTES = 15  # a manager calls back (the CRM's callback task has the same deadline)
+TEST_BATCH_MINUTES = 30  # a manager contacts the buyer about a test batch (the CRM task's deadline)
+
 
 class Replies:
-    def __init__(self, quiz: Quiz) -> None:
+    def __init__(self, quiz: Quiz, hours: WorkingHours = ALWAYS, clock: Callable[[], datetime] = utcnow) -> None:
         self.quiz = quiz
+        self.hours = hours
+        self.clock = clock  # replaceable (tests promise at night)
 
     # ------------------------------------------------------------- arrival
     def greeting(self, lead: Lead) -> list[Outgoing]:
@@ -71,10 +80,11 @@ class Replies:
 
     # ---------------------------------------------------------- next steps
     def callback_confirmed(self, lead: Lead) -> list[Outgoing]:
-        return [(t(lead.language, "journey.callback_confirmed", phone=lead.phone), ReplyKeyboardRemove())]
+        return [(t(lead.language, "journey.callback_confirmed", phone=lead.phone, when=self._when(lead, CALLBACK_MINUTES)), ReplyKeyboardRemove())]
 
     def callback_need_phone(self, lead: Lead) -> list[Outgoing]:
-        return self._asking_phone(lead, "callback_need_phone")
+        text = t(lead.language, "journey.callback_need_phone", when=self._when(lead, CALLBACK_MINUTES))
+        return [(text, keyboards.share_phone(lead.language))]
 
     def question_prompt(self, lead: Lead) -> list[Outgoing]:
         return [(t(lead.language, "journey.question_prompt"), None)]
@@ -93,13 +103,17 @@ class Replies:
         return self._asking_phone(lead, "test_ask_phone")
 
     def test_confirmed(self, lead: Lead, *, assortment: str, city: str, phone: str) -> list[Outgoing]:
-        text = t(lead.language, "journey.test_confirmed", assortment=assortment, city=city, phone=phone)
+        text = t(lead.language, "journey.test_confirmed", assortment=assortment, city=city, phone=phone,
+                 when=self._when(lead, TEST_BATCH_MINUTES))
         return [(text, ReplyKeyboardRemove())]
 
     # ------------------------------------------------------------- helpers
     def _hello(self, lead: Lead, key: str) -> Safe:
         name = lead.first_name
         return Safe(t(lead.language, f"journey.{key}_named", name=name) if name else t(lead.language, f"journey.{key}"))
+
+    def _when(self, lead: Lead, minutes: int) -> str:
+        return self.hours.answer_by(self.clock(), minutes, lead.language)
 
     def _interests(self, lead: Lead) -> str:
         return ", ".join(self.quiz.describe(lead.interests, lead.language))

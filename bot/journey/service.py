@@ -24,6 +24,7 @@ from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
 from bot.funnel import advance
+from bot.hours import ALWAYS, WorkingHours
 from bot.journal import (
     CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
     RESUBSCRIBED, TEST_BATCH_REQUESTED, Journal,
@@ -85,6 +86,7 @@ class JourneyService:
         default_language: str = "ru",
         token_ttl: timedelta = timedelta(days=30),
         relay: BuyerRelay | None = None,
+        hours: WorkingHours | None = None,
     ) -> None:
         self.db = db
         self.journal = journal
@@ -94,7 +96,7 @@ class JourneyService:
         self.default_language = default_language
         self.token_ttl = token_ttl
         self.relay = relay
-        self.replies = Replies(quiz)
+        self.replies = Replies(quiz, hours or ALWAYS)
         self.replying = Burst()
         self.claims = TokenClaims(db, lambda: utcnow() - self.token_ttl)
 

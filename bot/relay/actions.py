@@ -18,7 +18,7 @@ from bot.relay.config import BUILTIN_COMMANDS, load_roster
 from bot.relay.outbound import ManagerMessages
 from bot.relay.quick import QuickReplies
 from bot.relay.topics import Topics
-from bot.texts import t
+from bot.texts import plural, t
 
 ADMIN_ACTIONS = ("ban", "unban", "reload")
 MENU = tuple(name for name in BUILTIN_COMMANDS if name not in ADMIN_ACTIONS)  # what every manager may use
@@ -109,7 +109,9 @@ class Actions:
             return t(self.chat.lang, "relay.reload_failed", error=str(exc))
         self.chat.roster = self.chat.sla.roster = roster
         await self.announce_commands()
-        return t(self.chat.lang, "relay.reloaded", templates=len(roster.titles), operators=len(roster.operators))
+        lang = self.chat.lang
+        return t(lang, "relay.reloaded", templates=plural(lang, "relay.counts.templates", len(roster.titles)),
+                 operators=plural(lang, "relay.counts.managers", len(roster.operators)))
 
     async def announce_commands(self) -> None:
         """The operator chat's command menu: built-ins and templates."""

@@ -16,7 +16,7 @@ from bot.relay.card import stage_label
 from bot.relay.chat import OperatorChat, replying_to
 from bot.relay.config import TemplateContext
 from bot.relay.outbound import ManagerMessages
-from bot.texts import Safe, t
+from bot.texts import Safe, plural, t
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +91,7 @@ class QuickReplies:
         lines = [t(lang, "relay.price.title", volume=Safe(t(lang, "relay.price.volume", volume=volume.label(lang))) if volume else "")]
         for prices in ranges:
             option = category_q.option(prices.category) if category_q else None
-            lines.append(t(lang, "relay.price.line", category=option.label(lang) if option else prices.category, count=prices.models,
+            lines.append(t(lang, "relay.price.line", category=option.label(lang) if option else prices.category, count=plural(lang, "relay.price.models", prices.models),
                            low=_money(prices.low), high=_money(prices.high)))
         lines.append(t(lang, "relay.price.footer"))
         return "\n".join(lines)

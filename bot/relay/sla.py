@@ -22,7 +22,7 @@ from bot.relay import store
 from bot.relay.card import lead_name, mention
 from bot.relay.config import Operator, Roster
 from bot.relay.models import RelayTopic, RelayWait
-from bot.texts import Safe, duration, t
+from bot.texts import Safe, duration, plural, t
 
 SLOWEST = 5
 
@@ -132,7 +132,7 @@ class Sla:
             return t(self.lang, "relay.stats.period_empty", period=period)
         seconds = [w.response_seconds for w in waits]
         return t(self.lang, "relay.stats.period", period=period, median=duration(median(seconds), self.lang),
-                 p90=duration(percentile(seconds, 0.9), self.lang), count=len(seconds))
+                 p90=duration(percentile(seconds, 0.9), self.lang), count=plural(self.lang, "relay.stats.answers", len(seconds)))
 
     async def stats(self, chat_id: int) -> str:
         """/stats: today's and this week's median and p90 first response, per manager, and who waits longest."""
@@ -151,7 +151,7 @@ class Sla:
             lines.append("\n" + t(self.lang, "relay.stats.managers"))
             for name, seconds in sorted(by_manager.items(), key=lambda item: median(item[1])):
                 lines.append(t(self.lang, "relay.stats.manager", name=name, median=duration(median(seconds), self.lang),
-                               p90=duration(percentile(seconds, 0.9), self.lang), count=len(seconds)))
+                               p90=duration(percentile(seconds, 0.9), self.lang), count=plural(self.lang, "relay.stats.answers", len(seconds))))
         lines.append("\n" + t(self.lang, "relay.stats.open", count=len(waiting)))
         if waiting:
             lines.append(t(self.lang, "relay.stats.slowest"))

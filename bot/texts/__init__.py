@@ -2,7 +2,9 @@
 
 ``t(lang, "journey.greeting", name=...)`` formats a text with ``str.format``; every
 keyword value is HTML-escaped unless wrapped in :class:`Safe`, so buyer input can
-never break Telegram HTML markup.
+never break Telegram HTML markup. ``plural(lang, "relay.price.models", 5)`` gives a count
+with the form of its noun the number needs (ru: 1 модель, 2 модели, 5 моделей; en: 1 model,
+5 models), from forms keyed by the CLDR plural categories of the language (Babel's rules).
 """
 from __future__ import annotations
 
@@ -31,8 +33,11 @@ def escape(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
+PLURAL_CATEGORIES = frozenset({"zero", "one", "two", "few", "many", "other"})
+
+
 def _flatten(prefix: str, node: Any, out: dict[str, Any]) -> None:
-    if isinstance(node, dict):
+    if isinstance(node, dict) and not (node and set(node) <= PLURAL_CATEGORIES):  # plural forms are one text
         for key, value in node.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), value, out)
     else:
@@ -71,13 +76,17 @@ def t(lang: str, key: str, /, **values: Any) -> str:
     return template.format(**{name: escape(value) for name, value in values.items()})
 
 
-def t_count(lang: str, key: str, count: int, /, **values: Any) -> str:
-    """The plural form of ``key`` (``one``/``few``/``many``/``other`` by the CLDR rules of ``lang``) for
-    ``count``, formatted like :func:`t`; ``{count}`` reads ``12 345``."""
+@lru_cache(maxsize=None)
+def _plural_rule(lang: str) -> Any:
+    return Locale.parse(lang).plural_form
+
+
+def plural(lang: str, key: str, count: float) -> str:
+    """``count`` with the form of ``key`` (``{one: "{n} модель", few: …, many: …, other: …}``) its number takes in ``lang``
+    (``{n}`` written the language's way: ``12 345``, ``1,5``)."""
     lang = lang if lang in LANGUAGES else FALLBACK
-    form = Locale.parse(lang).plural_form(count)
-    template = catalogue(lang).get(f"{key}.{form}") or raw(lang, f"{key}.other")
-    return template.format(count=format_decimal(count, locale=lang), **{name: escape(value) for name, value in values.items()})
+    forms = raw(lang, key)
+    return str(forms[_plural_rule(lang)(count)]).format(n=format_decimal(count, locale=lang))
 
 
 def duration(seconds: float, lang: str) -> str:

@@ -3,7 +3,8 @@
 Batch calls take JSON arrays (≤ 250 items, ``/leads/complex`` ≤ 50) and are all-or-nothing:
 one bad item rejects the request with 400 ``validation-errors`` naming it by ``request_id``.
 Unknown fields and enums are ``NotSupportedChoice``; a status must belong to its pipeline
-(142/143 exist in every pipeline and need ``pipeline_id``); empty searches are 204.
+(142/143 exist in every pipeline and need ``pipeline_id``); empty searches are 204. The account has a
+time zone (``GET /api/v4/account?with=datetime_settings``) and shows every moment in it.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 WON, LOST = 142, 143
 BATCH_LIMIT, COMPLEX_LIMIT = 250, 50
@@ -35,6 +38,7 @@ SEED_LEAD_FIELDS: list[tuple[str, str, list[str]]] = [
     ("Telegram", "text", []),
 ]
 SEED_USERS = ["Администратор", "Мария Соколова", "Иван Петров"]
+SEED_LOSS_REASONS = ["Дубль", "Не вышел на связь", "Дорого", "Купил у другого поставщика"]
 
 
 class ApiError(Exception):
@@ -80,12 +84,14 @@ class Invalid:
 
 
 class Account:
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, timezone: str = "Europe/Moscow") -> None:
         self.id, self.subdomain = 31337, "optobot"
         self.clock = clock
+        self.timezone = ZoneInfo(timezone)
         self._ids = {kind: itertools.count(start) for kind, start in (
             ("user", 1001), ("pipeline", 5001), ("status", 60001), ("field", 700001), ("enum", 800001),
             ("lead", 3000001), ("contact", 4000001), ("note", 9000001), ("task", 2000001), ("tag", 100001),
+            ("loss_reason", 40001),
         )}
         self.users: dict[int, dict[str, Any]] = {}
         self.pipelines: dict[int, dict[str, Any]] = {}
@@ -96,6 +102,7 @@ class Account:
         self.contacts: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}
+        self.loss_reasons: dict[int, dict[str, Any]] = {}
 
     def _next(self, kind: str) -> int:
         return next(self._ids[kind])
@@ -105,9 +112,11 @@ class Account:
 
     # ----------------------------------------------------------------- setup
     def seed(self) -> Account:
-        """The seed's account: two pipelines, the quiz fields, three users."""
+        """The seed's account: two pipelines, the quiz fields, three users, the usual loss reasons."""
         for name in SEED_USERS:
             self.add_user(name)
+        for name in SEED_LOSS_REASONS:
+            self.add_loss_reason(name)
         for name, statuses in SEED_PIPELINES.items():
             self.add_pipeline(name, statuses, is_main=not self.pipelines)
         for name, kind, enums in SEED_LEAD_FIELDS:
@@ -132,6 +141,22 @@ class Account:
             self.statuses[status_id] = {"id": status_id, "name": status, "sort": sort * 10, "is_editable": kind == 0,
                                         "pipeline_id": pipeline_id, "color": "#99ccff", "type": kind, "account_id": self.id}
         return pipeline_id
+
+    def add_loss_reason(self, name: str) -> int:
+        reason_id, now = self._next("loss_reason"), self._now()
+        self.loss_reasons[reason_id] = {"id": reason_id, "name": name, "sort": len(self.loss_reasons) * 10,
+                                        "created_at": now, "updated_at": now}
+        return reason_id
+
+    def datetime_settings(self) -> dict[str, str]:
+        """``_embedded.datetime_settings`` of ``GET /api/v4/account``."""
+        offset = datetime.now(self.timezone).strftime("%z")
+        return {"date_pattern": "d.m.Y H:i", "short_date_pattern": "d.m.Y", "short_time_pattern": "H:i", "date_format": "d.m.Y",
+                "time_format": "H:i:s", "timezone": str(self.timezone), "timezone_offset": f"{offset[:3]}:{offset[3:]}"}
+
+    def local(self, timestamp: int) -> str:
+        """A moment as the account shows it: in its time zone."""
+        return datetime.fromtimestamp(timestamp, self.timezone).strftime("%d.%m %H:%M")
 
     def add_field(self, entity: str, name: str, kind: str, enums: Iterable[str] = (), *, code: str | None = None) -> int:
         field_id = self._next("field")
@@ -161,6 +186,10 @@ class Account:
         """Test helper: a status id by names."""
         pipeline_id = next(p["id"] for p in self.pipelines.values() if p["name"] == pipeline)
         return next(s["id"] for s in self.pipeline_statuses(pipeline_id) if s["name"] == status)
+
+    def loss_reason_id(self, name: str) -> int:
+        """Test helper: a loss reason id by name."""
+        return next(r["id"] for r in self.loss_reasons.values() if r["name"] == name)
 
     def field_by_name(self, entity: str, name: str) -> dict[str, Any]:
         return next(f for f in self.fields[entity].values() if f["name"] == name or f["code"] == name)
@@ -353,8 +382,11 @@ class Account:
             elif isinstance(ref, dict) and "id" in ref:
                 contacts.append(ref["id"])
         tags = (item.get("_embedded") or {}).get("tags") or []
+        loss_reason = item.get("loss_reason_id")
+        if loss_reason is not None and loss_reason not in self.loss_reasons:
+            invalid.add("NotSupportedChoice", "loss_reason_id", "The value you selected is not a valid choice.")
         return {"name": item.get("name"), "price": item.get("price"), "placement": placement, "fields": fields,
-                "responsible_user_id": self._user(item, invalid), "contacts": contacts,
+                "responsible_user_id": self._user(item, invalid), "contacts": contacts, "loss_reason_id": loss_reason,
                 "tags": self._tags(tags) + self._tags(item.get("tags_to_add")),
                 "tags_to_delete": {t.get("name") for t in item.get("tags_to_delete") or [] if isinstance(t, dict)}}
 
@@ -372,6 +404,7 @@ class Account:
             lead["responsible_user_id"] = checked["responsible_user_id"]
         lead["pipeline_id"], lead["status_id"] = checked["placement"]
         lead["closed_at"] = now if lead["status_id"] in (WON, LOST) else None
+        lead["loss_reason_id"] = (checked["loss_reason_id"] or lead.get("loss_reason_id")) if lead["status_id"] == LOST else None
         lead["fields"] = _merge_fields(lead["fields"], checked["fields"])
         names = {t["name"] for t in lead["tags"]}
         lead["tags"] = [t for t in lead["tags"] if t["name"] not in checked["tags_to_delete"]]
@@ -386,6 +419,25 @@ class Account:
         if contact_id not in lead["contacts"]:
             lead["contacts"].append(contact_id)
             self.contacts[contact_id]["leads"].append(lead["id"])
+
+    def link(self, lead_id: int, items: Any) -> list[dict[str, Any]]:
+        """``POST /leads/{id}/link``: contacts (the only kind the sandbox holds) linked to a lead."""
+        items, invalid = self._batch(items), Invalid()
+        lead = self.leads.get(lead_id)
+        if lead is None:
+            raise ApiError(404, "Lead not found")
+        for i, item in enumerate(items):
+            if item.get("to_entity_type") != "contacts":
+                invalid.add("NotSupportedChoice", "to_entity_type", "The value you selected is not a valid choice.")
+            elif item.get("to_entity_id") not in self.contacts:
+                invalid.add("NotFound", "to_entity_id", "Entity not found")
+            invalid.close_item(self._request_id(item, i))
+        invalid.raise_if_any()
+        for item in items:
+            self._link(lead, item["to_entity_id"])
+        lead["updated_at"] = self._now()
+        return [{"entity_id": lead_id, "entity_type": "leads", "to_entity_id": item["to_entity_id"], "to_entity_type": "contacts",
+                 "metadata": {"main_contact": lead["contacts"][0] == item["to_entity_id"]}} for item in items]
 
     def add_leads(self, items: Any) -> list[dict[str, Any]]:
         items, invalid = self._batch(items), Invalid()
@@ -441,7 +493,7 @@ class Account:
                       if t["entity_type"] == "leads" and t["entity_id"] == lead["id"] and not t["is_completed"]]
         out = {key: lead.get(key) for key in ("id", "name", "price", "responsible_user_id", "status_id", "pipeline_id",
                                                "created_at", "updated_at", "closed_at")}
-        out.update({"group_id": 0, "loss_reason_id": None, "created_by": 0, "updated_by": 0, "is_deleted": False,
+        out.update({"group_id": 0, "loss_reason_id": lead.get("loss_reason_id"), "created_by": 0, "updated_by": 0, "is_deleted": False,
                     "closest_task_at": min(open_tasks) if open_tasks else None, "score": None, "account_id": self.id,
                     "custom_fields_values": lead["fields"] or None})
         out["_embedded"] = {"tags": list(lead["tags"]), "companies": []}
@@ -545,7 +597,8 @@ class Account:
         invalid.raise_if_any()
         for item in items:
             task = self.tasks[item["id"]]
-            task.update({k: v for k, v in item.items() if k in ("text", "complete_till", "is_completed", "result", "responsible_user_id")})
+            editable = ("text", "complete_till", "is_completed", "result", "responsible_user_id", "entity_id", "entity_type")
+            task.update({k: v for k, v in item.items() if k in editable})
             task["updated_at"] = self._now()
         return [{"id": item["id"], "updated_at": self.tasks[item["id"]]["updated_at"]} for item in items]
 
@@ -583,7 +636,7 @@ class Account:
             lines.append("  Задачи:")
             for task in tasks:
                 mark = "x" if task["is_completed"] else " "
-                due = time.strftime("%d.%m %H:%M", time.localtime(task["complete_till"]))
+                due = self.local(task["complete_till"])
                 who = self.users.get(task["responsible_user_id"], {}).get("name", "—")
                 lines.append(f"    [{mark}] до {due} — {task['text']} ({who})")
         notes = self.find_notes(entity_ids=[lead_id])

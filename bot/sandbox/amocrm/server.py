@@ -35,6 +35,7 @@ class Fault:
     times: int
     path: str | None
     after: bool  # answer the status only after carrying the request out
+    method: str | None = None
 
 
 @dataclass
@@ -80,9 +81,9 @@ class AmoSandbox:
         self._runner: web.AppRunner | None = None
 
     # ----------------------------------------------------------------- knobs
-    def inject(self, status: int, times: int = 1, *, path: str | None = None, after: bool = False) -> None:
-        """Answer the next ``times`` requests (to ``path``…) with ``status``; ``after``: carry them out first."""
-        self._faults.append(Fault(status, times, path, after))
+    def inject(self, status: int, times: int = 1, *, path: str | None = None, after: bool = False, method: str | None = None) -> None:
+        """Answer the next ``times`` requests (``method``, to ``path``…) with ``status``; ``after``: carry them out first."""
+        self._faults.append(Fault(status, times, path, after, method))
 
     def hold(self, method: str, path: str) -> Hold:
         """Carry out the next matching request, then keep its answer until ``hold.release`` is set."""
@@ -167,6 +168,7 @@ class AmoSandbox:
             ("GET", "/api/v4/account", self._account),
             ("GET", "/api/v4/users", self._listing("users", lambda: a.users.values())),
             ("GET", "/api/v4/leads/pipelines", self._pipelines),
+            ("GET", "/api/v4/leads/loss_reasons", self._listing("loss_reasons", lambda: a.loss_reasons.values())),
             ("GET", "/api/v4/leads/custom_fields", self._listing("custom_fields", lambda: a.fields["leads"].values())),
             ("GET", "/api/v4/contacts/custom_fields", self._listing("custom_fields", lambda: a.fields["contacts"].values())),
             ("GET", "/api/v4/contacts", self._contacts),
@@ -178,6 +180,7 @@ class AmoSandbox:
             ("POST", "/api/v4/leads", self._batch("leads", a.add_leads)),
             ("PATCH", "/api/v4/leads", self._batch("leads", a.update_leads)),
             ("POST", "/api/v4/leads/complex", self._complex),
+            ("POST", "/api/v4/leads/{id:\\d+}/link", self._link),
             ("GET", "/api/v4/leads/notes", self._notes),
             ("GET", "/api/v4/leads/{id:\\d+}/notes", self._notes),
             ("POST", "/api/v4/leads/notes", self._batch("notes", a.add_notes)),
@@ -237,7 +240,7 @@ class AmoSandbox:
 
     def _fault(self, request: web.Request, *, after: bool) -> Fault | None:
         for fault in self._faults:
-            if fault.after == after and (fault.path is None or request.path.startswith(fault.path)):
+            if fault.after == after and (fault.path is None or request.path.startswith(fault.path)) and fault.method in (None, request.method):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
@@ -297,7 +300,11 @@ class AmoSandbox:
         return _json({"_page": page, "_links": links, "_embedded": {entity: chunk}})
 
     async def _account(self, request: web.Request) -> web.Response:
-        return _json({"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU"})
+        body: dict[str, Any] = {"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU",
+                                "is_loss_reason_enabled": True}
+        if "datetime_settings" in request.query.get("with", "").split(","):
+            body["_embedded"] = {"datetime_settings": self.account.datetime_settings()}
+        return _json(body)
 
     def _listing(self, entity: str, items: Any) -> Any:
         async def handle(request: web.Request) -> web.Response:
@@ -342,6 +349,10 @@ class AmoSandbox:
             results = operation(await self._body(request))
             return _json({"_links": {"self": {"href": self.base_url + request.path}}, "_embedded": {entity: results}})
         return handle
+
+    async def _link(self, request: web.Request) -> web.Response:
+        links = self.account.link(int(request.match_info["id"]), await self._body(request))
+        return _json({"_total_items": len(links), "_embedded": {"links": links}})
 
     async def _complex(self, request: web.Request) -> web.Response:
         return _json(self.account.add_complex(await self._body(request)))
