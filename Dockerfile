@@ -16,6 +16,7 @@ RUN pip install --no-cache-dir . && mkdir /data && chown nobody /data
 
 ENV CATALOG_DIR=/app/catalog_templates \
     DATA_DIR=/data \
+    MPLCONFIGDIR=/data/matplotlib \
     DATABASE_URL=sqlite+aiosqlite:////data/optobot.sqlite3 \
     HTTP_HOST=0.0.0.0 \
     HTTP_PORT=8080

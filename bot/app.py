@@ -12,6 +12,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiohttp import web
 
+from bot.analytics.router import create_router as analytics_router
+from bot.analytics.service import Analytics
 from bot.catalog.render import CatalogRenderer
 from bot.catalog.service import Catalog
 from bot.config import ConfigError, Settings, first_line
@@ -81,6 +83,8 @@ class App:
         self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)
         self.workers += self.broadcasts.workers
+        self.analytics = Analytics(settings, self.db, self.quiz, bot=self.bot, managers=self.manager_names)
+        self.workers += self.analytics.workers
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
@@ -90,6 +94,8 @@ class App:
         self.dp.update.outer_middleware(self.order)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
+        self.dp["analytics"] = self.analytics
+        self.dp.include_router(analytics_router())  # admin commands, before the relay and the journey
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
@@ -97,6 +103,10 @@ class App:
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def manager_names(self) -> dict[int, str]:
+        """amoCRM user → name of the managers in the operators file (for analytics)."""
+        return {o.amocrm_user_id: o.name for o in self.relay.chat.roster.operators if o.amocrm_user_id}
 
     def start_link(self, payload: str) -> str:
         return f"https://t.me/{self.bot_username}?start={payload}"
@@ -193,6 +203,7 @@ class App:
         await self.bot.session.close()
         await self.crm.close()
         await self.broadcasts.close()
+        self.analytics.close()
         await self.db.close()
 
 

@@ -1,4 +1,4 @@
-"""``optobot demo|run|check|db|crm|amocrm|broadcast``: one entry point for every job."""
+"""``optobot demo|run|check|db|crm|amocrm|broadcast|report|analytics``: one entry point for every job."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from bot.analytics import cli as analytics_cli
 from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
 from bot.logs import setup_logging
@@ -73,6 +74,17 @@ async def db_upgrade(settings: Settings, _: argparse.Namespace) -> int:
     return 0
 
 
+def operator_names(settings: Settings) -> dict[int, str]:
+    """amoCRM user → name of the managers in the operators file (the reports name the responsible managers)."""
+    from bot.relay.config import load_roster
+
+    try:
+        roster = load_roster(settings.operators_config)
+    except ValueError as exc:
+        raise ConfigError(f"optobot: OPERATORS_CONFIG: {exc}") from None
+    return {operator.amocrm_user_id: operator.name for operator in roster.operators if operator.amocrm_user_id}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optobot", description="Telegram sales assistant and broadcasts for amoCRM suppliers")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -83,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
     crm_cli.register(commands)
     broadcast_cli.register(commands, wired_broadcasts)
+    analytics_cli.register(commands, operator_names)
     return parser
 
 

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     broadcast_sequences: Path = Field(default=PROJECT_DIR / "broadcasts" / "sequences.yaml", alias="BROADCAST_SEQUENCES")
     broadcast_segments: Path = Field(default=PROJECT_DIR / "broadcasts" / "segments.yaml", alias="BROADCAST_SEGMENTS")
 
+    # Sales analytics (bot/analytics/): the weekly digest, in TIMEZONE ("off" = none); where it goes (default: each admin)
+    report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")
+    report_chat_id: int | None = Field(default=None, alias="REPORT_CHAT_ID")
+
     @field_validator("admin_ids", mode="before")
     @classmethod
     def _split_ids(cls, value: object) -> object:
@@ -155,6 +159,14 @@ class Settings(BaseSettings):
         if self.sla_escalate_minutes <= self.sla_minutes:
             raise ValueError("SLA_ESCALATE_MINUTES must be greater than SLA_MINUTES")
         return self
+
+    @field_validator("report_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        value = " ".join(value.split()).lower()
+        if value not in ("", "off") and not re.match(r"^(mon|tue|wed|thu|fri|sat|sun) ([01]?\d|2[0-3]):[0-5]\d$", value):
+            raise ValueError("must be a weekday and a time in TIMEZONE, like 'mon 09:00', or 'off'")
+        return "off" if value == "" else value
 
     @model_validator(mode="after")
     def _telegram_webhook(self) -> Settings:

@@ -55,6 +55,10 @@ class WorkingHours:
         midnight = datetime.combine(day, time(), tzinfo=self.tz)
         return midnight + timedelta(minutes=self.start), midnight + timedelta(minutes=self.end)
 
+    def contains(self, moment: datetime) -> bool:
+        """Whether ``moment`` falls within working hours."""
+        return self._within(moment.astimezone(self.tz), 0)
+
     def _next_start(self, local: datetime) -> datetime | None:
         """The first opening after ``local`` (within a week)."""
         for offset in range(8):

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
+from bot.funnel import reach
 
 Record = LeadEvent | Message
 Subscriber = Callable[[AsyncSession, Lead, Record], Awaitable[None]]
@@ -35,6 +36,7 @@ BANNED, UNBANNED = "banned", "unbanned"  # {manager}
 SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, responsible_user_id}; level 2 is the head of sales'
 # Event kinds of the amoCRM sync.
 CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source}
+STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # {stage, previous}: the lead's furthest stage is kept up to date
 
 
 class Journal:
@@ -51,6 +53,8 @@ class Journal:
     async def event(self, session: AsyncSession, lead: Lead, kind: str, **data: Any) -> LeadEvent:
         """Record a funnel event for ``lead``."""
         record = LeadEvent(lead_id=lead.id, kind=kind, data=data)
+        if kind in STAGE_EVENTS:
+            reach(lead, data.get("stage"), record.created_at)
         session.add(record)
         await session.flush()
         await self._publish(session, lead, record)

@@ -25,7 +25,7 @@ class CampaignError(ValueError):
 
 
 class CampaignSpec(BaseModel):
-    """A campaign file: ``name``, ``segment``, ``message`` (or A/B ``variants``), ``send_at``, ``quiet_hours``."""
+    """A campaign file: ``name``, ``segment``, ``message`` (or A/B ``variants``), ``holdout``, ``send_at``, ``quiet_hours``."""
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
@@ -33,6 +33,7 @@ class CampaignSpec(BaseModel):
     message: Variant | None = None
     variants: list[Variant] | None = None
     winner_by: Literal["clicks", "replies", "conversions"] = "clicks"
+    holdout: float = Field(default=0, ge=0, le=50)  # percent of the segment kept out, to measure the broadcast against
     send_at: datetime | str | None = None  # TIMEZONE unless it has an offset; none = now
     quiet_hours: bool = True
 
@@ -44,7 +45,7 @@ class CampaignSpec(BaseModel):
 
     @property
     def content(self) -> Content:
-        return Content(variants=self.variants or [self.message], winner_by=self.winner_by)  # type: ignore[list-item]
+        return Content(variants=self.variants or [self.message], winner_by=self.winner_by, holdout=self.holdout)  # type: ignore[list-item]
 
     @classmethod
     def load(cls, path: Path) -> CampaignSpec:

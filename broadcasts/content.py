@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from bot.quiz import Quiz
 from bot.texts import t
 from broadcasts import markup
+from broadcasts.models import HOLDOUT
 from broadcasts.segments import Recipient
 
 LocalText = str | dict[str, str]  # one text, or one per language
@@ -97,18 +98,27 @@ class Variant(BaseModel):
 
 
 class Content(BaseModel):
-    """All variants of a message, split by ``weight``; the A/B winner is judged ``winner_by``."""
+    """All variants of a message, split by ``weight``; the A/B winner is judged ``winner_by``; ``holdout``
+    percent of the audience gets nothing (a control group to measure the broadcast against)."""
 
     model_config = ConfigDict(extra="forbid")
     variants: list[Variant] = Field(min_length=1)
     winner_by: Literal["clicks", "replies", "conversions"] = "clicks"
+    holdout: float = Field(default=0, ge=0, le=50)
 
     @model_validator(mode="after")
     def _names(self) -> Content:
         names = [variant.name for variant in self.variants]
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must differ: {names}")
+        if HOLDOUT in names:
+            raise ValueError(f"{HOLDOUT!r} names the control group, not a variant")
         return self
+
+    def held_out(self, broadcast_id: int, lead_id: int) -> bool:
+        """Whether the lead is in the holdout: a stable hash, independent of the variant split."""
+        digest = hashlib.blake2b(f"{HOLDOUT}:{broadcast_id}:{lead_id}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64 * 100 < self.holdout
 
     def variant(self, name: str) -> Variant:
         return next((v for v in self.variants if v.name == name), self.variants[0])

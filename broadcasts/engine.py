@@ -42,6 +42,7 @@ from broadcasts.content import Content, Renderer, Validation, Variant, too_many_
 from broadcasts.models import (
     DRAFT,
     FAILED,
+    HOLDOUT,
     ONEOFF,
     PAUSED,
     PENDING,
@@ -168,23 +169,20 @@ class Engine:
                 await store.update_broadcast(session, broadcast.id, max_lead_id=upto)
         checked = Validation()
         async for page in segments.stream(self.db, segment, now, after=broadcast.prepared_upto, upto=upto):
-            rows = []
-            for r in page:
-                reason = checked.check(self.renderer, content, r)
-                rows.append({"broadcast_id": broadcast.id, "lead_id": r.id, "variant": content.pick(broadcast.id, r.id).name,
-                             "state": SKIPPED if reason else PENDING, "error": reason[:500] if reason else None})
+            rows = [_row(broadcast.id, content, r.id, now, checked.check(self.renderer, content, r)) for r in page]
             async with self.db.begin() as session:
                 if not await store.renew(session, broadcast.id, self.owner, self.clock(), LEASE):
                     return STOPPED
                 if checked.broken:
                     break
                 await store.add_deliveries(session, rows)
+                await store.write_results(session, [], [row["lead_id"] for row in rows if row["state"] == HOLDOUT], now)
                 await store.update_broadcast(session, broadcast.id, prepared_upto=page[-1].id)
         async with self.db.begin() as session:
             counts = Counter[str]()
             for (_, state), n in (await store.counts(session, broadcast.id)).items():
                 counts[state] += n
-            total, skipped = sum(counts.values()), counts[SKIPPED]
+            total, skipped = sum(counts.values()) - counts[HOLDOUT], counts[SKIPPED]  # the holdout is no recipient
             if checked.broken or too_many_skipped(skipped, total):
                 await store.discard_deliveries(session, broadcast.id)
                 failing = checked.failing if checked.broken else skipped
@@ -252,6 +250,16 @@ class Engine:
             method = getattr(self.bot, f"send_{kind}")
             message = await self._media(spec, lambda file: method(chat, file, caption=text or None, **options))
         return message.message_id
+
+
+def _row(broadcast_id: int, content: Content, lead_id: int, now: datetime, problem: str | None) -> dict[str, Any]:
+    """A delivery row: the lead's variant to send (``skipped`` if the message breaks with the lead's values, the
+    ``problem``), or the holdout (never sent; counted as reached now)."""
+    row = {"broadcast_id": broadcast_id, "lead_id": lead_id, "variant": HOLDOUT, "state": HOLDOUT, "sent_at": now, "error": None}
+    if not (content.holdout and content.held_out(broadcast_id, lead_id)):
+        row.update(variant=content.pick(broadcast_id, lead_id).name, state=SKIPPED if problem else PENDING, sent_at=None,
+                   error=problem[:500] if problem else None)
+    return row
 
 
 def _outcome(row_id: int, source: str, state: str, *, error: str | None = None, message_id: int | None = None,

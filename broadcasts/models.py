@@ -5,7 +5,8 @@
 * ``broadcast_deliveries`` — one row per (broadcast, lead): the crash-safe record of
   delivery. ``pending`` → ``sending`` (written before the Bot API call) → ``sent`` /
   ``blocked`` / ``failed``; a row found ``sending`` when a sender takes over becomes
-  ``unknown`` (it may or may not have arrived) and is never sent again.
+  ``unknown`` (it may or may not have arrived) and is never sent again. A lead of the
+  holdout (control group) gets a ``holdout`` row instead, stamped when sending starts.
 * ``broadcast_clicks`` — tracked button presses, one per (delivery, button).
 * ``sequence_enrollments`` — a lead in a warm-up sequence, once per (sequence, lead).
 """
@@ -23,9 +24,10 @@ from bot.db.base import Base, utcnow
 DRAFT, SCHEDULED, RUNNING, PAUSED, CANCELLED, FINISHED = "draft", "scheduled", "running", "paused", "cancelled", "finished"
 ONEOFF, STEP = "oneoff", "step"
 
-# Delivery states
+# Delivery states (HOLDOUT: kept out of the broadcast to measure it against; never sent, its variant is HOLDOUT too)
 PENDING, SENDING, SENT, BLOCKED, FAILED, UNKNOWN, SKIPPED = "pending", "sending", "sent", "blocked", "failed", "unknown", "skipped"
-DELIVERY_STATES = (PENDING, SENDING, SENT, BLOCKED, FAILED, UNKNOWN, SKIPPED, CANCELLED)
+HOLDOUT = "holdout"
+DELIVERY_STATES = (PENDING, SENDING, SENT, BLOCKED, FAILED, UNKNOWN, SKIPPED, CANCELLED, HOLDOUT)
 
 # Enrollment states
 ACTIVE, DONE, EXITED = "active", "done", "exited"

@@ -14,11 +14,11 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, exists, false, func, literal, not_, or_, select, true, type_coerce
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import ColumnElement, and_, false, func, not_, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Lead
+from bot.db.sql import json_has_any
 from bot.funnel import CLOSED, STAGES
 from bot.quiz import Quiz
 
@@ -96,15 +96,6 @@ def reachable() -> ColumnElement[bool]:
                 Lead.is_banned.is_(false()), Lead.merged_into_id.is_(None))
 
 
-def _has_any(column: Any, key: str | None, values: list[str], dialect: str) -> ColumnElement[bool]:
-    """The JSON list ``column[key]`` (or ``column`` itself) contains any of ``values``."""
-    if dialect == "postgresql":
-        target = type_coerce(column, postgresql.JSONB)
-        return (target[key] if key else target).has_any(postgresql.array(values))
-    items = (func.json_each(column, f"$.{key}") if key else func.json_each(column)).table_valued("value").alias()
-    return exists(select(literal(1)).select_from(items).where(items.c.value.in_(values)))
-
-
 def _activity(column: Any, activity: Activity | None, now: datetime) -> list[ColumnElement[bool]]:
     if activity is None:
         return []
@@ -125,7 +116,7 @@ def where(segment: Segment, dialect: str, now: datetime) -> ColumnElement[bool]:
     s = segment
     conditions: list[ColumnElement[bool]] = [reachable()]
     if s.category:
-        conditions.append(_has_any(Lead.interests, "category", s.category, dialect))
+        conditions.append(json_has_any(Lead.interests, "category", s.category, dialect))
     for key in ("volume", "channel"):
         if getattr(s, key):
             conditions.append(Lead.interests[key].as_string().in_(getattr(s, key)))
@@ -140,9 +131,9 @@ def where(segment: Segment, dialect: str, now: datetime) -> ColumnElement[bool]:
         conditions.append(Lead.source.in_(s.source))
     conditions += [Lead.utm[key].as_string() == value for key, value in s.utm.items()]
     if s.tags:
-        conditions.append(_has_any(Lead.tags, None, s.tags, dialect))
+        conditions.append(json_has_any(Lead.tags, None, s.tags, dialect))
     if s.not_tags:
-        conditions.append(not_(_has_any(Lead.tags, None, s.not_tags, dialect)))
+        conditions.append(not_(json_has_any(Lead.tags, None, s.not_tags, dialect)))
     if s.language:
         conditions.append(Lead.language.in_(s.language))
     conditions += _flag(Lead.catalog_sent_at, s.catalog_sent) + _flag(Lead.test_batch_requested_at, s.test_batch_requested)

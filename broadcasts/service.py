@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
-from bot.journal import CRM_STAGE_CHANGED, STAGE_CHANGED, UNSUBSCRIBED, Journal, Record
+from bot.journal import STAGE_EVENTS, UNSUBSCRIBED, Journal, Record
 from bot.loops import Loop
 from bot.messenger import Messenger
 from bot.ports import Catalog
@@ -35,7 +35,6 @@ REPLY_WINDOW = timedelta(hours=48)
 UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 CONVERSION_WINDOW = timedelta(days=7)
 CONVERSION_STAGE = "test_batch_sent"  # «Тестовая партия отправлена»
-STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # moved in amoCRM, or by a manager on the relay card: {stage, previous}
 
 
 class Broadcasts:

@@ -1,7 +1,6 @@
-"""Per-broadcast and per-variant figures, the A/B winner, and their text for the admin chat and the CLI."""
+"""Per-broadcast and per-variant figures, the A/B winner, the holdout, and their text for the admin chat and the CLI."""
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.proportions import Z_95, z_score
 from bot.texts import plural, t
 from broadcasts import store
 from broadcasts.content import UNSUBSCRIBE
-from broadcasts.models import BLOCKED, FAILED, PENDING, SCHEDULED, SENDING, SENT, SKIPPED, UNKNOWN, Broadcast
-
-Z_95 = 1.96
+from broadcasts.models import BLOCKED, FAILED, HOLDOUT, PENDING, SCHEDULED, SENDING, SENT, SKIPPED, UNKNOWN, Broadcast
 
 
 @dataclass
@@ -45,8 +43,13 @@ class Group:
             return sum(n for button, n in self.clicks.items() if button != UNSUBSCRIBE)
         return self.replies if by == "replies" else self.conversions
 
+    @property
+    def reached(self) -> int:
+        """Delivered to (or, in the holdout, kept from) — what the outcomes are counted out of."""
+        return self.states[SENT] + self.states[HOLDOUT]
+
     def share(self, by: str) -> float:
-        return self.metric(by) / self.states[SENT] if self.states[SENT] else 0.0
+        return self.metric(by) / self.reached if self.reached else 0.0
 
     def add(self, other: Group) -> None:
         self.states.update(other.states)
@@ -71,9 +74,10 @@ class Winner:
 @dataclass
 class Stats:
     broadcast: Broadcast
-    total: Group
+    total: Group  # everyone it was sent to (not the holdout)
     variants: list[Group]
     winner: Winner | None
+    holdout: Group | None = None
 
 
 def winner(variants: list[Group], by: str) -> Winner | None:
@@ -82,11 +86,7 @@ def winner(variants: list[Group], by: str) -> Winner | None:
     if len(ranked) < 2:
         return None
     best, second = ranked[0], ranked[1]
-    n1, n2 = best.states[SENT], second.states[SENT]
-    pooled = (best.metric(by) + second.metric(by)) / (n1 + n2)
-    spread = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    z = (best.share(by) - second.share(by)) / spread if spread else 0.0
-    return Winner(best.name, by, best.share(by), z)
+    return Winner(best.name, by, best.share(by), z_score(best.metric(by), best.states[SENT], second.metric(by), second.states[SENT]))
 
 
 async def collect(session: AsyncSession, broadcast: Broadcast) -> Stats:
@@ -98,12 +98,13 @@ async def collect(session: AsyncSession, broadcast: Broadcast) -> Stats:
     for variant, (replies, unsubscribes, conversions) in (await store.outcome_counts(session, broadcast.id)).items():
         group = groups.setdefault(variant, Group(variant))
         group.replies, group.unsubscribes, group.conversions = replies, unsubscribes, conversions
+    holdout = groups.pop(HOLDOUT, None)
     variants = [groups[name] for name in sorted(groups)]
     total = Group("all")
     for group in variants:
         total.add(group)
     by = broadcast.content.get("winner_by", "clicks")
-    return Stats(broadcast, total, variants, winner(variants, by) if len(variants) > 1 else None)
+    return Stats(broadcast, total, variants, winner(variants, by) if len(variants) > 1 else None, holdout)
 
 
 def _percent(value: float) -> str:
@@ -149,6 +150,13 @@ def report(lang: str, stats: Stats, zone: str) -> str:
             verdict = t(lang, "broadcasts.report.significant" if w.significant else "broadcasts.report.not_significant")
             lines.append(t(lang, "broadcasts.report.winner", by=t(lang, f"broadcasts.metrics.{w.by}"), name=w.name,
                            share=_percent(w.share), z=f"{w.z:.2f}", verdict=verdict))
+    if stats.holdout is not None:
+        h = stats.holdout
+        z = z_score(total.conversions, total.reached, h.conversions, h.reached)
+        verdict = t(lang, "broadcasts.report.significant" if abs(z) >= Z_95 else "broadcasts.report.not_significant")
+        lines.append(t(lang, "broadcasts.report.holdout", people=h.reached, replies=h.replies, reply_rate=_percent(h.share("replies")),
+                       conversions=h.conversions, conversion_rate=_percent(h.share("conversions")),
+                       sent_rate=_percent(total.share("conversions")), z=f"{z:.2f}", verdict=verdict))
     if b.errors:
         lines.append(t(lang, "broadcasts.report.errors") + "\n" + "\n".join(t(lang, "broadcasts.report.error", error=e) for e in b.errors))
     return "\n".join(lines)

@@ -8,16 +8,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
+from bot.db.sql import insert_ignore
 from broadcasts.models import (
     ACTIVE,
     CANCELLED,
     DONE,
     EXITED,
     FINISHED,
+    HOLDOUT,
     ONEOFF,
     PENDING,
     RUNNING,
@@ -34,12 +35,6 @@ from broadcasts.segments import COLUMNS, Recipient, reachable
 
 D = Delivery.__table__.c
 DUE_PAGE = 500
-
-
-def _insert_ignore(session: AsyncSession, model: type) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING for the session's database."""
-    dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
-    return dialect.insert(model).on_conflict_do_nothing()
 
 
 # ------------------------------------------------------------------ broadcasts
@@ -119,12 +114,12 @@ async def step_ids(session: AsyncSession, sequence: str) -> dict[str, int]:
 async def add_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert delivery rows; a row that exists already is left as it is."""
     if rows:
-        await session.execute(_insert_ignore(session, Delivery), rows)
+        await session.execute(insert_ignore(session, Delivery), rows)
 
 
 async def add_delivery(session: AsyncSession, **row: Any) -> bool:
     """Insert one delivery row; False if (broadcast, lead) had one."""
-    return (await session.execute(_insert_ignore(session, Delivery).values(**row))).rowcount == 1
+    return (await session.execute(insert_ignore(session, Delivery).values(**row))).rowcount == 1
 
 
 async def discard_deliveries(session: AsyncSession, broadcast_id: int) -> None:
@@ -233,14 +228,14 @@ async def delivery_of(session: AsyncSession, broadcast_id: int, tg_user_id: int)
 
 async def add_click(session: AsyncSession, delivery_id: int, button: str, now: datetime) -> bool:
     """Count a press once per (delivery, button)."""
-    query = _insert_ignore(session, Click).values(delivery_id=delivery_id, button=button, created_at=now)
+    query = insert_ignore(session, Click).values(delivery_id=delivery_id, button=button, created_at=now)
     return (await session.execute(query)).rowcount == 1
 
 
 async def attribute(session: AsyncSession, lead_id: int, column: str, now: datetime, window: timedelta) -> None:
-    """Credit ``column`` (replied_at, unsubscribed_at, converted_at) to the lead's deliveries sent within ``window``."""
+    """Credit ``column`` (replied_at, unsubscribed_at, converted_at) to the lead's deliveries sent (or held out) within ``window``."""
     query = update(Delivery).where(
-        Delivery.lead_id == lead_id, Delivery.state == SENT, Delivery.sent_at >= now - window, getattr(Delivery, column).is_(None)
+        Delivery.lead_id == lead_id, Delivery.state.in_((SENT, HOLDOUT)), Delivery.sent_at >= now - window, getattr(Delivery, column).is_(None)
     ).values({column: now})
     await session.execute(query)
 
@@ -248,7 +243,7 @@ async def attribute(session: AsyncSession, lead_id: int, column: str, now: datet
 # ----------------------------------------------------------------- enrollments
 async def enroll(session: AsyncSession, sequence: str, lead_id: int, at: datetime) -> bool:
     """Put a lead into a sequence; False if it ever was (re-entry is ignored)."""
-    query = _insert_ignore(session, Enrollment).values(sequence=sequence, lead_id=lead_id, state=ACTIVE, entered_at=at)
+    query = insert_ignore(session, Enrollment).values(sequence=sequence, lead_id=lead_id, state=ACTIVE, entered_at=at)
     return (await session.execute(query)).rowcount == 1
 
 

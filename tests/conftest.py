@@ -103,6 +103,15 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
+def command_line(monkeypatch: pytest.MonkeyPatch, database_url: str, workdir: Path) -> None:
+    """The environment of a CLI test: the database, quiet logs, no stray .env or remote services."""
+    for name in ("BOT_TOKEN", "REDIS_URL", "AMOCRM_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("LOG_LEVEL", "WARNING")
+    monkeypatch.chdir(workdir)
+
+
 # ------------------------------------------------------------ Telegram & app
 @pytest.fixture
 async def sandbox() -> AsyncIterator[TelegramSandbox]:
@@ -123,7 +132,9 @@ def renderer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CatalogRender
 def make_settings(sandbox: TelegramSandbox, database_url: str, data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "DATABASE_URL": database_url,
-        "WEBHOOK_SECRET": SECRET, "HTTP_PORT": 0, "DATA_DIR": data_dir, **overrides,
+        "WEBHOOK_SECRET": SECRET, "HTTP_PORT": 0, "DATA_DIR": data_dir,
+        "REPORT_SCHEDULE": "off",  # the weekly digest only where a test asks for it (on Mondays it would go out at start)
+        **overrides,
     }
     return load_settings(_env_file=None, **values)
 

@@ -10,6 +10,7 @@ from bot.config import PROJECT_DIR
 from bot.db.models import Lead
 from bot.db.session import database as open_database
 from broadcasts.__main__ import main
+from tests.conftest import command_line
 
 EXAMPLES = sorted((PROJECT_DIR / "broadcasts" / "examples").glob("*.yaml"))
 SEQUENCES = PROJECT_DIR / "broadcasts" / "sequences.yaml"
@@ -32,11 +33,7 @@ def database(sqlite_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
             session.add(Lead(tg_user_id=200, first_name="Другая", interests={"category": ["women"]}))
 
     asyncio.run(seed())
-    for name in ("BOT_TOKEN", "REDIS_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("LOG_LEVEL", "WARNING")
-    monkeypatch.chdir(tmp_path)  # no stray .env
+    command_line(monkeypatch, sqlite_url, tmp_path)
     return sqlite_url
 
 

@@ -17,6 +17,7 @@ from bot.crm.discovery import LOST, WON
 from bot.crm.outbox import Clock
 from bot.crm.state import SyncState
 from bot.crm.webhooks import LeadChange, apply_changes
+from bot.db import leads
 from bot.db.models import Lead
 from bot.funnel import CLOSED
 from bot.hours import ALWAYS, WorkingHours
@@ -54,7 +55,8 @@ class Checks:
             return {row.crm_lead_id: row.id for row in await session.execute(query)}
 
     async def ensure_tasks(self) -> int:
-        """Queue a ``no_task`` task for every open lead amoCRM shows without an open task; returns how many."""
+        """Queue a ``no_task`` task for every open lead amoCRM shows without an open task (and mark those leads
+        ``no_task_since``); returns how many tasks were queued."""
         if await self.state.ready() is None:
             return 0
         open_leads = await self._open_leads()
@@ -65,12 +67,11 @@ class Checks:
                       *[("filter[entity_id][]", crm_id) for crm_id in crm_ids[start:start + CHUNK]]]
             covered |= {task["entity_id"] async for task in self.client.pages("/api/v4/tasks", "tasks", params)}
         bare = [open_leads[crm_id] for crm_id in crm_ids if crm_id not in covered]
-        if not bare:
-            return 0
         now = self.clock()
         deadline = timedelta(minutes=self.config.tasks[NO_TASK])
         queued = 0
         async with self.db.begin() as session:
+            await leads.mark_without_task(session, bare, now)
             waiting = await outbox.leads_with_unfinished_tasks(session, bare)
             for lead_id in bare:
                 if lead_id in waiting or await outbox.recent_task(session, lead_id, NO_TASK, now - deadline):
@@ -95,7 +96,8 @@ class Checks:
         params = [("filter[updated_at][from]", cursor), ("order[updated_at]", "asc")]
         changes, latest = [], cursor
         async for found in self.client.pages("/api/v4/leads", "leads", params):
-            changes.append(LeadChange(found["id"], found.get("status_id"), found.get("pipeline_id"), found.get("responsible_user_id")))
+            changes.append(LeadChange(found["id"], found.get("status_id"), found.get("pipeline_id"),
+                                      found.get("responsible_user_id"), found.get("price")))
             latest = max(latest, found.get("updated_at") or latest)
         moved = await apply_changes(self.db, self.journal, account, changes, "reconcile") if changes else 0
         async with self.db.begin() as session:

@@ -32,6 +32,7 @@ class LeadChange:
     status_id: int | None = None
     pipeline_id: int | None = None
     responsible_user_id: int | None = None
+    price: int | None = None  # the deal's budget
 
 
 MAX_ID = 2**63 - 1  # amoCRM ids are 64-bit at most (the database columns too)
@@ -44,6 +45,16 @@ def _id(item: dict[str, Any], name: str, where: str) -> int | None:
         return None
     if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 20 and 0 < int(value) <= MAX_ID):
         raise BadBody(f"{where}[{name}] must be an amoCRM id (a positive 64-bit integer), got {str(value)[:40]!r}")
+    return int(value)
+
+
+def _price(item: dict[str, Any], where: str) -> int | None:
+    """The deal's budget (whole roubles; absent or empty: None); anything but a whole number is :class:`BadBody`."""
+    value = item.get("price")
+    if value in (None, ""):
+        return None
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 19):
+        raise BadBody(f"{where}[price] must be a whole number, got {str(value)[:40]!r}")
     return int(value)
 
 
@@ -64,7 +75,7 @@ def parse_changes(form: dict[str, Any]) -> list[LeadChange]:
             crm_id = _id(item, "id", where)
             if crm_id is not None:
                 changes.append(LeadChange(crm_id, _id(item, "status_id", where), _id(item, "pipeline_id", where),
-                                          _id(item, "responsible_user_id", where)))
+                                          _id(item, "responsible_user_id", where), _price(item, where)))
     return changes
 
 
@@ -77,7 +88,7 @@ def subdomain_of(base_url: str) -> str | None:
 async def apply_changes(
     db: async_sessionmaker[AsyncSession], journal: Journal, account: AccountMap, changes: list[LeadChange], source: str,
 ) -> int:
-    """Set the local stage, status and responsible of the leads we know; returns how many changed stage."""
+    """Set the local stage, status, responsible and deal budget of the leads we know; returns how many changed stage."""
     moved = 0
     async with db.begin() as session:
         for change in changes:
@@ -86,6 +97,8 @@ async def apply_changes(
                 continue
             if change.responsible_user_id:
                 lead.responsible_user_id = change.responsible_user_id
+            if change.price is not None:
+                lead.deal_price = change.price
             if change.status_id is None:
                 continue
             lead.crm_status_id, lead.crm_pipeline_id = change.status_id, change.pipeline_id or lead.crm_pipeline_id

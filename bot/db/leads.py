@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import or_, select, text
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
@@ -40,3 +42,10 @@ async def lock_phone(session: AsyncSession, phone: str) -> None:
     if session.bind.dialect.name == "postgresql":
         digest = hashlib.blake2b(f"phone:{phone}".encode(), digest_size=8).digest()
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int.from_bytes(digest, "big", signed=True)})
+
+
+async def mark_without_task(session: AsyncSession, lead_ids: Sequence[int], now: datetime) -> None:
+    """Record which leads amoCRM showed without an open task (``no_task_since``); the others have one."""
+    await session.execute(update(Lead).where(Lead.no_task_since.is_not(None), Lead.id.not_in(lead_ids)).values(no_task_since=None))
+    if lead_ids:
+        await session.execute(update(Lead).where(Lead.id.in_(lead_ids), Lead.no_task_since.is_(None)).values(no_task_since=now))

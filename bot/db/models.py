@@ -13,11 +13,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from bot.db.base import Base, utcnow
 
+# How a lead first reached the bot (``Lead.arrival``): the website quiz and its personal link, an ad
+# deep link with UTM-style payload, a website quiz found by the phone shared in the bot, or /start alone.
+QUIZ, AD, PHONE, COLD = "quiz", "ad", "phone", "cold"
+ARRIVALS = (QUIZ, AD, PHONE, COLD)
+
 
 class Lead(Base):
     """A buyer: Telegram identity, contacts, quiz interests, source, funnel stage, flags, CRM ids."""
 
     __tablename__ = "leads"
+    __table_args__ = (Index("ix_leads_created_at", "created_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     tg_user_id: Mapped[int | None] = mapped_column(unique=True)
@@ -45,6 +51,12 @@ class Lead(Base):
     crm_status_id: Mapped[int | None]
     crm_pipeline_id: Mapped[int | None]
     responsible_user_id: Mapped[int | None]
+    deal_price: Mapped[int | None]  # the amoCRM deal's budget (₽), read back on webhooks and reconcile
+    no_task_since: Mapped[datetime | None]  # amoCRM showed the open deal without an open task at the last check
+    arrival: Mapped[str | None] = mapped_column(String(8))  # one of ARRIVALS
+    furthest_stage: Mapped[str | None] = mapped_column(String(64))  # the furthest funnel stage ever reached (bot.funnel)
+    key_stage_at: Mapped[datetime | None]  # when it first reached the key stage or beyond
+    first_reply_ms: Mapped[int | None]  # from the buyer's first /start to the bot's greeting sent
     quiz_completed_at: Mapped[datetime | None]
     greeted_at: Mapped[datetime | None]
     catalog_sent_at: Mapped[datetime | None]
@@ -105,11 +117,14 @@ class LeadEvent(Base):
     """A funnel event (quiz completed, catalogue sent, test batch requested…) in order of occurrence."""
 
     __tablename__ = "lead_events"
-    __table_args__ = (Index("ix_lead_events_lead_id_id", "lead_id", "id"),)
+    __table_args__ = (
+        Index("ix_lead_events_lead_id_id", "lead_id", "id"),
+        Index("ix_lead_events_kind_created_at", "kind", "created_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(64), index=True)
+    kind: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

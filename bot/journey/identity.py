@@ -5,7 +5,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead, LeadEvent, Message, QuizSubmission, TestBatchRequest
-from bot.funnel import STAGES
+from bot.funnel import STAGES, absorb
 from bot.inbound import Visitor
 from bot.journal import LEAD_MERGED, Journal
 
@@ -47,6 +47,7 @@ async def merge(session: AsyncSession, journal: Journal, survivor: Lead, other: 
         survivor.utm = other.utm
     if other.stage in STAGES and (survivor.stage not in STAGES or STAGES.index(other.stage) > STAGES.index(survivor.stage)):
         survivor.stage = other.stage
+    absorb(survivor, other)
     survivor.tags = sorted(set(survivor.tags) | set(other.tags))
     other.merged_into_id = survivor.id
     other.crm_lead_id = other.crm_contact_id = None

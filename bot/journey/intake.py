@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db import leads, submissions
 from bot.db.base import utcnow
-from bot.db.models import Lead, QuizSubmission
+from bot.db.models import QUIZ, Lead, QuizSubmission
 from bot.funnel import advance
 from bot.bodies import Body
 from bot.journal import LEAD_CREATED, QUIZ_COMPLETED, Journal
@@ -70,7 +70,7 @@ class IntakeService:
             created = lead is None
             if lead is None:
                 first, last = split_name(submission.name)
-                lead = Lead(first_name=first, last_name=last, language=submission.language or self.default_language)
+                lead = Lead(first_name=first, last_name=last, language=submission.language or self.default_language, arrival=QUIZ)
                 session.add(lead)
             lead.phone = submission.phone or lead.phone
             lead.email = submission.email or lead.email

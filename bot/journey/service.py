@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import timedelta
 from functools import partial
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import keyboards
 from bot.db import leads, submissions
 from bot.db.base import utcnow
-from bot.db.models import Lead, QuizSubmission, TestBatchRequest
+from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
 from bot.funnel import advance
 from bot.hours import ALWAYS, WorkingHours
 from bot.journal import (
@@ -105,7 +106,7 @@ class JourneyService:
         ``message`` is logged as inbound."""
         lead = known or await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
         if lead is None:
-            lead = Lead(language=self.default_language)
+            lead = Lead(language=self.default_language, arrival=COLD)
             attach_telegram(lead, visitor)
             session.add(lead)
             await session.flush()
@@ -130,6 +131,7 @@ class JourneyService:
         token) and sent before anything else is written; the visit and the messages are then
         recorded in one transaction. A known buyer bringing a new website quiz is folded in first.
         """
+        began = time.perf_counter()
         async with self.replying:
             if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
                 quiz_lead_id = await self.claims.claim(payload, visitor.tg_user_id)
@@ -145,8 +147,9 @@ class JourneyService:
             attach_telegram(view, visitor)  # a detached view: the transaction below records the real change
             _, reply = self._start_reply(view, returning=bool(known and known.greeted_at))
             sent = await self._say(view, reply, log=False)
+        reply_ms = round((time.perf_counter() - began) * 1000)
         await self.replying.quiet()
-        await self._record_start(visitor, message, payload, sent)
+        await self._record_start(visitor, message, payload, sent, reply_ms)
 
     def _start_reply(self, lead: Lead, *, returning: bool) -> tuple[str, Reply]:
         """Greeting, welcome back, or the intro and the (next) quiz question; with its name for the records."""
@@ -156,8 +159,10 @@ class JourneyService:
             lead.flow = {"step": "quiz", "index": 0, "picked": []}
         return "cold_intro", partial(self.replies.cold_intro, returning=returning)
 
-    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None, sent: list[Message]) -> tuple[Lead, Reply]:
-        """Record a ``/start``: claim the token, create or merge the lead, log the messages."""
+    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None, sent: list[Message],
+                            reply_ms: int | None = None) -> tuple[Lead, Reply]:
+        """Record a ``/start``: claim the token, create or merge the lead, log the messages; ``reply_ms`` is how
+        long the answer took (the buyer's first reply time when this is their greeting)."""
         async with self.db.begin() as session:
             known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
             returning = bool(known and known.greeted_at)
@@ -170,6 +175,8 @@ class JourneyService:
             lead = await self._lead(session, visitor, message, known=known)
             if payload and not payload.startswith(TOKEN_PREFIX):
                 utm = parse_ad_payload(payload)
+                if lead.arrival == COLD and not lead.source and utm:
+                    lead.arrival = AD
                 lead.source = lead.source or utm.get("source")
                 lead.utm = lead.utm or utm
             lead.is_blocked = False
@@ -179,6 +186,7 @@ class JourneyService:
             greeting, reply = self._start_reply(lead, returning=returning)
             if lead.greeted_at is None:
                 lead.greeted_at = utcnow()
+                lead.first_reply_ms = reply_ms
                 await self.journal.event(session, lead, GREETED, reply=greeting)
             for out in sent:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
@@ -310,6 +318,8 @@ class JourneyService:
             submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
             if submission is not None:
                 await self._link(session, Visitor(lead.tg_user_id), lead, submission)
+                if lead.arrival in (None, COLD):
+                    lead.arrival = PHONE
                 return self.replies.phone_found
         if lead.flow.get("step") == "phone":
             lead.flow = {}

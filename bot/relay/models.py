@@ -64,11 +64,13 @@ class RelayWait(Base):
         Index("ix_relay_waits_open_lead_id", "lead_id", unique=True, sqlite_where=text("closed_at IS NULL"),
               postgresql_where=text("closed_at IS NULL")),
         Index("ix_relay_waits_closed_at", "closed_at"),
+        Index("ix_relay_waits_started_at", "started_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
     started_at: Mapped[datetime]
+    in_hours: Mapped[bool | None]  # the question came within working hours
     due_at: Mapped[datetime]
     escalate_at: Mapped[datetime]
     level: Mapped[int] = mapped_column(default=0)

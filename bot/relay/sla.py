@@ -22,7 +22,7 @@ from bot.relay import store
 from bot.relay.card import lead_name, mention
 from bot.relay.config import Operator, Roster
 from bot.relay.models import RelayTopic, RelayWait
-from bot.texts import Safe, plural, t
+from bot.texts import Safe, duration, plural, t
 
 SLOWEST = 5
 
@@ -31,21 +31,6 @@ def percentile(values: Sequence[float], share: float) -> float:
     """Nearest-rank percentile (``share`` in 0..1) of a non-empty sequence."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
-
-
-def duration(seconds: float, lang: str) -> str:
-    """``45 с``, ``4 мин 10 с``, ``37 мин``, ``2 ч 05 мин``, ``3 д 4 ч``."""
-    s, m, h, d = (t(lang, f"relay.units.{unit}") for unit in "smhd")
-    total = round(seconds)
-    if total < 60:
-        return f"{total} {s}"
-    if total < 600:
-        return f"{total // 60} {m} {total % 60:02d} {s}"
-    if total < 3600:
-        return f"{total // 60} {m}"
-    if total < 86400:
-        return f"{total // 3600} {h} {total % 3600 // 60:02d} {m}"
-    return f"{total // 86400} {d} {total % 86400 // 3600} {h}"
 
 
 def topic_link(chat_id: int, topic: RelayTopic | None) -> str | None:
@@ -81,7 +66,8 @@ class Sla:
         if isinstance(record, LeadEvent) and record.kind == QUESTION_ASKED and not lead.is_banned:
             if await store.open_wait(session, lead.id) is None:
                 started = lead.awaiting_reply_since or self.clock()
-                session.add(RelayWait(lead_id=lead.id, started_at=started, due_at=self.hours.add(started, self.minutes),
+                session.add(RelayWait(lead_id=lead.id, started_at=started, in_hours=self.hours.contains(started),
+                                      due_at=self.hours.add(started, self.minutes),
                                       escalate_at=self.hours.add(started, self.escalate_minutes)))
         elif (isinstance(record, Message) and record.author == "manager" and record.direction == "out"
               and not record.is_internal and "edit_of" not in record.meta):

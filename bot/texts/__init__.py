@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 from babel import Locale
+from babel.numbers import format_decimal
 
 TEXTS_DIR = Path(__file__).parent
 LANGUAGES = ("ru", "en")
@@ -81,7 +82,25 @@ def _plural_rule(lang: str) -> Any:
 
 
 def plural(lang: str, key: str, count: float) -> str:
-    """``count`` with the form of ``key`` (``{one: "{n} модель", few: …, many: …, other: …}``) its number takes in ``lang``."""
+    """``count`` with the form of ``key`` (``{one: "{n} модель", few: …, many: …, other: …}``) its number takes in ``lang``
+    (``{n}`` written the language's way: ``12 345``, ``1,5``)."""
     lang = lang if lang in LANGUAGES else FALLBACK
     forms = raw(lang, key)
-    return str(forms[_plural_rule(lang)(count)]).format(n=count)
+    return str(forms[_plural_rule(lang)(count)]).format(n=format_decimal(count, locale=lang))
+
+
+def duration(seconds: float, lang: str) -> str:
+    """``0,25 с``, ``45 с``, ``4 мин 10 с``, ``37 мин``, ``2 ч 05 мин``, ``3 д 4 ч``."""
+    s, m, h, d = (raw(lang, f"units.{unit}") for unit in "smhd")
+    if seconds < 10:
+        return f"{format_decimal(round(seconds, 2), format='0.##', locale=lang if lang in LANGUAGES else FALLBACK)} {s}"
+    total = round(seconds)
+    if total < 60:
+        return f"{total} {s}"
+    if total < 600:
+        return f"{total // 60} {m} {total % 60:02d} {s}"
+    if total < 3600:
+        return f"{total // 60} {m}"
+    if total < 86400:
+        return f"{total // 3600} {h} {total % 3600 // 60:02d} {m}"
+    return f"{total // 86400} {d} {total % 86400 // 3600} {h}"

@@ -126,6 +126,11 @@ class AmoSandbox:
         self.account.update_leads([{"id": lead_id, "status_id": status_id, **({"pipeline_id": pipeline_id} if pipeline_id else {})}])
         return await self._notify("status", lead, old_status_id=old[0], old_pipeline_id=old[1])
 
+    async def set_price(self, lead_id: int, price: int) -> list[int]:
+        """A manager edits the deal's budget (a "lead edited" webhook)."""
+        self.account.update_leads([{"id": lead_id, "price": price}])
+        return await self._notify("update", self.account.leads[lead_id])
+
     async def set_responsible(self, lead_id: int, user_id: int) -> list[int]:
         lead = self.account.leads[lead_id]
         old = lead["responsible_user_id"]
