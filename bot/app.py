@@ -20,6 +20,7 @@ from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import open_database
+from bot.followups.router import create_router as followups_router
 from bot.followups.service import FollowUps
 from bot.hours import WorkingHours
 from bot.journal import Journal
@@ -100,8 +101,10 @@ class App:
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
+        self.dp["followups"] = self.followups
         self.dp.include_router(analytics_router())  # admin commands, before the relay and the journey
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
+        self.dp.include_router(followups_router())  # before the relay and the journey (a reply to the survey)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
         self.bot_username = ""

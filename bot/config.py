@@ -75,6 +75,8 @@ class Settings(BaseSettings):
 
     # Follow-ups (bot/followups/, docs/followups.md): the stage messages file
     stage_messages: Path = Field(default=PACKAGE_DIR / "followups" / "stage_messages.yaml", alias="STAGE_MESSAGES")
+    feedback_survey_days: float = Field(default=3, gt=0, le=90, alias="FEEDBACK_SURVEY_DAYS")  # after «Тестовая партия получена»
+    main_batch_nudge_days: float = Field(default=7, gt=0, le=90, alias="MAIN_BATCH_NUDGE_DAYS")  # after a rating of 4–5
 
     # Sales analytics (bot/analytics/): the weekly digest, in TIMEZONE ("off" = none); where it goes (default: each admin)
     report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")

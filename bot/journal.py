@@ -39,7 +39,11 @@ CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, pre
 STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)
 # Event kinds of the follow-ups (bot/followups): what the buyer was sent after a stage move, or why not.
 FOLLOWUP_SENT = "followup_sent"  # {followup (its kind), key, stage}
-FOLLOWUP_SKIPPED = "followup_skipped"  # {followup, key, stage, reason}: blocked, stale (the deal moved on), cancelled  # {stage, previous}: the lead's furthest stage is kept up to date
+FOLLOWUP_SKIPPED = "followup_skipped"  # {followup, key, stage, reason}: blocked, stale (the deal moved on), cancelled
+TEST_BATCH_RATED = "test_batch_rated"  # the survey after the test batch: {rating, test_batch_rating}
+TEST_BATCH_COMMENTED = "test_batch_commented"  # … what the buyer would change: {comment, test_batch_comment}
+TEST_BATCH_UNHAPPY = "test_batch_unhappy"  # a rating of 3 or less: {rating}
+MAIN_BATCH_NUDGE = "main_batch_nudge"  # rated 4–5 and no main batch agreed days later: {rating, days}  # {stage, previous}: the lead's furthest stage is kept up to date
 
 
 class Journal:

@@ -17,11 +17,13 @@ def source(lead: Lead) -> str | None:
     return " / ".join(str(p) for p in parts if p) or None
 
 
-def lead_fields(lead: Lead, account: AccountMap, composer: Composer) -> list[dict[str, Any]]:
-    """``custom_fields_values`` for every configured field that has a value."""
+def lead_fields(lead: Lead, account: AccountMap, composer: Composer, given: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """``custom_fields_values`` for every configured field that has a value (``given``: values events carry)."""
     values: list[dict[str, Any]] = []
     for key, field in account.lead_fields.items():
-        if key == "source":
+        if given is not None and key in given:
+            text = given[key]
+        elif key == "source":
             text = source(lead)
         elif key == "telegram":
             text = composer.telegram(lead)

@@ -20,6 +20,7 @@ class EventRule(BaseModel):
     stage: str | None = None  # a stage key, or "event": the stage a manager chose (data["stage"]), either way
     note: str | None = None
     task: str | None = None
+    fields: list[str] = []  # keys of the event's data written to the lead fields of the same key (lead_fields)
 
 
 class OutboxTuning(BaseModel):
@@ -65,11 +66,19 @@ class CrmConfig(BaseModel):
                 problems.append(f"events.{kind}.stage: {rule.stage!r} is not in stages")
             if rule.task is not None and rule.task not in self.tasks:
                 problems.append(f"events.{kind}.task: {rule.task!r} is not in tasks")
+            problems += [f"events.{kind}.fields: {key!r} is not in lead_fields (set it to null to leave it out)"
+                         for key in rule.fields if key not in self.lead_fields]
         if "no_task" not in self.tasks:
             problems.append("tasks.no_task: required (deadline of the task the periodic check creates)")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+    @property
+    def event_fields(self) -> set[str]:
+        """Lead field keys that events fill in (not quiz answers)."""
+        return {key for rule in self.events.values() for key in rule.fields}
 
 
 def load_crm_config(path: Path) -> CrmConfig:

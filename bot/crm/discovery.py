@@ -89,8 +89,8 @@ async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[Ac
         if name is None:
             continue
         question = quiz.question(key)
-        if question is None and key not in SPECIAL_FIELDS:
-            problems.append(f"lead_fields.{key}: not a quiz question nor one of {', '.join(SPECIAL_FIELDS)}")
+        if question is None and key not in SPECIAL_FIELDS and key not in config.event_fields:
+            problems.append(f"lead_fields.{key}: not a quiz question, one of {', '.join(SPECIAL_FIELDS)} nor an event's field")
             continue
         found = _find(lead_fields, name)
         if found is None:

@@ -54,6 +54,14 @@ def _by_lead(jobs: Iterable[Job]) -> dict[int, list[Job]]:
     return groups
 
 
+def given(group: list[Job]) -> dict[str, str]:
+    """The field values a lead's card jobs carry from their events (the latest wins)."""
+    values: dict[str, str] = {}
+    for job in group:
+        values.update(job.payload.get("fields") or {})
+    return values
+
+
 class Operations:
     def __init__(self, db: async_sessionmaker[AsyncSession], client: AmoClient, config: CrmConfig, composer: Composer, account: AccountMap) -> None:
         self.db = db
@@ -190,7 +198,7 @@ class Operations:
                 body["pipeline_id"], body["status_id"] = self.account.stages[stage]
             if self.account.responsible_id:
                 body["responsible_user_id"] = self.account.responsible_id
-            fields = cards.lead_fields(lead, self.account, self.composer)
+            fields = cards.lead_fields(lead, self.account, self.composer, given(group))
             if fields:
                 body["custom_fields_values"] = fields
             if lead.crm_contact_id:
@@ -212,7 +220,7 @@ class Operations:
         entries = []
         for lead, group in batch:
             body: dict[str, Any] = {"id": lead.crm_lead_id, "request_id": str(group[0].id), "tags_to_add": cards.tags(lead, self.config.tags)}
-            fields = cards.lead_fields(lead, self.account, self.composer)
+            fields = cards.lead_fields(lead, self.account, self.composer, given(group))
             if fields:
                 body["custom_fields_values"] = fields
             target, chosen = self._target(group)

@@ -111,10 +111,12 @@ class OutboxWriter:
             return []
         rule = rule or EventRule()
         items: list[tuple[str, str, dict[str, Any]]] = []
-        if rule.sync or rule.stage:
+        fields = {key: str(record.data[key]) for key in rule.fields
+                  if self.config.lead_fields.get(key) and record.data.get(key) not in (None, "")}
+        if rule.sync or rule.stage or fields:
             chosen = rule.stage == CHOSEN_STAGE
             stage = record.data.get("stage") if chosen else rule.stage
-            items.append((LEAD, record.kind, {"stage": stage, "chosen": chosen}))
+            items.append((LEAD, record.kind, {"stage": stage, "chosen": chosen, **({"fields": fields} if fields else {})}))
         if rule.contact or merged:  # the buyer is known now: one contact, one deal in amoCRM
             deals = [record.data["from_crm_lead_id"]] if merged and record.data.get("from_crm_lead_id") else []
             if not await extend_merge(session, lead.id, deals):

@@ -10,7 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from bot.db.base import Base, utcnow
 
 PENDING, SENDING, DONE, SKIPPED, CANCELLED, FAILED = "pending", "sending", "done", "skipped", "cancelled", "failed"
-STAGE = "stage"  # a stage message (kinds to come: survey, reminder, reorder)
+STAGE = "stage"  # a stage message
+SURVEY = "survey"  # the feedback survey after the test batch
+NUDGE = "nudge"  # a "propose the main batch" task when a happy buyer has not ordered
 
 
 class FollowUp(Base):

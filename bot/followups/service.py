@@ -1,10 +1,11 @@
-"""Follow-ups: the buyer is told when their deal enters a stage (``STAGE_MESSAGES``).
+"""Follow-ups: the buyer is told when their deal enters a stage (``STAGE_MESSAGES``) and asked how the test batch went.
 
 Stage moves are learnt from the journal (amoCRM webhooks and reconcile, a manager's pick on the lead card): in
 the event's transaction a row is added to ``followups`` under a unique key per deal and stage, so a duplicate
 or repeated move adds nothing. A :class:`~bot.loops.Loop` claims due rows through the database (two instances
 never send one twice), holds them through the buyer's quiet hours, skips buyers who blocked the bot, sends,
-logs the message (the CRM outbox makes it a note) and copies it to the lead's operator topic.
+logs the message (the CRM outbox makes it a note) and copies it to the lead's operator topic. «Тестовая партия
+получена» also schedules the survey (:mod:`.survey`) ``FEEDBACK_SURVEY_DAYS`` later.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta
 
 import structlog
 from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
+from aiogram.types import InlineKeyboardMarkup
 from aiogram.types import Message as TgMessage
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,10 +25,11 @@ from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent
 from bot.followups import store
 from bot.followups.config import StageMessages, load_stage_messages
-from bot.followups.models import DONE, FAILED, SKIPPED, STAGE, FollowUp
+from bot.followups.models import DONE, FAILED, NUDGE, SKIPPED, STAGE, SURVEY, FollowUp
+from bot.followups.survey import Survey, survey_keyboard
 from bot.funnel import depth
 from bot.hours import QuietHours, zone_of
-from bot.journal import FOLLOWUP_SENT, FOLLOWUP_SKIPPED, STAGE_EVENTS, Journal, Record
+from bot.journal import FOLLOWUP_SENT, FOLLOWUP_SKIPPED, MAIN_BATCH_NUDGE, STAGE_EVENTS, Journal, Record
 from bot.loops import Loop, Worker
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.ports import OperatorTopic
@@ -40,6 +43,13 @@ LEASE = timedelta(minutes=2)  # a claimed row another instance may take over aft
 BATCH = 20
 MAX_ATTEMPTS = 5
 RETRY = timedelta(minutes=1)  # after a transient Telegram error, doubling
+SURVEY_AFTER = "test_batch_received"  # the stage the survey follows
+MAIN_BATCH = "main_batch_agreed"  # a buyer who got this far needs no nudge
+
+
+def deal_key(lead: Lead) -> str:
+    """The buyer's deal in keys: its amoCRM id, else the lead's."""
+    return f"D{lead.crm_lead_id}" if lead.crm_lead_id else f"L{lead.id}"
 
 
 class FollowUps:
@@ -56,6 +66,9 @@ class FollowUps:
         self.quiet = QuietHours.parse(settings.quiet_hours)
         self.timezone = settings.timezone
         self.lang = settings.default_language  # the managers'
+        self.survey_after = timedelta(days=settings.feedback_survey_days)
+        self.survey = Survey(db, journal, messenger, self._tell_managers, clock=lambda: self.clock(),
+                             nudge_after=timedelta(days=settings.main_batch_nudge_days), lang=self.lang)
         self.wake = asyncio.Event()
         self.loop = Loop("followups", self.tick, every=POLL, wake=self.wake)
         self.workers: list[Worker] = [self.loop.run]
@@ -66,12 +79,16 @@ class FollowUps:
         if not isinstance(record, LeadEvent) or record.kind not in STAGE_EVENTS:
             return
         stage = record.data.get("stage")
-        if not self.messages.has(stage) or depth(stage) < depth(lead.furthest_stage):
-            return  # no message, or a late webhook of a stage the deal has passed
-        deal = f"D{lead.crm_lead_id}" if lead.crm_lead_id else f"L{lead.id}"
-        now = self.clock()
-        added = await store.schedule(session, lead_id=lead.id, kind=STAGE, key=f"stage:{deal}:{stage}", due_at=now, now=now,
-                                     stage=stage, data={"fields": record.data.get("fields") or {}})
+        if depth(stage) < depth(lead.furthest_stage):
+            return  # a late webhook of a stage the deal has passed
+        now, deal = self.clock(), deal_key(lead)
+        added = False
+        if self.messages.has(stage):
+            added = await store.schedule(session, lead_id=lead.id, kind=STAGE, key=f"stage:{deal}:{stage}", due_at=now, now=now,
+                                         stage=stage, data={"fields": record.data.get("fields") or {}})
+        if stage == SURVEY_AFTER:
+            added |= await store.schedule(session, lead_id=lead.id, kind=SURVEY, key=f"survey:{deal}", due_at=now + self.survey_after,
+                                          now=now, stage=stage)
         if added:
             event.listen(session.sync_session, "after_commit", lambda _: self.wake.set(), once=True)
 
@@ -97,7 +114,9 @@ class FollowUps:
             await self._finish(row, SKIPPED, reason="no chat with the buyer")
         elif lead.is_blocked:
             await self._skip_blocked(row, lead)
-        elif depth(lead.furthest_stage) > depth(row.stage):
+        elif row.kind == NUDGE:
+            await self._nudge(row, lead)
+        elif depth(lead.furthest_stage) > depth(row.stage) and row.kind == STAGE:
             await self._skip(row, lead, "stale: the deal has moved on")
         elif self.quiet and (until := self.quiet.until(now, zone_of((lead.interests or {}).get("city"), self.timezone))):
             async with self.db.begin() as session:
@@ -106,9 +125,13 @@ class FollowUps:
             await self._send(row, lead)
 
     async def _send(self, row: FollowUp, lead: Lead) -> None:
-        text = self.messages.render(row.stage or "", lead.language, lead_values(lead), row.data.get("fields") or {})
+        markup: InlineKeyboardMarkup | None = None
+        if row.kind == SURVEY:
+            text, markup = t(lead.language, "followups.survey.ask"), survey_keyboard(row.id)
+        else:
+            text = self.messages.render(row.stage or "", lead.language, lead_values(lead), row.data.get("fields") or {})
         try:
-            sent = await self.deliver(lead, text)
+            sent = await self.deliver(lead, text, markup)
         except BuyerUnreachable:
             await self._skip_blocked(row, lead)  # the messenger flagged the buyer
             return
@@ -125,11 +148,23 @@ class FollowUps:
             await self.journal.event(session, fresh, FOLLOWUP_SENT, followup=row.kind, key=row.key, stage=row.stage)
             await store.finish(session, row.id, DONE, sent_at=self.clock())
         log.info("followup.sent", lead_id=lead.id, key=row.key)
-        await self._tell_managers(lead, t(self.lang, "followups.topic.sent", stage=self._stage(row.stage), text=Safe(text)))
+        await self._tell_managers(lead, t(self.lang, "followups.topic.sent", what=Safe(self._what(row)), text=Safe(text)))
 
-    async def deliver(self, lead: Lead, text: str) -> TgMessage:
+    async def deliver(self, lead: Lead, text: str, markup: InlineKeyboardMarkup | None = None) -> TgMessage:
         """The one place a follow-up reaches Telegram (logged by the caller, with its key)."""
-        return await self.messenger.send_text(lead, text, log=False)
+        return await self.messenger.send_text(lead, text, reply_markup=markup, log=False)
+
+    async def _nudge(self, row: FollowUp, lead: Lead) -> None:
+        """A happy buyer who has not ordered the main batch: a task for the manager (nothing to the buyer)."""
+        if depth(lead.furthest_stage) >= depth(MAIN_BATCH):
+            await self._skip(row, lead, "stale: the main batch is agreed")
+            return
+        rating = row.data.get("rating")
+        async with self.db.begin() as session:
+            fresh = await session.get(Lead, lead.id)
+            await self.journal.event(session, fresh, MAIN_BATCH_NUDGE, rating=rating, days=self.survey.nudge_after.days)
+            await store.finish(session, row.id, DONE, sent_at=self.clock())
+        await self._tell_managers(lead, t(self.lang, "followups.topic.nudge", rating=rating))
 
     async def _retry(self, row: FollowUp, delay: timedelta, error: str) -> None:
         log.warning("followup.send_failed", followup_id=row.id, attempts=row.attempts, error=error)
@@ -141,7 +176,7 @@ class FollowUps:
 
     async def _skip_blocked(self, row: FollowUp, lead: Lead) -> None:
         await self._skip(row, lead, "blocked")
-        await self._tell_managers(lead, t(self.lang, "followups.topic.blocked", stage=self._stage(row.stage)))
+        await self._tell_managers(lead, t(self.lang, "followups.topic.blocked", what=Safe(self._what(row))))
 
     async def _skip(self, row: FollowUp, lead: Lead, reason: str) -> None:
         async with self.db.begin() as session:
@@ -162,8 +197,11 @@ class FollowUps:
         except TelegramAPIError as exc:
             log.error("followup.topic_failed", lead_id=lead.id, error=str(exc))
 
-    def _stage(self, stage: str | None) -> str:
-        return t(self.lang, f"followups.stages.{stage}") if stage else ""
+    def _what(self, row: FollowUp) -> str:
+        """What a follow-up is, as the managers read it: «этап «…»», «опрос после тестовой партии»."""
+        if row.kind == SURVEY:
+            return t(self.lang, "followups.topic.survey")
+        return t(self.lang, "followups.topic.stage", stage=t(self.lang, f"followups.stages.{row.stage}"))
 
 
 def lead_values(lead: Lead) -> dict[str, str]:

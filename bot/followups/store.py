@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead, Message
 from bot.db.sql import insert_ignore
-from bot.followups.models import CANCELLED, PENDING, SENDING, FollowUp
+from bot.followups.models import CANCELLED, PENDING, SENDING, SURVEY, FollowUp
 
 
 async def schedule(session: AsyncSession, *, lead_id: int, kind: str, key: str, due_at: datetime, now: datetime,
@@ -75,3 +75,13 @@ async def cancel(session: AsyncSession, followup_id: int, reason: str) -> bool:
     result = await session.execute(update(FollowUp).where(FollowUp.id == followup_id, FollowUp.state == PENDING)
                                    .values(state=CANCELLED, reason=reason))
     return bool(result.rowcount)
+
+
+async def get(session: AsyncSession, followup_id: int) -> FollowUp | None:
+    return await session.get(FollowUp, followup_id, populate_existing=True)
+
+
+async def survey_asking(session: AsyncSession, lead_id: int, message_id: int) -> FollowUp | None:
+    """The lead's survey whose «what would you change?» is message ``message_id`` and not answered yet."""
+    rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == SURVEY))
+    return next((row for row in rows if row.data.get("comment_message_id") == message_id and "comment" not in row.data), None)

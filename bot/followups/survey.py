@@ -1,0 +1,101 @@
+"""The survey after the test batch: a 1–5 rating with buttons, then «what would you change?» (optional free text).
+
+The rating becomes journal events (the CRM outbox makes them a note, the configured field and, for 3 or less, an
+urgent task for the responsible manager) and a notice in the lead's topic; a rating of 4–5 schedules the
+"propose the main batch" nudge. The comment is the buyer's reply to the question (Telegram's force-reply), logged
+as their message and written to the configured field.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+
+from aiogram.filters.callback_data import CallbackData
+from aiogram.types import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.db import leads
+from bot.db.models import Lead
+from bot.followups import store
+from bot.followups.models import NUDGE, SURVEY
+from bot.journal import TEST_BATCH_COMMENTED, TEST_BATCH_RATED, TEST_BATCH_UNHAPPY, Journal
+from bot.messenger import BuyerUnreachable, Messenger
+from bot.texts import t
+
+UNHAPPY = 3  # this rating or lower: an urgent task
+
+
+class SurveyCb(CallbackData, prefix="fus"):
+    followup: int
+    rating: int
+
+
+def survey_keyboard(followup_id: int) -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup(inline_keyboard=[[
+        InlineKeyboardButton(text=str(n), callback_data=SurveyCb(followup=followup_id, rating=n).pack()) for n in range(1, 6)]])
+
+
+class Survey:
+    def __init__(self, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger,
+                 tell_managers: Callable[[Lead, str], Awaitable[None]], *, clock: Callable[[], datetime],
+                 nudge_after: timedelta, lang: str) -> None:
+        self.db = db
+        self.journal = journal
+        self.messenger = messenger
+        self.tell_managers = tell_managers
+        self.clock = clock
+        self.nudge_after = nudge_after
+        self.lang = lang  # the managers'
+
+    async def rate(self, tg_user_id: int, followup_id: int, rating: int, message_id: int | None) -> str:
+        """The buyer tapped a rating; returns the text the button press is answered with."""
+        if not 1 <= rating <= 5:
+            return ""
+        async with self.db.begin() as session:
+            lead = await leads.by_tg_user(session, tg_user_id, for_update=True)  # the lead first, as every writer here
+            row = await store.get(session, followup_id)
+            if lead is None or row is None or row.lead_id != lead.id or row.kind != SURVEY:
+                return ""
+            if "rating" in row.data:
+                return t(lead.language, "followups.survey.already")
+            row.data = {**row.data, "rating": rating}
+            await self.journal.event(session, lead, TEST_BATCH_RATED, rating=rating, test_batch_rating=str(rating))
+            if rating <= UNHAPPY:
+                await self.journal.event(session, lead, TEST_BATCH_UNHAPPY, rating=rating)
+            else:
+                now = self.clock()
+                await store.schedule(session, lead_id=lead.id, kind=NUDGE, key=row.key.replace(SURVEY, NUDGE, 1),
+                                     due_at=now + self.nudge_after, now=now, data={"rating": rating})
+        await self.tell_managers(lead, t(self.lang, "followups.topic.unhappy" if rating <= UNHAPPY else "followups.topic.rated", rating=rating))
+        await self._ask_comment(lead, row.id, rating, message_id)
+        return t(lead.language, "followups.survey.thanks")
+
+    async def _ask_comment(self, lead: Lead, followup_id: int, rating: int, message_id: int | None) -> None:
+        """Show the rating in place of the buttons, then ask what to change (a reply to that question is the comment)."""
+        bot = self.messenger.bot
+        if message_id is not None:
+            await bot.edit_message_text(t(lead.language, "followups.survey.rated", stars="⭐" * rating), chat_id=lead.tg_user_id,
+                                        message_id=message_id)
+        try:
+            sent = await self.messenger.send_text(lead, t(lead.language, "followups.survey.comment"), reply_markup=ForceReply())
+        except BuyerUnreachable:
+            return
+        async with self.db.begin() as session:
+            row = await store.get(session, followup_id)
+            if row is not None:
+                row.data = {**row.data, "comment_message_id": sent.message_id}
+
+    async def comment(self, tg_user_id: int, reply_to: int, text: str) -> bool:
+        """A buyer's reply to the question; False if it answers something else."""
+        async with self.db.begin() as session:
+            lead = await leads.by_tg_user(session, tg_user_id, for_update=True)  # the lead first, as every writer here
+            row = await store.survey_asking(session, lead.id, reply_to) if lead is not None else None
+            if lead is None or row is None:
+                return False
+            row.data = {**row.data, "comment": text}
+            await self.journal.message(session, lead, direction="in", author="buyer", author_name=lead.display_name, text=text,
+                                       tg_chat_id=tg_user_id, meta={"survey": row.id})
+            await self.journal.event(session, lead, TEST_BATCH_COMMENTED, comment=text, test_batch_comment=text)
+        await self.tell_managers(lead, t(self.lang, "followups.topic.commented", comment=text))
+        await self.messenger.send_text(lead, t(lead.language, "followups.survey.thanks"))
+        return True
