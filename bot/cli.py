@@ -1,4 +1,4 @@
-"""``optobot demo|run|check|db|crm|amocrm|broadcast|report|analytics``: one entry point for every job."""
+"""``optobot demo|run|check|db|crm|amocrm|broadcast|report|analytics|followups``: one entry point for every job."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +14,7 @@ import structlog
 from bot.analytics import cli as analytics_cli
 from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
+from bot.followups import cli as followups_cli
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
 
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     crm_cli.register(commands)
     broadcast_cli.register(commands, wired_broadcasts)
     analytics_cli.register(commands, operator_names)
+    followups_cli.register(commands)
     return parser
 
 

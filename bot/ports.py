@@ -56,6 +56,9 @@ class OperatorTopic(Protocol):
 
     async def notice(self, lead: Lead, text: str) -> None: ...
 
+    async def lead_in_topic(self, message: Message) -> Lead | None:
+        """The lead an operator-chat message is about (its topic, or the message it replies to)."""
+
 
 class Journey(Protocol):
     """The lead journey (``bot/journey``): the steps managers and broadcast buttons start."""

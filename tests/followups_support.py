@@ -90,7 +90,7 @@ async def followups(app: App, lead_id: int) -> list[FollowUp]:
 async def settled(app: App, lead_id: int) -> bool:
     """Nothing of the lead's is due now (sent, skipped, or held for later)."""
     now = app.followups.clock()
-    return all(row.state in ("done", "skipped") or (row.state == "pending" and row.due_at > now) for row in await followups(app, lead_id))
+    return all(row.state in ("done", "skipped", "cancelled", "failed") or (row.state == "pending" and row.due_at > now) for row in await followups(app, lead_id))
 
 
 def bot_texts(sandbox: TelegramSandbox, chat_id: int) -> list[str]:

@@ -13,6 +13,7 @@ PENDING, SENDING, DONE, SKIPPED, CANCELLED, FAILED = "pending", "sending", "done
 STAGE = "stage"  # a stage message
 SURVEY = "survey"  # the feedback survey after the test batch
 NUDGE = "nudge"  # a "propose the main batch" task when a happy buyer has not ordered
+REMINDER = "reminder"  # a manager's reminder to the buyer (``/remind`` in the lead's topic)
 
 
 class FollowUp(Base):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import structlog
 from aiogram.exceptions import TelegramAPIError, TelegramRetryAfter
@@ -25,7 +26,8 @@ from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent
 from bot.followups import store
 from bot.followups.config import StageMessages, load_stage_messages
-from bot.followups.models import DONE, FAILED, NUDGE, SKIPPED, STAGE, SURVEY, FollowUp
+from bot.followups.models import DONE, FAILED, NUDGE, REMINDER, SKIPPED, STAGE, SURVEY, FollowUp
+from bot.followups.reminders import Reminders
 from bot.followups.survey import Survey, survey_keyboard
 from bot.funnel import depth
 from bot.hours import QuietHours, zone_of
@@ -67,9 +69,10 @@ class FollowUps:
         self.timezone = settings.timezone
         self.lang = settings.default_language  # the managers'
         self.survey_after = timedelta(days=settings.feedback_survey_days)
+        self.wake = asyncio.Event()
+        self.reminders = Reminders(db, lambda: self.clock(), ZoneInfo(settings.timezone), self.lang, self.wake.set)
         self.survey = Survey(db, journal, messenger, self._tell_managers, clock=lambda: self.clock(),
                              nudge_after=timedelta(days=settings.main_batch_nudge_days), lang=self.lang)
-        self.wake = asyncio.Event()
         self.loop = Loop("followups", self.tick, every=POLL, wake=self.wake)
         self.workers: list[Worker] = [self.loop.run]
 
@@ -128,6 +131,8 @@ class FollowUps:
         markup: InlineKeyboardMarkup | None = None
         if row.kind == SURVEY:
             text, markup = t(lead.language, "followups.survey.ask"), survey_keyboard(row.id)
+        elif row.kind == REMINDER:
+            text = t(lead.language, "followups.reminder.text", what=row.data.get("text"))
         else:
             text = self.messages.render(row.stage or "", lead.language, lead_values(lead), row.data.get("fields") or {})
         try:
@@ -199,8 +204,8 @@ class FollowUps:
 
     def _what(self, row: FollowUp) -> str:
         """What a follow-up is, as the managers read it: «этап «…»», «опрос после тестовой партии»."""
-        if row.kind == SURVEY:
-            return t(self.lang, "followups.topic.survey")
+        if row.kind in (SURVEY, REMINDER):
+            return t(self.lang, f"followups.topic.{row.kind}")
         return t(self.lang, "followups.topic.stage", stage=t(self.lang, f"followups.stages.{row.stage}"))
 
 

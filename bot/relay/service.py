@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiogram.types import Message
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -66,6 +68,11 @@ class RelayService:
         """:class:`bot.ports.OperatorTopic`: a notice in the lead's topic (nothing without an operator chat)."""
         if self.chat.chat_id is not None:
             await self.topics.notice(lead, text)
+
+    async def lead_in_topic(self, message: Message) -> Lead | None:
+        """:class:`bot.ports.OperatorTopic`: the lead an operator-chat message is about."""
+        found = await self.topics.lead_of(message) if self.chat.chat_id is not None else None
+        return found[1] if found else None
 
     async def run(self, stop: asyncio.Event) -> None:
         """The relay's background worker (``App.workers``), until ``stop``."""

@@ -1,0 +1,139 @@
+"""Reminders a manager sets in the lead's topic (``/remind <when> <what>``): the buyer is reminded at that time, once,
+across a restart of the service; the topic is told; a time the bot cannot read gets a one-line answer saying how."""
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.catalog.render import CatalogRenderer
+from bot.cli import execute, build_parser
+from bot.db.models import Lead
+from bot.db.session import database
+from bot.followups import store
+from bot.followups.reminders import BadWhen, parse_when
+from bot.sandbox.telegram import TelegramSandbox
+from tests.buyer import Buyer, buttons
+from tests.conftest import command_line
+from tests.followups_support import MOSCOW, NOON, bot_texts, followups, settled, started
+from tests.relay_support import IVAN, OLGA, OPERATORS, FakeClock, Team, eventually, open_topic, relay_settings, running, team  # noqa: F401
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return execute(args.func, args)
+
+
+@pytest.fixture
+def buyer(sandbox: TelegramSandbox) -> Buyer:
+    return started(sandbox, 1001, "Анна", "Петрова")
+
+
+async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                      renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
+    settings = relay_settings(sandbox, database_url, tmp_path)
+    clock = FakeClock(NOON)
+    async with running(settings, renderer) as app:
+        app.followups.clock = clock
+        opened = await open_topic(app, buyer, team)
+        team.say(IVAN, opened.thread, "/remind завтра 10:00 Оплатить счёт №17 <до пятницы>")
+        answer = (await team.wait(opened.thread, 3))[-1]
+        assert answer["text"] == "✅ Напомню покупателю 02.12.2026 10:00: «Оплатить счёт №17 <до пятницы>». Если это ночь для покупателя — утром."
+        team.say(IVAN, opened.thread, "/remind когда-нибудь позвонить")
+        assert (await team.wait(opened.thread, 4))[-1]["text"].startswith("❌ Не понял, когда напомнить. Пишите так: /remind 25.12 10:00")
+        team.say(IVAN, opened.thread, "/remind 01.12.2026 11:00 вчерашнее")
+        assert (await team.wait(opened.thread, 5))[-1]["text"].startswith("❌ Это время уже прошло")
+        assert len(bot_texts(sandbox, buyer.id)) == 1  # only «thanks» for the question: the commands never reach the buyer
+        lead_id = opened.lead_id
+
+    clock.set(datetime(2026, 12, 2, 10, 0, 5, tzinfo=MOSCOW))
+    async with running(settings, renderer) as app:  # the service restarted; the reminder is in the database
+        app.followups.clock = clock
+        app.followups.wake.set()
+        reminder = await buyer.reply()
+        assert reminder["text"] == "🔔 Напоминание: Оплатить счёт №17 <до пятницы>"
+        await eventually(lambda: settled(app, lead_id))
+        assert await app.followups.tick() is False
+        await eventually(lambda: any(t.startswith("🤖 Бот → покупателю (напоминание менеджера):") for t in bot_texts(sandbox, OPERATORS)))
+        rows = await followups(app, lead_id)
+    assert [(r.kind, r.state, r.data["manager"]) for r in rows] == [("reminder", "done", "Иван Смирнов")]
+    assert len([t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")]) == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    ("+30m позвонить", (datetime(2026, 12, 1, 12, 30), "позвонить")),
+    ("+3d паспорт", (datetime(2026, 12, 4, 12, 0), "паспорт")),
+    ("15:00 оплата", (datetime(2026, 12, 1, 15, 0), "оплата")),
+    ("09:00 оплата", (datetime(2026, 12, 2, 9, 0), "оплата")),  # passed today: tomorrow
+    ("tomorrow 10:00 pay", (datetime(2026, 12, 2, 10, 0), "pay")),
+    ("25.12 10:00 счёт №5", (datetime(2026, 12, 25, 10, 0), "счёт №5")),
+    ("05.01 10:00 после праздников", (datetime(2027, 1, 5, 10, 0), "после праздников")),  # January: the next one
+    ("05.01.2027 10:00 x", (datetime(2027, 1, 5, 10, 0), "x")),
+])
+def test_when_a_reminder_is_due(args: str, expected: tuple[datetime, str]) -> None:
+    moment, what = parse_when(args, NOON, MOSCOW)
+    assert (moment.astimezone(MOSCOW).replace(tzinfo=None), what) == expected
+
+
+@pytest.mark.parametrize("args", ["", "позвонить", "+30m", "31.02 10:00 x", "25:00 x", "01.12.2026 11:00 x", "+999d x", "10:00"])
+def test_unreadable_or_past_times_are_refused(args: str) -> None:
+    with pytest.raises(BadWhen):
+        parse_when(args, NOON, ZoneInfo("Europe/Moscow"))
+
+
+def test_the_delay_counts_from_now() -> None:
+    assert parse_when("+2h x", NOON, MOSCOW)[0] == NOON + timedelta(hours=2)
+
+
+async def test_admins_see_whats_coming_and_cancel_one(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                      renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
+    settings = relay_settings(sandbox, database_url, tmp_path)
+    clock = FakeClock(NOON)
+    async with running(settings, renderer) as app:
+        app.followups.clock = clock
+        opened = await open_topic(app, buyer, team)
+        team.say(IVAN, opened.thread, "/remind +2h Прислать <паспорт>")
+        team.say(IVAN, opened.thread, "/remind +1d Оплатить счёт")
+        await team.wait(opened.thread, 4)
+
+        sandbox.send_text(OLGA, "/upcoming")  # an admin, in a private chat with the bot
+        listing = (await sandbox.wait_for_messages(OLGA, 1))[0]
+        assert listing["text"].splitlines() == [
+            "Запланировано (2), ближайшие первыми:",
+            "#1 · 01.12 14:00 · Анна Петрова · напоминание менеджера: Прислать <паспорт>",
+            "#2 · 02.12 12:00 · Анна Петрова · напоминание менеджера: Оплатить счёт",
+        ]
+        sandbox.click(OLGA, listing, buttons(listing)[0][1])
+        await eventually(lambda: sandbox.messages(OLGA, from_bot=True)[0]["text"].count("#") == 1)  # the list without it
+
+        clock.set(NOON + timedelta(days=2))
+        app.followups.wake.set()
+        assert (await buyer.reply())["text"] == "🔔 Напоминание: Оплатить счёт"
+        await eventually(lambda: settled(app, opened.lead_id))
+        rows = await followups(app, opened.lead_id)
+    assert [(r.id, r.state) for r in rows] == [(1, "cancelled"), (2, "done")]
+    assert rows[0].reason == "cancelled by Ольга Кузнецова"
+    assert [t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")] == ["🔔 Напоминание: Оплатить счёт"]
+
+
+def test_the_command_line_lists_and_cancels(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    async def seed() -> None:
+        async with database(sqlite_url) as db, db.begin() as session:
+            lead = Lead(tg_user_id=100, first_name="Анна")
+            session.add(lead)
+            await session.flush()
+            await store.schedule(session, lead_id=lead.id, kind="reminder", key="reminder:1:1", due_at=NOON, now=NOON,
+                                 data={"text": "Оплатить счёт"})
+
+    asyncio.run(seed())
+    command_line(monkeypatch, sqlite_url, tmp_path)
+    assert main(["followups", "list"]) == 0
+    assert capsys.readouterr().out == "#1 · 01.12 12:00 · Анна · напоминание менеджера: Оплатить счёт\n"
+    assert main(["followups", "cancel", "1"]) == 0 and capsys.readouterr().out == "cancelled #1\n"
+    assert main(["followups", "cancel", "1"]) == 1
+    assert "#1 is not scheduled (sent, cancelled or unknown)" in capsys.readouterr().err
+    assert main(["followups", "list"]) == 0 and capsys.readouterr().out == "nothing is scheduled\n"
