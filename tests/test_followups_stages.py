@@ -4,25 +4,29 @@ the bot; mirrored to the operator topic and amoCRM; two instances never send one
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import App, create_app
 from bot.bodies import BadBody
 from bot.config import ConfigError, load_settings
 from bot.crm.webhooks import deal_fields, parse_changes
 from bot.db.models import Lead
+from bot.followups import store
 from bot.followups.models import FollowUp
 from bot.followups.service import FollowUps
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
+from tests.crm_support import db  # noqa: F401  (fixture)
 from tests.followups_support import (  # noqa: F401  (fixtures)
     MOSCOW,
+    NOON,
     amocrm,
     app,
     bot_texts,
@@ -56,17 +60,18 @@ async def test_each_stage_message_goes_once_through_both_pipelines(app: App, amo
     await deal.move("test_batch_approved")  # a stage without a message
     amocrm.account.update_leads([{"id": deal.id, "status_id": deal.status("main_batch_agreed")[0]}])  # this webhook is lost
     assert await app.crm.checks.reconcile() >= 1
-    assert "Основная партия согласована" in (await buyer.reply())["text"]
+    agreed, question = await buyer.replies(2)
+    assert "Основная партия согласована" in agreed["text"] and question["text"].startswith("Пришлите, пожалуйста, ИНН")
     await deal.move("main_batch_sent")
     assert "Основная партия отправлена" in (await buyer.reply())["text"]
     await eventually(lambda: settled(app, lead.id))
 
     texts = bot_texts(sandbox, buyer.id)
-    assert len(texts) == 4, texts
+    assert len(texts) == 5, texts
     rows = await followups(app, lead.id)
     assert [(r.kind, r.stage, r.state) for r in rows] == [
         ("stage", "test_batch_sent", "done"), ("stage", "test_batch_received", "done"), ("survey", "test_batch_received", "pending"),
-        ("stage", "main_batch_agreed", "done"), ("stage", "main_batch_sent", "done")]
+        ("stage", "main_batch_agreed", "done"), ("ask", "main_batch_agreed", "done"), ("stage", "main_batch_sent", "done")]
     assert [r.key for r in rows if r.kind == "stage"] == [f"stage:D{deal.id}:{r.stage}" for r in rows if r.kind == "stage"]
 
     # mirrored: the operator topic and amoCRM (a note per message) like any bot message
@@ -170,3 +175,24 @@ def test_deal_fields_are_read_from_webhooks_and_the_api() -> None:
         parse_changes({"leads": {"status": [{"id": "5", "custom_fields": "x"}]}})
     assert deal_fields([{"field_id": 1, "field_name": "Трек-номер", "values": [{"value": "RR1"}]}, {"field_id": 2, "values": []}]) == {"Трек-номер": "RR1"}
     assert deal_fields(None) == {}
+
+
+async def test_a_claim_that_ran_out_can_not_touch_the_row_another_instance_took(db: async_sessionmaker[AsyncSession]) -> None:
+    async with db.begin() as session:
+        lead = Lead(tg_user_id=7, first_name="Анна")
+        session.add(lead)
+        await session.flush()
+        await store.schedule(session, lead_id=lead.id, kind="stage", key="stage:L1:test_batch_sent", due_at=NOON, now=NOON)
+    async with db.begin() as session:
+        [first] = await store.claim_due(session, NOON, timedelta(minutes=2), 10)
+    async with db.begin() as session:
+        assert await store.claim_due(session, NOON + timedelta(minutes=1), timedelta(minutes=2), 10) == []  # still held
+        [second] = await store.claim_due(session, NOON + timedelta(minutes=3), timedelta(minutes=2), 10)  # the lease ran out
+    async with db.begin() as session:
+        assert await store.postpone(session, first, NOON + timedelta(hours=9), reason="quiet hours") is False
+        assert await store.finish(session, first, "done") is False
+    async with db.begin() as session:
+        assert await store.finish(session, second, "done") is True
+    async with db() as session:
+        row = await store.get(session, second.id)
+    assert (row.state, row.attempts, row.reason) == ("done", 2, None)

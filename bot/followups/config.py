@@ -20,9 +20,23 @@ from bot.texts import FALLBACK, LANGUAGES
 SAMPLE_LEAD = {"first_name": "Анна", "last_name": "Петрова", "name": "Анна Петрова", "company": "ООО Ромашка", "city": "Казань"}
 
 
+ITEMS = ("city", "company", "inn", "phone")  # what a stage may require from the buyer (bot/followups/required.py)
+
+
 class StageMessagesFile(BaseModel):
     fields: dict[str, str] = {}  # template name → amoCRM deal field name
     stages: dict[str, dict[str, str]] = {}  # funnel stage → language → template
+    requires: dict[str, list[str]] = {}  # funnel stage → data asked from the buyer on entering it
+
+    @field_validator("requires")
+    @classmethod
+    def _items(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for stage, items in value.items():
+            if stage not in STAGES:
+                raise ValueError(f"{stage!r} is not a funnel stage (one of {', '.join(STAGES)})")
+            if unknown := [item for item in items if item not in ITEMS]:
+                raise ValueError(f"{stage}: {', '.join(unknown)}: a stage may require {', '.join(ITEMS)}")
+        return value
 
     @field_validator("stages")
     @classmethod
@@ -42,6 +56,7 @@ class StageMessages:
 
     def __init__(self, data: StageMessagesFile, source: Path) -> None:
         self.fields = data.fields
+        self.requires = data.requires
         env = SandboxedEnvironment(autoescape=True, undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self._templates: dict[tuple[str, str], Template] = {}
         for stage, texts in data.stages.items():

@@ -14,6 +14,7 @@ STAGE = "stage"  # a stage message
 SURVEY = "survey"  # the feedback survey after the test batch
 NUDGE = "nudge"  # a "propose the main batch" task when a happy buyer has not ordered
 REMINDER = "reminder"  # a manager's reminder to the buyer (``/remind`` in the lead's topic)
+ASK = "ask"  # data a stage requires from the buyer (``requires:`` in STAGE_MESSAGES)
 
 
 class FollowUp(Base):

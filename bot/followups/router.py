@@ -20,8 +20,9 @@ async def rated(query: CallbackQuery, callback_data: SurveyCb, followups: Follow
 
 
 async def replied(message: Message, followups: FollowUps) -> None:
-    """A reply to one of the bot's messages: the survey's comment, else it goes on to the other handlers."""
-    if not await followups.survey.comment(message.from_user.id, message.reply_to_message.message_id, message.text):
+    """A reply to one of the bot's questions (the survey's comment, data a stage requires), else on to the other handlers."""
+    user, replied_to = message.from_user.id, message.reply_to_message.message_id
+    if not (await followups.survey.comment(user, replied_to, message.text) or await followups.required.answer(user, replied_to, message.text)):
         raise SkipHandler
 
 

@@ -26,8 +26,9 @@ from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent
 from bot.followups import store
 from bot.followups.config import StageMessages, load_stage_messages
-from bot.followups.models import DONE, FAILED, NUDGE, REMINDER, SKIPPED, STAGE, SURVEY, FollowUp
+from bot.followups.models import ASK, DONE, FAILED, NUDGE, REMINDER, SKIPPED, STAGE, SURVEY, FollowUp
 from bot.followups.reminders import Reminders
+from bot.followups.required import RequiredData
 from bot.followups.survey import Survey, survey_keyboard
 from bot.funnel import depth
 from bot.hours import QuietHours, zone_of
@@ -71,6 +72,7 @@ class FollowUps:
         self.survey_after = timedelta(days=settings.feedback_survey_days)
         self.wake = asyncio.Event()
         self.reminders = Reminders(db, lambda: self.clock(), ZoneInfo(settings.timezone), self.lang, self.wake.set)
+        self.required = RequiredData(db, journal, messenger, self._tell_managers, self.lang)
         self.survey = Survey(db, journal, messenger, self._tell_managers, clock=lambda: self.clock(),
                              nudge_after=timedelta(days=settings.main_batch_nudge_days), lang=self.lang)
         self.loop = Loop("followups", self.tick, every=POLL, wake=self.wake)
@@ -89,6 +91,9 @@ class FollowUps:
         if self.messages.has(stage):
             added = await store.schedule(session, lead_id=lead.id, kind=STAGE, key=f"stage:{deal}:{stage}", due_at=now, now=now,
                                          stage=stage, data={"fields": record.data.get("fields") or {}})
+        if (items := self.messages.requires.get(stage)) and (missing := await self.required.missing(session, lead, items)):
+            added |= await store.schedule(session, lead_id=lead.id, kind=ASK, key=f"ask:{deal}:{stage}", due_at=now,
+                                          now=now, stage=stage, data={"items": missing})
         if stage == SURVEY_AFTER:
             added |= await store.schedule(session, lead_id=lead.id, kind=SURVEY, key=f"survey:{deal}", due_at=now + self.survey_after,
                                           now=now, stage=stage)
@@ -119,13 +124,31 @@ class FollowUps:
             await self._skip_blocked(row, lead)
         elif row.kind == NUDGE:
             await self._nudge(row, lead)
+        elif row.kind == ASK and not self.quiet_until(lead, now):
+            await self._ask(row, lead)
         elif depth(lead.furthest_stage) > depth(row.stage) and row.kind == STAGE:
             await self._skip(row, lead, "stale: the deal has moved on")
-        elif self.quiet and (until := self.quiet.until(now, zone_of((lead.interests or {}).get("city"), self.timezone))):
+        elif until := self.quiet_until(lead, now):
             async with self.db.begin() as session:
-                await store.postpone(session, row.id, until, reason="quiet hours")
+                await store.postpone(session, row, until, reason="quiet hours")
         else:
             await self._send(row, lead)
+
+    def quiet_until(self, lead: Lead, now: datetime) -> datetime | None:
+        """When the buyer's quiet hours end, if it is night for them now."""
+        return self.quiet.until(now, zone_of((lead.interests or {}).get("city"), self.timezone)) if self.quiet else None
+
+    async def _ask(self, row: FollowUp, lead: Lead) -> None:
+        """The first question of what a stage requires (the answers lead on to the next: :mod:`.required`)."""
+        try:
+            await self.required.ask(lead, row.id, row.data["items"][0])
+        except BuyerUnreachable:
+            await self._skip_blocked(row, lead)
+            return
+        except TelegramAPIError as exc:
+            await self._retry(row, RETRY * 2 ** (row.attempts - 1), str(exc))
+            return
+        await self._finish(row, DONE, sent_at=self.clock())
 
     async def _send(self, row: FollowUp, lead: Lead) -> None:
         markup: InlineKeyboardMarkup | None = None
@@ -151,7 +174,7 @@ class FollowUps:
                                          meta={"followup": row.key}, session=session)
             fresh = await session.get(Lead, lead.id)
             await self.journal.event(session, fresh, FOLLOWUP_SENT, followup=row.kind, key=row.key, stage=row.stage)
-            await store.finish(session, row.id, DONE, sent_at=self.clock())
+            await store.finish(session, row, DONE, sent_at=self.clock())
         log.info("followup.sent", lead_id=lead.id, key=row.key)
         await self._tell_managers(lead, t(self.lang, "followups.topic.sent", what=Safe(self._what(row)), text=Safe(text)))
 
@@ -168,7 +191,7 @@ class FollowUps:
         async with self.db.begin() as session:
             fresh = await session.get(Lead, lead.id)
             await self.journal.event(session, fresh, MAIN_BATCH_NUDGE, rating=rating, days=self.survey.nudge_after.days)
-            await store.finish(session, row.id, DONE, sent_at=self.clock())
+            await store.finish(session, row, DONE, sent_at=self.clock())
         await self._tell_managers(lead, t(self.lang, "followups.topic.nudge", rating=rating))
 
     async def _retry(self, row: FollowUp, delay: timedelta, error: str) -> None:
@@ -177,7 +200,7 @@ class FollowUps:
             await self._finish(row, FAILED, reason=error[:256])
             return
         async with self.db.begin() as session:
-            await store.postpone(session, row.id, self.clock() + delay, reason=error[:256])
+            await store.postpone(session, row, self.clock() + delay, reason=error[:256])
 
     async def _skip_blocked(self, row: FollowUp, lead: Lead) -> None:
         await self._skip(row, lead, "blocked")
@@ -187,12 +210,12 @@ class FollowUps:
         async with self.db.begin() as session:
             fresh = await session.get(Lead, lead.id)
             await self.journal.event(session, fresh, FOLLOWUP_SKIPPED, followup=row.kind, key=row.key, stage=row.stage, reason=reason)
-            await store.finish(session, row.id, SKIPPED, reason=reason)
+            await store.finish(session, row, SKIPPED, reason=reason)
         log.info("followup.skipped", lead_id=lead.id, key=row.key, reason=reason)
 
     async def _finish(self, row: FollowUp, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> None:
         async with self.db.begin() as session:
-            await store.finish(session, row.id, state, reason=reason, sent_at=sent_at)
+            await store.finish(session, row, state, reason=reason, sent_at=sent_at)
 
     async def _tell_managers(self, lead: Lead, text: str) -> None:
         if self.topic is None:
@@ -204,7 +227,7 @@ class FollowUps:
 
     def _what(self, row: FollowUp) -> str:
         """What a follow-up is, as the managers read it: «этап «…»», «опрос после тестовой партии»."""
-        if row.kind in (SURVEY, REMINDER):
+        if row.kind in (SURVEY, REMINDER, ASK):
             return t(self.lang, f"followups.topic.{row.kind}")
         return t(self.lang, "followups.topic.stage", stage=t(self.lang, f"followups.stages.{row.stage}"))
 

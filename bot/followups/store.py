@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead, Message
 from bot.db.sql import insert_ignore
-from bot.followups.models import CANCELLED, PENDING, SENDING, SURVEY, FollowUp
+from bot.followups.models import ASK, CANCELLED, PENDING, SENDING, SURVEY, FollowUp
 
 
 async def schedule(session: AsyncSession, *, lead_id: int, kind: str, key: str, due_at: datetime, now: datetime,
@@ -31,7 +31,7 @@ async def claim_due(session: AsyncSession, now: datetime, lease: timedelta, limi
     """Claim up to ``limit`` due rows (pending, or sending with a lapsed lease), each with an UPDATE that holds only
     while the row is still due: a row another instance claimed first is left to it."""
     candidates = (await session.execute(
-        select(FollowUp.id).where(_due(now)).order_by(FollowUp.due_at).limit(limit)
+        select(FollowUp.id).where(_due(now)).order_by(FollowUp.due_at, FollowUp.id).limit(limit)
     )).all()
     claimed = []
     for row in candidates:
@@ -43,18 +43,24 @@ async def claim_due(session: AsyncSession, now: datetime, lease: timedelta, limi
             claimed.append(row.id)
     if not claimed:
         return []
-    return list((await session.scalars(select(FollowUp).where(FollowUp.id.in_(claimed)).order_by(FollowUp.due_at))).all())
+    return list((await session.scalars(select(FollowUp).where(FollowUp.id.in_(claimed)).order_by(FollowUp.due_at, FollowUp.id))).all())
 
 
-async def finish(session: AsyncSession, followup_id: int, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> None:
-    await session.execute(update(FollowUp).where(FollowUp.id == followup_id)
-                          .values(state=state, reason=reason, sent_at=sent_at, lease_until=None))
+def _held(row: FollowUp) -> Any:
+    """The row as this claim left it: another instance that took it over after the lease ran out holds a new lease."""
+    return and_(FollowUp.id == row.id, FollowUp.state == SENDING, FollowUp.lease_until == row.lease_until)
 
 
-async def postpone(session: AsyncSession, followup_id: int, due_at: datetime, *, reason: str | None = None) -> None:
-    """Back to the queue until ``due_at`` (quiet hours, a transient error)."""
-    await session.execute(update(FollowUp).where(FollowUp.id == followup_id)
-                          .values(state=PENDING, due_at=due_at, lease_until=None, reason=reason))
+async def finish(session: AsyncSession, row: FollowUp, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> bool:
+    """Close a claimed row; False if the claim was lost (the row is another instance's now)."""
+    result = await session.execute(update(FollowUp).where(_held(row)).values(state=state, reason=reason, sent_at=sent_at, lease_until=None))
+    return bool(result.rowcount)
+
+
+async def postpone(session: AsyncSession, row: FollowUp, due_at: datetime, *, reason: str | None = None) -> bool:
+    """A claimed row back to the queue until ``due_at`` (quiet hours, a transient error); False if the claim was lost."""
+    result = await session.execute(update(FollowUp).where(_held(row)).values(state=PENDING, due_at=due_at, lease_until=None, reason=reason))
+    return bool(result.rowcount)
 
 
 async def was_sent(session: AsyncSession, lead_id: int, key: str) -> bool:
@@ -85,3 +91,18 @@ async def survey_asking(session: AsyncSession, lead_id: int, message_id: int) ->
     """The lead's survey whose «what would you change?» is message ``message_id`` and not answered yet."""
     rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == SURVEY))
     return next((row for row in rows if row.data.get("comment_message_id") == message_id and "comment" not in row.data), None)
+
+
+async def collected(session: AsyncSession, lead_id: int) -> dict[str, str]:
+    """What the buyer has answered to the questions of every stage so far (the latest answer of each item)."""
+    rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == ASK).order_by(FollowUp.id))
+    answers: dict[str, str] = {}
+    for row in rows:
+        answers.update(row.data.get("answers") or {})
+    return answers
+
+
+async def asking(session: AsyncSession, lead_id: int, message_id: int) -> FollowUp | None:
+    """The lead's questions row whose open question is message ``message_id``."""
+    rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == ASK))
+    return next((row for row in rows if (row.data.get("asking") or {}).get("message_id") == message_id), None)
