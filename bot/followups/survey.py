@@ -7,9 +7,11 @@ as their message and written to the configured field.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -74,8 +76,9 @@ class Survey:
         """Show the rating in place of the buttons, then ask what to change (a reply to that question is the comment)."""
         bot = self.messenger.bot
         if message_id is not None:
-            await bot.edit_message_text(t(lead.language, "followups.survey.rated", stars="⭐" * rating), chat_id=lead.tg_user_id,
-                                        message_id=message_id)
+            with contextlib.suppress(TelegramAPIError):  # an old or deleted survey: the question still goes
+                await bot.edit_message_text(t(lead.language, "followups.survey.rated", stars="⭐" * rating), chat_id=lead.tg_user_id,
+                                            message_id=message_id)
         try:
             sent = await self.messenger.send_text(lead, t(lead.language, "followups.survey.comment"), reply_markup=ForceReply())
         except BuyerUnreachable:
