@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
@@ -20,12 +21,14 @@ from bot.config import ConfigError, load_settings
 from bot.bodies import BadBody
 from bot.crm.webhooks import deal_fields, parse_changes
 from bot.db.models import Lead
+from bot.followups import store
 from bot.followups.models import FollowUp
 from bot.followups.service import FollowUps
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.conftest import SECRET
+from tests.crm_support import db  # noqa: F401  (fixture)
 from tests.relay_support import OPERATORS, FakeClock, eventually, known_lead, relay_settings, running
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -261,3 +264,24 @@ def test_deal_fields_are_read_from_webhooks_and_the_api() -> None:
         parse_changes({"leads": {"status": [{"id": "5", "custom_fields": "x"}]}})
     assert deal_fields([{"field_id": 1, "field_name": "Трек-номер", "values": [{"value": "RR1"}]}, {"field_id": 2, "values": []}]) == {"Трек-номер": "RR1"}
     assert deal_fields(None) == {}
+
+
+async def test_a_claim_that_ran_out_can_not_touch_the_row_another_instance_took(db: async_sessionmaker[AsyncSession]) -> None:
+    async with db.begin() as session:
+        lead = Lead(tg_user_id=7, first_name="Анна")
+        session.add(lead)
+        await session.flush()
+        await store.schedule(session, lead_id=lead.id, kind="stage", key="stage:L1:test_batch_sent", due_at=NOON, now=NOON)
+    async with db.begin() as session:
+        [first] = await store.claim_due(session, NOON, timedelta(minutes=2), 10)
+    async with db.begin() as session:
+        assert await store.claim_due(session, NOON + timedelta(minutes=1), timedelta(minutes=2), 10) == []  # still held
+        [second] = await store.claim_due(session, NOON + timedelta(minutes=3), timedelta(minutes=2), 10)  # the lease ran out
+    async with db.begin() as session:
+        assert await store.postpone(session, first, NOON + timedelta(hours=9), reason="quiet hours") is False
+        assert await store.finish(session, first, "done") is False
+    async with db.begin() as session:
+        assert await store.finish(session, second, "done") is True
+    async with db() as session:
+        row = await store.get(session, second.id)
+    assert (row.state, row.attempts, row.reason) == ("done", 2, None)

@@ -101,7 +101,7 @@ class FollowUps:
             await self._skip(row, lead, "stale: the deal has moved on")
         elif self.quiet and (until := self.quiet.until(now, zone_of((lead.interests or {}).get("city"), self.timezone))):
             async with self.db.begin() as session:
-                await store.postpone(session, row.id, until, reason="quiet hours")
+                await store.postpone(session, row, until, reason="quiet hours")
         else:
             await self._send(row, lead)
 
@@ -123,7 +123,7 @@ class FollowUps:
                                          meta={"followup": row.key}, session=session)
             fresh = await session.get(Lead, lead.id)
             await self.journal.event(session, fresh, FOLLOWUP_SENT, followup=row.kind, key=row.key, stage=row.stage)
-            await store.finish(session, row.id, DONE, sent_at=self.clock())
+            await store.finish(session, row, DONE, sent_at=self.clock())
         log.info("followup.sent", lead_id=lead.id, key=row.key)
         await self._tell_managers(lead, t(self.lang, "followups.topic.sent", stage=self._stage(row.stage), text=Safe(text)))
 
@@ -137,7 +137,7 @@ class FollowUps:
             await self._finish(row, FAILED, reason=error[:256])
             return
         async with self.db.begin() as session:
-            await store.postpone(session, row.id, self.clock() + delay, reason=error[:256])
+            await store.postpone(session, row, self.clock() + delay, reason=error[:256])
 
     async def _skip_blocked(self, row: FollowUp, lead: Lead) -> None:
         await self._skip(row, lead, "blocked")
@@ -147,12 +147,12 @@ class FollowUps:
         async with self.db.begin() as session:
             fresh = await session.get(Lead, lead.id)
             await self.journal.event(session, fresh, FOLLOWUP_SKIPPED, followup=row.kind, key=row.key, stage=row.stage, reason=reason)
-            await store.finish(session, row.id, SKIPPED, reason=reason)
+            await store.finish(session, row, SKIPPED, reason=reason)
         log.info("followup.skipped", lead_id=lead.id, key=row.key, reason=reason)
 
     async def _finish(self, row: FollowUp, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> None:
         async with self.db.begin() as session:
-            await store.finish(session, row.id, state, reason=reason, sent_at=sent_at)
+            await store.finish(session, row, state, reason=reason, sent_at=sent_at)
 
     async def _tell_managers(self, lead: Lead, text: str) -> None:
         if self.topic is None:

@@ -46,15 +46,21 @@ async def claim_due(session: AsyncSession, now: datetime, lease: timedelta, limi
     return list((await session.scalars(select(FollowUp).where(FollowUp.id.in_(claimed)).order_by(FollowUp.due_at))).all())
 
 
-async def finish(session: AsyncSession, followup_id: int, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> None:
-    await session.execute(update(FollowUp).where(FollowUp.id == followup_id)
-                          .values(state=state, reason=reason, sent_at=sent_at, lease_until=None))
+def _held(row: FollowUp) -> Any:
+    """The row as this claim left it: another instance that took it over after the lease ran out holds a new lease."""
+    return and_(FollowUp.id == row.id, FollowUp.state == SENDING, FollowUp.lease_until == row.lease_until)
 
 
-async def postpone(session: AsyncSession, followup_id: int, due_at: datetime, *, reason: str | None = None) -> None:
-    """Back to the queue until ``due_at`` (quiet hours, a transient error)."""
-    await session.execute(update(FollowUp).where(FollowUp.id == followup_id)
-                          .values(state=PENDING, due_at=due_at, lease_until=None, reason=reason))
+async def finish(session: AsyncSession, row: FollowUp, state: str, *, reason: str | None = None, sent_at: datetime | None = None) -> bool:
+    """Close a claimed row; False if the claim was lost (the row is another instance's now)."""
+    result = await session.execute(update(FollowUp).where(_held(row)).values(state=state, reason=reason, sent_at=sent_at, lease_until=None))
+    return bool(result.rowcount)
+
+
+async def postpone(session: AsyncSession, row: FollowUp, due_at: datetime, *, reason: str | None = None) -> bool:
+    """A claimed row back to the queue until ``due_at`` (quiet hours, a transient error); False if the claim was lost."""
+    result = await session.execute(update(FollowUp).where(_held(row)).values(state=PENDING, due_at=due_at, lease_until=None, reason=reason))
+    return bool(result.rowcount)
 
 
 async def was_sent(session: AsyncSession, lead_id: int, key: str) -> bool:
