@@ -194,5 +194,5 @@ async def test_a_claim_that_ran_out_can_not_touch_the_row_another_instance_took(
     async with db.begin() as session:
         assert await store.finish(session, second, "done") is True
     async with db() as session:
-        row = await store.get(session, second.id)
+        row = await session.get(FollowUp, second.id)
     assert (row.state, row.attempts, row.reason) == ("done", 2, None)
