@@ -28,6 +28,7 @@ from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
 from bot.loops import Worker
 from bot.messenger import Messenger
+from bot.ops import Ops
 from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
@@ -89,6 +90,7 @@ class App:
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
         ]
+        self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
         self.order = PerChatOrder()
         self.dp.update.outer_middleware(self.order)
@@ -136,7 +138,7 @@ class App:
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
-        routes = self.routes
+        routes = [*self.ops.routes, *self.routes]
         if self.settings.public_url:
             routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
         return create_web_app(self.webhook_secret, routes)

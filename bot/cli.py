@@ -111,7 +111,7 @@ def execute(func: Command, args: argparse.Namespace, *, quiet: bool = False) -> 
         print(exc, file=sys.stderr)
         return 2
     quiet = (quiet and settings.sandbox or func is check) and settings.log_level.upper() != "DEBUG"  # check: its lines are the output
-    setup_logging("WARNING" if quiet else settings.log_level, secrets=settings.secrets())
+    setup_logging("WARNING" if quiet else settings.log_level, secrets=settings.secrets(), json=settings.log_format == "json")
     try:
         return asyncio.run(func(settings, args)) or 0
     except ConfigError as exc:

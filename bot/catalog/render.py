@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import jinja2
 from markupsafe import Markup
 
-from bot import texts
+from bot import metrics, texts
 from bot.config import DEFAULT_CATALOG_DIR, ConfigError
 from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
 
@@ -288,14 +288,19 @@ class CatalogRenderer:
     async def _render(self, request: CatalogRequest, target: Path) -> Path:
         self.rendered += 1
         pool = self._pool
+        metrics.RENDER_QUEUE.inc()
         try:
-            await self._run(pool, request, target)
-        except BrokenProcessPool:
-            log.warning("a catalogue worker died; restarting the pool and retrying")
-            if self._pool is pool:  # not yet replaced by a concurrent render
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-            await self._run(self._pool, request, target)
+            with metrics.CATALOG_RENDER.time():  # measured here: the worker processes record nothing
+                try:
+                    await self._run(pool, request, target)
+                except BrokenProcessPool:
+                    log.warning("a catalogue worker died; restarting the pool and retrying")
+                    if self._pool is pool:  # not yet replaced by a concurrent render
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        self._pool = self._new_pool()
+                    await self._run(self._pool, request, target)
+        finally:
+            metrics.RENDER_QUEUE.dec()
         return target
 
     async def _run(self, pool: ProcessPoolExecutor, request: CatalogRequest,

@@ -39,3 +39,10 @@ async def current(engine: AsyncEngine) -> set[str]:
 
     async with engine.connect() as connection:
         return await connection.run_sync(lambda sync: set(MigrationContext.configure(sync).get_current_heads()))
+
+
+def heads() -> set[str]:
+    """The revisions the code's migrations end in (what a current database is at)."""
+    from alembic.script import ScriptDirectory
+
+    return set(ScriptDirectory.from_config(alembic_config()).get_heads())
