@@ -3,6 +3,7 @@
 ``/readyz`` answers 200 when the database answers, its schema is at the code's migrations, Redis
 answers ``PING`` (when ``REDIS_URL`` is set) and Telegram answered within the last minute (else a
 ``getMe`` is tried); otherwise 503, with the reason of each failed check. Each check is bounded in time.
+From SIGTERM on it answers 503 (``"instance": "stopping"``) so that a load balancer sends nothing more.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Ops:
         self.redis_url = redis_url
         self.probes = probes
         self.heads = migrate.heads()
+        self.stopping = False  # set at SIGTERM: the load balancer stops sending work here
 
     @property
     def routes(self) -> list[tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]]:
@@ -40,6 +42,8 @@ class Ops:
         return web.json_response({"ok": True})
 
     async def readyz(self, _: web.Request) -> web.Response:
+        if self.stopping:
+            return web.json_response({"ok": False, "checks": {"instance": "stopping"}}, status=503)
         names = ["database", "migrations", "telegram", *(["redis"] if self.redis_url else [])]
         results = await asyncio.gather(*(self._bounded(getattr(self, f"_{name}")) for name in names))
         checks = dict(zip(names, results))
