@@ -79,7 +79,7 @@ class Presence:
                     "or stop the other one")
             session.add(Instance(id=self.id, host=self.host, pid=self.pid, role=self.role, started_at=now, seen_at=now))
         self.joined = True
-        log.info("instance.joined", instance=self.id, role=self.role, others=len(others))
+        log.debug("instance.joined", instance=self.id, role=self.role, others=len(others))
 
     async def beat(self) -> None:
         if not self.joined:
