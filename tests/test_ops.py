@@ -87,7 +87,7 @@ async def test_readyz_pings_redis(sandbox: TelegramSandbox, sqlite_url: str, tmp
 
 async def test_json_logs_are_one_object_a_line_with_secrets_masked(tmp_path: Path, sandbox: TelegramSandbox) -> None:
     env = {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "WEBHOOK_SECRET": SECRET, "LOG_FORMAT": "json"}
-    async with service(tmp_path, **env) as (base, log):
+    async with service(tmp_path, **env) as (base, log, _):
         async with httpx.AsyncClient(base_url=base) as client:
             assert (await client.post(f"/webhooks/marquiz/{SECRET}", json={"contacts": {"name": "Анна", "phone": "79991234567"}})).status_code == 200
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
