@@ -74,11 +74,17 @@ class RequiredData:
         return f"{t(lead.language, f'followups.required.bad.{item}')}\n{text}" if again else text
 
     async def ask(self, lead: Lead, row_id: int, item: str, *, again: bool = False) -> None:
-        """Send the question for ``item`` (logged) and remember it is asked."""
-        sent = await self.messenger.send_text(lead, self.question(lead, item, again=again), reply_markup=ForceReply())
+        """Send the question for ``item`` (logged): marked as asked before it goes (a quick reply finds it), its message
+        id noted after, unless the answer came first."""
+        pending = {"item": item, "message_id": None}
         async with self.db.begin() as session:
             row = await store.get(session, row_id)
             if row is not None:
+                row.data = {**row.data, "asking": pending}
+        sent = await self.messenger.send_text(lead, self.question(lead, item, again=again), reply_markup=ForceReply())
+        async with self.db.begin() as session:
+            row = await store.get(session, row_id)
+            if row is not None and row.data.get("asking") == pending:
                 row.data = {**row.data, "asking": {"item": item, "message_id": sent.message_id}}
 
     async def answer(self, tg_user_id: int, reply_to: int, text: str) -> bool:

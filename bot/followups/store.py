@@ -90,7 +90,8 @@ async def get(session: AsyncSession, followup_id: int) -> FollowUp | None:
 async def survey_asking(session: AsyncSession, lead_id: int, message_id: int) -> FollowUp | None:
     """The lead's survey whose «what would you change?» is message ``message_id`` and not answered yet."""
     rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == SURVEY))
-    return next((row for row in rows if row.data.get("comment_message_id") == message_id and "comment" not in row.data), None)
+    return next((row for row in rows if "comment_message_id" in row.data and row.data["comment_message_id"] in (message_id, None)
+                 and "comment" not in row.data), None)  # None: the question is on its way
 
 
 async def collected(session: AsyncSession, lead_id: int) -> dict[str, str]:
@@ -103,6 +104,7 @@ async def collected(session: AsyncSession, lead_id: int) -> dict[str, str]:
 
 
 async def asking(session: AsyncSession, lead_id: int, message_id: int) -> FollowUp | None:
-    """The lead's questions row whose open question is message ``message_id``."""
+    """The lead's questions row whose open question is message ``message_id`` (or one still being sent)."""
     rows = await session.scalars(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == ASK))
-    return next((row for row in rows if (row.data.get("asking") or {}).get("message_id") == message_id), None)
+    return next((row for row in rows if (row.data.get("asking") or {}).get("message_id") in (message_id, None)
+                 and row.data.get("asking")), None)  # None: the question is on its way

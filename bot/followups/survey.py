@@ -79,13 +79,17 @@ class Survey:
             with contextlib.suppress(TelegramAPIError):  # an old or deleted survey: the question still goes
                 await bot.edit_message_text(t(lead.language, "followups.survey.rated", stars="⭐" * rating), chat_id=lead.tg_user_id,
                                             message_id=message_id)
+        async with self.db.begin() as session:  # asked before it goes: a quick reply finds it
+            row = await store.get(session, followup_id)
+            if row is not None:
+                row.data = {**row.data, "comment_message_id": None}
         try:
             sent = await self.messenger.send_text(lead, t(lead.language, "followups.survey.comment"), reply_markup=ForceReply())
         except BuyerUnreachable:
             return
         async with self.db.begin() as session:
             row = await store.get(session, followup_id)
-            if row is not None:
+            if row is not None and "comment" not in row.data:
                 row.data = {**row.data, "comment_message_id": sent.message_id}
 
     async def comment(self, tg_user_id: int, reply_to: int, text: str) -> bool:
