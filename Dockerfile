@@ -12,9 +12,11 @@ COPY bot ./bot
 COPY broadcasts ./broadcasts
 COPY bench ./bench
 COPY catalog_templates ./catalog_templates
+COPY samples ./samples
 RUN pip install --no-cache-dir . && mkdir /data && chown nobody /data
 
-ENV CATALOG_DIR=/app/catalog_templates \
+ENV CATALOG_DIR=/app/samples/clothing \
+    QUIZ_CONFIG=/app/samples/clothing/quiz.yaml \
     DATA_DIR=/data \
     MPLCONFIGDIR=/data/matplotlib \
     DATABASE_URL=sqlite+aiosqlite:////data/optobot.sqlite3 \

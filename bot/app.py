@@ -15,6 +15,7 @@ from aiohttp import web
 from bot.analytics.router import create_router as analytics_router
 from bot.analytics.service import Analytics
 from bot.catalog.render import CatalogRenderer
+from bot.catalog.model import CatalogError, mapping_problems
 from bot.catalog.service import Catalog
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
@@ -67,6 +68,12 @@ class App:
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
         self.messenger = Messenger(self.bot, self.db, self.journal)
         self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
+        try:
+            catalogue = self.catalog.catalogue()
+        except CatalogError as exc:
+            raise ConfigError(f"optobot: CATALOG_DIR: {exc}") from None
+        for problem in mapping_problems(catalogue, self.quiz):  # reported at start; `optobot check` fails on them
+            log.warning("catalog.mapping", problem=problem)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,

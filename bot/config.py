@@ -16,7 +16,12 @@ from bot.hours import parse_days, parse_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-DEFAULT_CATALOG_DIR = PROJECT_DIR / "catalog_templates"
+#: The sample suppliers (``samples/<name>/``: catalogue, mapping, quiz, company); the clothing one is the default.
+SAMPLES_DIR = PROJECT_DIR / "samples"
+DEFAULT_CATALOG_DIR = SAMPLES_DIR / "clothing"
+DEFAULT_QUIZ = DEFAULT_CATALOG_DIR / "quiz.yaml"
+#: The PDF catalogue's default template and stylesheet (a catalogue folder may bring its own).
+TEMPLATES_DIR = PROJECT_DIR / "catalog_templates"
 
 
 class ConfigError(SystemExit):
@@ -38,7 +43,7 @@ class Settings(BaseSettings):
     operator_chat_id: int | None = Field(default=None, alias="OPERATOR_CHAT_ID")
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="ADMIN_IDS")
     catalog_dir: Path = Field(default=DEFAULT_CATALOG_DIR, alias="CATALOG_DIR")
-    quiz_config: Path = Field(default=PACKAGE_DIR / "quiz.yaml", alias="QUIZ_CONFIG")
+    quiz_config: Path = Field(default=DEFAULT_QUIZ, alias="QUIZ_CONFIG")
     default_language: str = Field(default="ru", pattern="^(ru|en)$", alias="DEFAULT_LANGUAGE")
 
     data_dir: Path = Field(default=Path("./data"), alias="DATA_DIR")

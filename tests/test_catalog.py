@@ -14,17 +14,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import yaml
 from pypdf import PdfReader
 
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
-from bot.catalog.products import CATEGORIES, TIERS, load_products
+from bot.catalog.model import load_catalogue, mapping_problems
 from bot.catalog.render import (
     CATALOG_DIR, CatalogRenderer, CatalogRequest, _worker_pid, cache_key, render_pdf,
 )
-from bot.texts import raw
+from bot.config import DEFAULT_QUIZ, TEMPLATES_DIR
+from bot.quiz import load_quiz
 
-QUIZ = Path(__file__).resolve().parents[1] / "bot" / "quiz.yaml"
 SKU = re.compile(r"\b[WMKSA]-\d{3}\b")
 
 
@@ -42,7 +41,7 @@ def skus(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def products() -> dict[str, object]:
-    return {p.sku: p for p in load_products(CATALOG_DIR / "products.yaml")}
+    return {p.sku: p for p in load_catalogue(CATALOG_DIR).products}
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +53,10 @@ def women_shoes_pdf() -> bytes:
 
 @pytest.fixture
 def catalog_copy(tmp_path: Path) -> Path:
-    """A private copy of the sample catalogue that a test may edit."""
-    return Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))
+    """A private copy of the sample catalogue (with the default template) that a test may edit."""
+    copy = Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))
+    shutil.copy(TEMPLATES_DIR / "catalog.html.j2", copy)
+    return copy
 
 
 @pytest.fixture
@@ -91,27 +92,26 @@ def http_trap() -> Iterator[tuple[str, list[str]]]:
 
 
 # --------------------------------------------------------------- sample data
-def test_catalogue_keys_match_the_quiz(products: dict[str, object]) -> None:
-    quiz = {q["key"]: q for q in yaml.safe_load(QUIZ.read_text(encoding="utf-8"))["questions"]}
-    assert tuple(o["key"] for o in quiz["category"]["options"]) == CATEGORIES
-    assert tuple(o["key"] for o in quiz["volume"]["options"]) == TIERS
-    for category in CATEGORIES:
-        assert sum(p.category == category for p in products.values()) >= 12, category
-    assert len(products) >= 60
-    for product in products.values():
-        assert (CATALOG_DIR / product.image).is_file(), product.image
-    for lang in ("ru", "en"):
-        for key in (*(f"categories.{c}" for c in CATEGORIES), *(f"tiers.{t}" for t in TIERS)):
-            assert raw(lang, f"catalog.{key}")
+def test_sample_catalogue_is_mapped_to_its_quiz(products: dict[str, object]) -> None:
+    catalogue = load_catalogue(CATALOG_DIR)
+    assert mapping_problems(catalogue, load_quiz(DEFAULT_QUIZ)) == []
+    for category in catalogue.categories:
+        assert len(catalogue.in_category(category.id)) >= 12, category
+        assert category.name and category.name_en
+    assert len(products) >= 60 and len(catalogue.tiers) == 4
+    for product in catalogue.products:
+        assert product.pictures and all((CATALOG_DIR / p).is_file() for p in product.pictures), product.sku
 
 
 def test_request_is_validated_and_normalised() -> None:
     request = CatalogRequest(categories=("shoes", "women", "shoes"), volume="over1m")
-    assert request.categories == ("women", "shoes")
-    for bad in ({"categories": ("hats",)}, {"volume": "huge"}, {"language": "de"},
-                {"limit": 0}):
+    assert request.categories == ("shoes", "women")
+    for bad in ({"language": "de"}, {"limit": 0}):
         with pytest.raises(ValueError):
             CatalogRequest(**bad)
+    for bad in ({"categories": ("hats",)}, {"volume": "huge"}):  # ids the catalogue lacks
+        with pytest.raises(ValueError, match="hats|huge"):
+            render_pdf(CatalogRequest(**bad), CATALOG_DIR)
 
 
 # ------------------------------------------------------------------- content
@@ -255,7 +255,7 @@ def test_cache_key_tracks_request_and_catalogue(catalog_copy: Path) -> None:
     assert cache_key(CatalogRequest(name="Анна", categories=("men",), volume="over1m"),
                      catalog_copy) == key
     assert cache_key(CatalogRequest(name="Анна", categories=("men",)), catalog_copy) != key
-    products = catalog_copy / "products.yaml"
+    products = catalog_copy / "catalog.yaml"
     products.write_text(products.read_text().replace("1450", "1490"))
     assert cache_key(request, catalog_copy) != key
 

@@ -27,8 +27,8 @@ import jinja2
 from markupsafe import Markup
 
 from bot import texts
-from bot.config import DEFAULT_CATALOG_DIR, ConfigError
-from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
+from bot.config import DEFAULT_CATALOG_DIR, TEMPLATES_DIR, ConfigError
+from bot.catalog.model import Catalogue, Product, load_catalogue
 
 if TYPE_CHECKING:
     from weasyprint import CSS
@@ -42,18 +42,20 @@ log = logging.getLogger(__name__)
 CATALOG_DIR = DEFAULT_CATALOG_DIR
 TEMPLATE = "catalog.html.j2"
 STYLESHEET = "catalog.css"
-#: Files outside the catalogue folder whose edits change the PDF.
+#: Files outside the catalogue folder whose edits change the PDF (the code, its texts, the default templates).
 _CODE_FILES = (*sorted(Path(__file__).parent.glob("*.py")),
-               *(texts.TEXTS_DIR / f"catalog.{lang}.yaml" for lang in texts.LANGUAGES))
+               *(texts.TEXTS_DIR / f"catalog.{lang}.yaml" for lang in texts.LANGUAGES),
+               *sorted(p for p in TEMPLATES_DIR.iterdir() if p.is_file()))
 
 
 @dataclass(frozen=True)
 class CatalogRequest:
     """What one buyer's catalogue depends on (the quiz answers and the contact).
 
-    Missing texts may be ``None`` (stored as ``""``); ``categories`` are stored
-    deduplicated in catalogue order; ``volume`` is a tier key or ``None`` (all tiers
-    shown); ``limit`` caps the number of products.
+    Missing texts may be ``None`` (stored as ``""``); ``categories`` are catalogue category
+    ids (deduplicated; shown in catalogue order); ``volume`` is a catalogue tier id or ``None``
+    (all tiers shown); ``limit`` caps the number of products. Ids are checked against the
+    catalogue when it is rendered.
     """
 
     name: str = ""
@@ -65,19 +67,13 @@ class CatalogRequest:
     limit: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        unknown = set(self.categories) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}")
-        if self.volume is not None and self.volume not in TIERS:
-            raise ValueError(f"unknown volume tier {self.volume!r}")
         if self.language not in texts.LANGUAGES:
             raise ValueError(f"unsupported language {self.language!r}")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be positive")
         for name in ("name", "company", "city"):
             object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
-        ordered = tuple(c for c in CATEGORIES if c in self.categories)
-        object.__setattr__(self, "categories", ordered)
+        object.__setattr__(self, "categories", tuple(dict.fromkeys(self.categories)))
 
 
 def fingerprint(catalog_dir: Path) -> str:
@@ -105,8 +101,7 @@ def cache_key(request: CatalogRequest, catalog_dir: Path) -> str:
 class _Bundle:
     """Everything parsed once per process for one version of the catalogue folder."""
 
-    products: tuple[Product, ...]
-    company: dict[str, Any]
+    catalogue: Catalogue
     template: jinja2.Template
     stylesheet: CSS
     fonts: FontConfiguration
@@ -122,17 +117,17 @@ def _bundle(catalog_dir: Path, version: str) -> _Bundle:
     from bot.catalog.fetcher import SafeFetcher
 
     texts.catalogue.cache_clear()  # the catalogue's texts may have changed too
-    fetcher = SafeFetcher(catalog_dir)
+    fetcher = SafeFetcher(catalog_dir, TEMPLATES_DIR)
     fonts = FontConfiguration()
+    stylesheet = catalog_dir / STYLESHEET  # a catalogue folder may bring its own template and stylesheet
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(catalog_dir), autoescape=True,
+        loader=jinja2.FileSystemLoader([catalog_dir, TEMPLATES_DIR]), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     return _Bundle(
-        products=load_products(catalog_dir / "products.yaml"),
-        company=load_company(catalog_dir / "company.yaml"),
+        catalogue=load_catalogue(catalog_dir),
         template=env.get_template(TEMPLATE),
-        stylesheet=CSS(filename=str(catalog_dir / STYLESHEET), url_fetcher=fetcher,
+        stylesheet=CSS(filename=str(stylesheet if stylesheet.is_file() else TEMPLATES_DIR / STYLESHEET), url_fetcher=fetcher,
                        font_config=fonts),
         fonts=fonts,
         fetcher=fetcher,
@@ -147,45 +142,56 @@ def _translator(language: str) -> Callable[..., str]:
     return tx
 
 
-def _sections(request: CatalogRequest, products: tuple[Product, ...]) -> list[dict[str, Any]]:
-    """Product groups by category: the buyer's categories first, then the others."""
-    chosen = request.categories
-    order = [*chosen, *(c for c in CATEGORIES if c not in chosen)]
-    left = request.limit if request.limit is not None else len(products)
+def _check(request: CatalogRequest, catalogue: Catalogue) -> None:
+    """Raise ``ValueError`` if ``request`` names a category or tier the catalogue lacks."""
+    unknown = set(request.categories) - {c.id for c in catalogue.categories}
+    if unknown:
+        raise ValueError(f"unknown categories {sorted(unknown)}")
+    if request.volume is not None and request.volume not in {t.id for t in catalogue.tiers}:
+        raise ValueError(f"unknown volume tier {request.volume!r}")
+
+
+def _sections(request: CatalogRequest, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """Product groups by category, in catalogue order: the buyer's categories first, then the others."""
+    chosen = [c.id for c in catalogue.categories if c.id in request.categories]
+    order = [*chosen, *(c.id for c in catalogue.categories if c.id not in chosen)]
+    left = request.limit if request.limit is not None else len(catalogue.products)
     sections = []
     for category in order:
-        items = [p for p in products if p.category == category][:left]
+        items: list[Product] = catalogue.in_category(category)[:left]
         left -= len(items)
         if items:
-            sections.append({"category": category, "products": items,
+            sections.append({"category": catalogue.category(category), "products": items,
                              "other": bool(chosen) and category not in chosen})
     return sections
 
 
-def _discounts(products: tuple[Product, ...]) -> dict[str, int]:
+def _discounts(catalogue: Catalogue) -> dict[str, int]:
     """Each tier's average discount off the first tier's prices, in whole percent."""
-    base = sum(p.prices[TIERS[0]] for p in products) or 1
-    return {tier: round(100 - 100 * sum(p.prices[tier] for p in products) / base)
-            for tier in TIERS}
+    first = catalogue.tiers[0].id
+    base = sum(p.prices[first] for p in catalogue.products) or 1
+    return {tier.id: round(100 - 100 * sum(p.prices[tier.id] for p in catalogue.products) / base)
+            for tier in catalogue.tiers}
 
 
 def _html(request: CatalogRequest, bundle: _Bundle) -> str:
     """The catalogue as HTML (every buyer value escaped by jinja2's autoescape)."""
+    _check(request, bundle.catalogue)
     tx = _translator(request.language)
-    separator = tx("thousands_separator")
+    catalogue = bundle.catalogue
 
-    def money(amount: int) -> str:
-        return tx("price", amount=f"{amount:,}".replace(",", separator))
+    def money(amount: Any) -> str:
+        return catalogue.money(amount, request.language)
 
     def loc(value: Any) -> Any:
         """A company.yaml value in the request's language (``{ru: …, en: …}``)."""
         return value.get(request.language, value.get("ru")) if isinstance(value, dict) else value
 
-    sections = _sections(request, bundle.products)
+    sections = _sections(request, catalogue)
     return bundle.template.render(
         request=request, lang=request.language, tx=tx, money=money, loc=loc,
-        sections=sections, company=bundle.company, tiers=TIERS,
-        discounts=_discounts(bundle.products),
+        sections=sections, company=catalogue.company, catalogue=catalogue, tiers=catalogue.tiers,
+        discounts=_discounts(catalogue),
         product_count=sum(len(s["products"]) for s in sections),
     )
 

@@ -12,8 +12,8 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import FSInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.products import CATEGORIES, TIERS, load_products
-from bot.catalog.render import CatalogRenderer, CatalogRequest
+from bot.catalog.model import Catalogue, load_catalogue
+from bot.catalog.render import CatalogRenderer, CatalogRequest, fingerprint
 from bot.db import renders
 from bot.messenger import unreachable_reason
 from bot.ports import Buyer, PriceRange, SendDocument
@@ -22,15 +22,16 @@ from bot.texts import t
 log = structlog.get_logger(__name__)
 
 
-def catalog_request(buyer: Buyer) -> CatalogRequest:
-    """The personalisation of ``buyer``'s catalogue (their quiz answers and contact)."""
+def catalog_request(buyer: Buyer, catalogue: Catalogue) -> CatalogRequest:
+    """The personalisation of ``buyer``'s catalogue: their contact, and their quiz answers mapped to the catalogue's
+    categories and tier (``mapping.yaml``)."""
     interests = buyer.interests
     return CatalogRequest(
         name=" ".join(part for part in (buyer.first_name, buyer.last_name) if part),
         company=buyer.company or "",
         city=interests.get("city") or "",
-        categories=tuple(interests.get("category") or ()),
-        volume=interests.get("volume"),
+        categories=catalogue.buyer_categories(interests),
+        volume=catalogue.buyer_tier(interests),
         language=buyer.language,
     )
 
@@ -41,11 +42,19 @@ class Catalog:
         self.renderer = renderer
         self.catalog_dir = catalog_dir
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+        self._loaded: tuple[str, Catalogue] | None = None
+
+    def catalogue(self) -> Catalogue:
+        """The supplier's catalogue, read again when a file of its folder changed."""
+        stamp = fingerprint(self.catalog_dir)
+        if self._loaded is None or self._loaded[0] != stamp:
+            self._loaded = (stamp, load_catalogue(self.catalog_dir))
+        return self._loaded[1]
 
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s catalogue through ``send``: by ``file_id`` if this personalisation was uploaded
         before (once per personalisation, even when several buyers share it), else rendered and uploaded."""
-        request = catalog_request(buyer)
+        request = catalog_request(buyer, self.catalogue())
         key = self.renderer.path_for(request).stem
         lock = self._locks.get(key)
         if lock is None:
@@ -66,15 +75,16 @@ class Catalog:
                 await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
             return message
 
-    def prices(self, interests: Mapping[str, Any]) -> tuple[str, list[PriceRange]]:
-        """The buyer's volume tier (the smallest when unknown) and, per category they want (all when unknown),
-        in catalogue order, the number of models and their price range at that tier; read afresh each time."""
-        products = load_products(self.catalog_dir / "products.yaml")
-        tier = interests.get("volume") if interests.get("volume") in TIERS else TIERS[0]
-        wanted = interests.get("category") or CATEGORIES
+    def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
+        """The name of the buyer's volume tier (the smallest when unknown) and, per catalogue category they want (all when
+        unknown), in catalogue order, the number of models and their price range at that tier."""
+        catalogue = self.catalogue()
+        tier = catalogue.tier(catalogue.buyer_tier(interests) or catalogue.tiers[0].id)
+        wanted = catalogue.buyer_categories(interests) or [c.id for c in catalogue.categories]
         ranges = []
-        for category in CATEGORIES:
-            prices = [product.prices[tier] for product in products if product.category == category]
-            if category in wanted and prices:
-                ranges.append(PriceRange(category, len(prices), min(prices), max(prices)))
-        return tier, ranges
+        for category in catalogue.categories:
+            prices = [product.prices[tier.id] for product in catalogue.in_category(category.id)]
+            if category.id in wanted and prices:
+                ranges.append(PriceRange(category.label(language), len(prices), catalogue.money(min(prices), language),
+                                         catalogue.money(max(prices), language)))
+        return tier.label(language), ranges
