@@ -23,7 +23,8 @@ from alembic.script import ScriptDirectory
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.catalog.model import CatalogError, load_catalogue, mapping_problems
+from bot.catalog.model import CatalogError, mapping_problems
+from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
 from bot.crm.config import CrmConfig, load_crm_config
@@ -118,13 +119,14 @@ class Checks:
         return _loaded(f"questions: {len(self.quiz.questions)}", self.settings.quiz_config)
 
     def catalogue(self) -> str:
-        folder = self.settings.catalog_dir
+        store = Store(self.settings.catalog_dir, self.settings.data_dir)
         try:
-            catalogue = load_catalogue(folder)
+            catalogue = store.current()
         except CatalogError as exc:
             raise Fail(str(exc)) from None
+        imported = f"imported version {store.active()}" if store.active() else f"version {catalogue.version}"
         return _loaded(f"products: {len(catalogue.products)}, categories: {len(catalogue.categories)}, "
-                       f"tiers: {len(catalogue.tiers)}, version {catalogue.version[:12]}", folder)
+                       f"tiers: {len(catalogue.tiers)}, {imported}", self.settings.catalog_dir)
 
     def quiz_catalogue(self) -> str:
         """The quiz → catalogue mapping (``mapping.yaml``): every quiz option maps somewhere, every stocked category is
@@ -132,7 +134,7 @@ class Checks:
         if self.quiz is None:
             raise Skip("needs a readable QUIZ_CONFIG")
         try:
-            catalogue = load_catalogue(self.settings.catalog_dir)
+            catalogue = Store(self.settings.catalog_dir, self.settings.data_dir).current()
         except CatalogError:
             raise Skip("needs a readable catalogue") from None
         problems = mapping_problems(catalogue, self.quiz)

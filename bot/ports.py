@@ -41,6 +41,9 @@ class Catalog(Protocol):
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s personal PDF through ``send``: by ``file_id`` once uploaded, else rendered and uploaded."""
 
+    async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
+        """Send ``buyer`` the XLSX price list of the whole assortment at their tier through ``send``."""
+
     def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
         """The name of the buyer's volume tier (the smallest when unknown) and the price ranges of the categories they
         want (through the quiz → catalogue mapping), in ``language``."""

@@ -2,18 +2,19 @@
 currencies, the quiz → catalogue mapping and its problems reported at start and by ``optobot check``."""
 from __future__ import annotations
 
+import logging
 import shutil
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 import yaml
-from structlog.testing import capture_logs
 
 from bot.app import App
 from bot.catalog.model import CatalogError, build, load_catalogue, mapping_problems
-from bot.catalog.render import CATALOG_DIR, CatalogRenderer
+from bot.catalog.render import CATALOG_DIR, CatalogRenderer, CatalogRequest, _sections
 from bot.config import DEFAULT_QUIZ
+from bot.logs import setup_logging
 from bot.quiz import load_quiz
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import make_settings
@@ -87,10 +88,23 @@ def test_mapping_problems_name_the_option_and_the_category(unmapped: Path) -> No
 
 
 async def test_a_quiz_option_with_no_mapping_is_reported_at_start(unmapped: Path, sandbox: TelegramSandbox, sqlite_url: str,
-                                                                  tmp_path: Path, renderer: CatalogRenderer) -> None:
+                                                                  tmp_path: Path, renderer: CatalogRenderer,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    setup_logging("INFO")  # the service's log, as `optobot run` sets it up
     settings = make_settings(sandbox, sqlite_url, tmp_path / "data", CATALOG_DIR=unmapped)
-    with capture_logs() as logs:
-        app = App(settings, renderer=renderer)
+    caplog.set_level(logging.WARNING, logger="bot.app")
+    app = App(settings, renderer=renderer)
     await app.close()
-    reported = [entry["problem"] for entry in logs if entry["event"] == "catalog.mapping"]
-    assert reported == mapping_problems(load_catalogue(unmapped), load_quiz(DEFAULT_QUIZ)) and len(reported) == 2
+    reported = [r.getMessage() for r in caplog.records if "catalog.mapping" in r.getMessage()]
+    assert len(reported) == 2
+    for line, problem in zip(reported, mapping_problems(load_catalogue(unmapped), load_quiz(DEFAULT_QUIZ))):
+        assert "level='warning'" in line and problem in line
+
+
+def test_a_big_category_keeps_hits_news_and_stock_first(tmp_path: Path) -> None:
+    products = [{"sku": f"T-{i}", "name": f"Чай {i}", "category": "green", "price": 10, "available": i % 2 == 0,
+                 "flags": ["hit"] if i == 9 else ["new"] if i == 7 else []} for i in range(10)]
+    catalogue = build(catalogue_data(products=products), COMPANY, {}, tmp_path)
+    picked = _sections(CatalogRequest(categories=("green",), per_category=4), catalogue)
+    assert [p.sku for p in picked[0]["products"]] == ["T-0", "T-2", "T-7", "T-9"]  # catalogue order; hit, new, in stock kept
+    assert [p.sku for p in _sections(CatalogRequest(categories=("green",)), catalogue)[0]["products"]] == [f"T-{i}" for i in range(10)]

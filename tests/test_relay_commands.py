@@ -71,7 +71,7 @@ async def test_price_test_and_phone_quick_replies(app: App, sandbox: TelegramSan
 async def test_catalogue_again_from_the_card(app: App, sandbox: TelegramSandbox, buyer: Buyer, team: Team) -> None:
     thread, card, _, lead_id = await open_topic(app, buyer, team)
     sandbox.click(IVAN, card, RelayCb(action="catalog", lead=lead_id).pack())
-    document, offer = await buyer.replies(2, timeout=30)
+    document, _, offer = await buyer.replies(3, timeout=30)
     assert document["document"]["file_name"].endswith(".pdf") and "тестовая партия" in offer["text"]
     notice = (await team.wait(thread, 3))[2]
     assert notice["text"] == "📄 Каталог отправлен покупателю (Иван Смирнов)"

@@ -19,7 +19,7 @@ from babel.numbers import format_decimal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bot import texts
-from bot.quiz import Quiz
+from bot.quiz import Quiz, fold
 
 #: Currency code → the sign shown right of the amount.
 CURRENCIES = {"RUB": "₽", "KZT": "₸", "BYN": "Br", "CNY": "¥", "USD": "$", "EUR": "€"}
@@ -180,6 +180,11 @@ class Catalogue(_Data):
 
     @model_validator(mode="after")
     def _consistent(self) -> Catalogue:
+        by_name = {fold(c.name): c.id for c in self.categories}
+        ids = {c.id for c in self.categories}
+        named = {option: tuple(t if t in ids else by_name.get(fold(t), t) for t in targets)  # a category by its id or its name
+                 for option, targets in self.mapping.category.items()}
+        object.__setattr__(self, "mapping", self.mapping.model_copy(update={"category": named}))
         problems = _duplicates("category", (c.id for c in self.categories))
         problems += _duplicates("tier", (t.id for t in self.tiers))
         problems += _duplicates("unit", (u.id for u in self.units))
@@ -239,6 +244,10 @@ class Catalogue(_Data):
         for _ in self.categories:  # a tree is at most this deep
             found |= {c.id for c in self.categories if c.parent in found}
         return [c.id for c in self.categories if c.id in found]
+
+    def picture_uri(self, picture: str) -> str:
+        """A product picture as a ``file:`` URI (pictures live in the catalogue folder or the import store)."""
+        return (self.root / picture).as_uri()
 
     def in_category(self, category_id: str) -> list[Product]:
         return [p for p in self.products if p.category == category_id]
@@ -314,7 +323,7 @@ def _duplicates(what: str, ids: Iterable[str]) -> list[str]:
     return [f"duplicate {what} {i!r}" for i in twice]
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
@@ -375,4 +384,4 @@ def build(data: Mapping[str, Any], company: Mapping[str, Any], mapping: Mapping[
 def load_catalogue(catalog_dir: Path) -> Catalogue:
     """Read and validate the catalogue folder (``catalog.yaml``, ``company.yaml``, ``mapping.yaml``)."""
     root = catalog_dir.resolve()
-    return build(_read_yaml(root / CATALOG_FILE), _read_yaml(root / COMPANY_FILE), _read_yaml(root / MAPPING_FILE), root)
+    return build(read_yaml(root / CATALOG_FILE), read_yaml(root / COMPANY_FILE), read_yaml(root / MAPPING_FILE), root)

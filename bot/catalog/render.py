@@ -29,6 +29,7 @@ from markupsafe import Markup
 from bot import texts
 from bot.config import DEFAULT_CATALOG_DIR, TEMPLATES_DIR, ConfigError
 from bot.catalog.model import Catalogue, Product, load_catalogue
+from bot.catalog.store import Store
 
 if TYPE_CHECKING:
     from weasyprint import CSS
@@ -54,8 +55,10 @@ class CatalogRequest:
 
     Missing texts may be ``None`` (stored as ``""``); ``categories`` are catalogue category
     ids (deduplicated; shown in catalogue order); ``volume`` is a catalogue tier id or ``None``
-    (all tiers shown); ``limit`` caps the number of products. Ids are checked against the
-    catalogue when it is rendered.
+    (all tiers shown); ``limit`` caps the number of products; ``per_category`` caps each category
+    (хиты, новинки, then what is in stock are kept; the buyer's categories first, the others while
+    the PDF holds at most ``per_category`` × max(2, number of the buyer's categories) products). Ids
+    are checked against the catalogue when it is rendered.
     """
 
     name: str = ""
@@ -65,21 +68,22 @@ class CatalogRequest:
     volume: str | None = None
     language: str = "ru"
     limit: int | None = field(default=None, kw_only=True)
+    per_category: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.language not in texts.LANGUAGES:
             raise ValueError(f"unsupported language {self.language!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be positive")
+        if self.limit is not None and self.limit < 1 or self.per_category is not None and self.per_category < 1:
+            raise ValueError("limit and per_category must be positive")
         for name in ("name", "company", "city"):
             object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
         object.__setattr__(self, "categories", tuple(dict.fromkeys(self.categories)))
 
 
-def fingerprint(catalog_dir: Path) -> str:
-    """A digest of the names, sizes and mtimes of every file the PDF is made from."""
+def fingerprint(catalog_dir: Path, data_dir: Path | None = None) -> str:
+    """A digest of the names, sizes and mtimes of every file the PDF is made from (and of the imported version in use)."""
     files = sorted(p for p in catalog_dir.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(Store(catalog_dir, data_dir).stamp().encode() if data_dir else b"")
     for name, path in (*((p.relative_to(catalog_dir), p) for p in files),
                        *((p.name, p) for p in _CODE_FILES)):
         stat = path.stat()
@@ -87,11 +91,11 @@ def fingerprint(catalog_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(request: CatalogRequest, catalog_dir: Path) -> str:
+def cache_key(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> str:
     """sha256 hex of the request and the catalogue folder's :func:`fingerprint`."""
     payload = json.dumps(
         [request.name, request.company, request.city, request.categories,
-         request.volume, request.language, request.limit, fingerprint(catalog_dir)],
+         request.volume, request.language, request.limit, request.per_category, fingerprint(catalog_dir, data_dir)],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -109,15 +113,17 @@ class _Bundle:
 
 
 @lru_cache(maxsize=2)
-def _bundle(catalog_dir: Path, version: str) -> _Bundle:
-    """Load the catalogue folder; ``version`` (its fingerprint) keys the cache."""
+def _bundle(catalog_dir: Path, data_dir: Path | None, version: str) -> _Bundle:
+    """Load the catalogue in use (an imported version under ``data_dir``, else the folder's); ``version`` (its fingerprint)
+    keys the cache."""
     from weasyprint import CSS
     from weasyprint.text.fonts import FontConfiguration
 
     from bot.catalog.fetcher import SafeFetcher
 
     texts.catalogue.cache_clear()  # the catalogue's texts may have changed too
-    fetcher = SafeFetcher(catalog_dir, TEMPLATES_DIR)
+    catalogue = Store(catalog_dir, data_dir).current() if data_dir else load_catalogue(catalog_dir)
+    fetcher = SafeFetcher(catalog_dir, TEMPLATES_DIR, catalogue.root)
     fonts = FontConfiguration()
     stylesheet = catalog_dir / STYLESHEET  # a catalogue folder may bring its own template and stylesheet
     env = jinja2.Environment(
@@ -125,7 +131,7 @@ def _bundle(catalog_dir: Path, version: str) -> _Bundle:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     return _Bundle(
-        catalogue=load_catalogue(catalog_dir),
+        catalogue=catalogue,
         template=env.get_template(TEMPLATE),
         stylesheet=CSS(filename=str(stylesheet if stylesheet.is_file() else TEMPLATES_DIR / STYLESHEET), url_fetcher=fetcher,
                        font_config=fonts),
@@ -156,14 +162,26 @@ def _sections(request: CatalogRequest, catalogue: Catalogue) -> list[dict[str, A
     chosen = [c.id for c in catalogue.categories if c.id in request.categories]
     order = [*chosen, *(c.id for c in catalogue.categories if c.id not in chosen)]
     left = request.limit if request.limit is not None else len(catalogue.products)
+    if request.per_category:
+        left = min(left, request.per_category * max(2, len(chosen)))
     sections = []
     for category in order:
-        items: list[Product] = catalogue.in_category(category)[:left]
+        items: list[Product] = _pick(catalogue.in_category(category), request.per_category)[:left]
         left -= len(items)
         if items:
             sections.append({"category": catalogue.category(category), "products": items,
                              "other": bool(chosen) and category not in chosen})
     return sections
+
+
+def _pick(products: list[Product], cap: int | None) -> list[Product]:
+    """At most ``cap`` of a category's products, in catalogue order: хиты, новинки, then those in stock are kept first."""
+    if cap is None or len(products) <= cap:
+        return products
+    ranked = sorted(range(len(products)), key=lambda i: (not products[i].flagged("hit"), not products[i].flagged("new"),
+                                                         not products[i].in_stock, i))
+    kept = set(ranked[:cap])
+    return [product for i, product in enumerate(products) if i in kept]
 
 
 def _discounts(catalogue: Catalogue) -> dict[str, int]:
@@ -196,12 +214,12 @@ def _html(request: CatalogRequest, bundle: _Bundle) -> str:
     )
 
 
-def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
-    """Render the buyer's catalogue to A4 PDF bytes (synchronous; run it in a worker)."""
+def render_pdf(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> bytes:
+    """Render the buyer's catalogue to A4 PDF bytes (synchronous; run it in a worker); ``data_dir`` holds imported versions."""
     from weasyprint import HTML
 
     catalog_dir = catalog_dir.resolve()
-    bundle = _bundle(catalog_dir, fingerprint(catalog_dir))
+    bundle = _bundle(catalog_dir, data_dir, fingerprint(catalog_dir, data_dir))
     document = HTML(string=_html(request, bundle), base_url=catalog_dir.as_uri() + "/",
                     url_fetcher=bundle.fetcher)
     return document.write_pdf(stylesheets=[bundle.stylesheet], font_config=bundle.fonts)
@@ -222,11 +240,11 @@ def require_weasyprint() -> None:
         ) from None
 
 
-def _warm_worker(catalog_dir: Path) -> None:
+def _warm_worker(catalog_dir: Path, data_dir: Path | None) -> None:
     """Pool initializer: load the catalogue and render a one-product PDF, so imports,
     fonts and templates are ready before the first real render."""
     try:
-        render_pdf(CatalogRequest(limit=1), catalog_dir)
+        render_pdf(CatalogRequest(limit=1), catalog_dir, data_dir)
     except Exception:  # a broken catalogue must not break the pool; renders report it
         log.exception("catalogue worker warm-up failed")
 
@@ -236,9 +254,9 @@ def _worker_pid() -> int:
     return os.getpid()
 
 
-def _render_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) -> None:
+def _render_to_file(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None, target: Path) -> None:
     """Worker job: render and write ``target`` atomically (temp file + ``os.replace``)."""
-    pdf = render_pdf(request, catalog_dir)
+    pdf = render_pdf(request, catalog_dir, data_dir)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".pdf.tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -257,9 +275,10 @@ class CatalogRenderer:
     for memory), the pool is replaced and the render retried once.
     """
 
-    def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
+    def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2, *, data_dir: Path | None = None) -> None:
         require_weasyprint()
         self.catalog_dir = catalog_dir.resolve()
+        self.data_dir = data_dir
         self.cache_dir = cache_dir
         self.workers = workers
         self.rendered = 0
@@ -271,12 +290,12 @@ class CatalogRenderer:
         # "spawn": never fork a process that runs an event loop and threads
         return ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_warm_worker, initargs=(self.catalog_dir,),
+            initializer=_warm_worker, initargs=(self.catalog_dir, self.data_dir),
         )
 
     def path_for(self, request: CatalogRequest) -> Path:
         """Where the PDF for ``request`` is (or will be) cached."""
-        return self.cache_dir / f"{cache_key(request, self.catalog_dir)}.pdf"
+        return self.cache_dir / f"{cache_key(request, self.catalog_dir, self.data_dir)}.pdf"
 
     async def render(self, request: CatalogRequest) -> Path:
         """The cached PDF for ``request``, rendering it in the pool if needed."""
@@ -307,7 +326,7 @@ class CatalogRenderer:
     async def _run(self, pool: ProcessPoolExecutor, request: CatalogRequest,
                    target: Path) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(pool, _render_to_file, request, self.catalog_dir, target)
+        await loop.run_in_executor(pool, _render_to_file, request, self.catalog_dir, self.data_dir, target)
 
     async def warm_up(self) -> None:
         """Start every worker (each loads the catalogue and draws a tiny PDF)."""

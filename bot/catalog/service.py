@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from weakref import WeakValueDictionary
@@ -12,8 +13,10 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import FSInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.model import Catalogue, load_catalogue
-from bot.catalog.render import CatalogRenderer, CatalogRequest, fingerprint
+from bot.catalog.model import Catalogue
+from bot.catalog.render import CatalogRenderer, CatalogRequest
+from bot.catalog.pricelist import price_list
+from bot.catalog.store import Store, write_atomically
 from bot.db import renders
 from bot.messenger import unreachable_reason
 from bot.ports import Buyer, PriceRange, SendDocument
@@ -22,9 +25,9 @@ from bot.texts import t
 log = structlog.get_logger(__name__)
 
 
-def catalog_request(buyer: Buyer, catalogue: Catalogue) -> CatalogRequest:
+def catalog_request(buyer: Buyer, catalogue: Catalogue, per_category: int | None = None) -> CatalogRequest:
     """The personalisation of ``buyer``'s catalogue: their contact, and their quiz answers mapped to the catalogue's
-    categories and tier (``mapping.yaml``)."""
+    categories and tier (``mapping.yaml``); at most ``per_category`` products of each category."""
     interests = buyer.interests
     return CatalogRequest(
         name=" ".join(part for part in (buyer.first_name, buyer.last_name) if part),
@@ -33,29 +36,49 @@ def catalog_request(buyer: Buyer, catalogue: Catalogue) -> CatalogRequest:
         categories=catalogue.buyer_categories(interests),
         volume=catalogue.buyer_tier(interests),
         language=buyer.language,
+        per_category=per_category,
     )
 
 
 class Catalog:
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer, catalog_dir: Path) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer, store: Store,
+                 per_category: int | None = None) -> None:
         self.db = db
         self.renderer = renderer
-        self.catalog_dir = catalog_dir
+        self.store = store
+        self.per_category = per_category
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
-        self._loaded: tuple[str, Catalogue] | None = None
 
     def catalogue(self) -> Catalogue:
-        """The supplier's catalogue, read again when a file of its folder changed."""
-        stamp = fingerprint(self.catalog_dir)
-        if self._loaded is None or self._loaded[0] != stamp:
-            self._loaded = (stamp, load_catalogue(self.catalog_dir))
-        return self._loaded[1]
+        """The catalogue in use (the folder's, or the version last imported), read again when it changed."""
+        return self.store.current()
 
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s catalogue through ``send``: by ``file_id`` if this personalisation was uploaded
         before (once per personalisation, even when several buyers share it), else rendered and uploaded."""
-        request = catalog_request(buyer, self.catalogue())
-        key = self.renderer.path_for(request).stem
+        request = catalog_request(buyer, self.catalogue(), self.per_category)
+        return await self._deliver(self.renderer.path_for(request).stem, lambda: self.renderer.render(request),
+                                   t(buyer.language, "journey.catalog_filename"), send)
+
+    async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
+        """Send ``buyer`` the XLSX price list of the whole assortment at their tier (the first when unknown); one file per
+        catalogue version, tier and language, uploaded once."""
+        catalogue, lang = self.catalogue(), buyer.language
+        tier = catalogue.buyer_tier(buyer.interests) or catalogue.tiers[0].id
+        key = hashlib.sha256(f"xlsx\0{catalogue.version}\0{tier}\0{lang}".encode()).hexdigest()
+
+        async def build() -> Path:
+            target = self.renderer.cache_dir / f"{key}.xlsx"
+            if not target.exists():
+                write_atomically(target, await asyncio.to_thread(price_list, catalogue, tier, lang))
+            return target
+
+        supplier = catalogue.company["name"]
+        supplier = supplier.get(lang, supplier.get("ru")) if isinstance(supplier, dict) else supplier
+        return await self._deliver(key, build, t(lang, "catalog.price_list.filename", supplier=supplier), send)
+
+    async def _deliver(self, key: str, build: Callable[[], Awaitable[Path]], filename: str, send: SendDocument) -> Message:
+        """Send the file ``key`` by its ``file_id`` once uploaded, else ``build`` it and upload it (one at a time per key)."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
@@ -69,8 +92,8 @@ class Catalog:
                     if unreachable_reason(exc) is not None:
                         raise
                     log.warning("catalog.file_id_rejected", key=key, error=exc.message)
-            path = await self.renderer.render(request)
-            message = await send(FSInputFile(path, filename=t(buyer.language, "journey.catalog_filename")))
+            path = await build()
+            message = await send(FSInputFile(path, filename=filename))
             async with self.db.begin() as session:
                 await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
             return message
