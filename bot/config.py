@@ -20,8 +20,6 @@ PROJECT_DIR = PACKAGE_DIR.parent
 SAMPLES_DIR = PROJECT_DIR / "samples"
 DEFAULT_CATALOG_DIR = SAMPLES_DIR / "clothing"
 DEFAULT_QUIZ = DEFAULT_CATALOG_DIR / "quiz.yaml"
-#: The PDF catalogue's default template and stylesheet (a catalogue folder may bring its own).
-TEMPLATES_DIR = PROJECT_DIR / "catalog_templates"
 
 
 def refresh_seconds(value: str) -> int:

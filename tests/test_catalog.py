@@ -19,9 +19,9 @@ from pypdf import PdfReader
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
 from bot.catalog.model import load_catalogue, mapping_problems
 from bot.catalog.render import (
-    CATALOG_DIR, CatalogRenderer, CatalogRequest, _worker_pid, cache_key, render_pdf,
+    CATALOG_DIR, TEMPLATES_DIR, CatalogRenderer, CatalogRequest, _worker_pid, cache_key, render_pdf,
 )
-from bot.config import DEFAULT_QUIZ, TEMPLATES_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.quiz import load_quiz
 
 SKU = re.compile(r"\b[WMKSA]-\d{3}\b")

@@ -20,6 +20,7 @@ from bot.catalog.model import load_catalogue
 from bot.catalog.render import CATALOG_DIR, CatalogRequest, render_pdf
 from bot.catalog.store import Store
 from tests.test_catalog import pdf_text
+from tests.test_cli import optobot
 
 FEED = """<?xml version="1.0" encoding="UTF-8"?>
 <!DOCTYPE yml_catalog SYSTEM "shops.dtd">
@@ -270,3 +271,17 @@ async def test_pictures_from_urls_are_checked_and_revalidated(folder: Path, tmp_
 
 def test_the_sample_catalogue_still_loads_from_its_folder() -> None:
     assert len(load_catalogue(CATALOG_DIR).products) == 64
+
+
+def test_the_command_prints_the_report_and_one_line_errors(folder: Path, feed: Path, tmp_path: Path) -> None:
+    env = {"CATALOG_DIR": str(folder), "LOG_LEVEL": "WARNING"}
+    checked = optobot(tmp_path, "catalog", "import", str(feed), "--dry-run", **env)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("Проверка ") and "Отклонено (2):" in checked.stdout and not (tmp_path / "data" / "catalog" / "active.json").exists()
+    applied = optobot(tmp_path, "catalog", "import", str(feed), **env)
+    assert applied.returncode == 0 and applied.stdout.startswith("Каталог обновлён из ")
+    for argv, expected in ((["missing.xml"], "missing.xml: no such file"), ([str(feed), "--mapping", "nope.yaml"], "nope.yaml: no such file")):
+        failed = optobot(tmp_path, "catalog", "import", *argv, **env)
+        assert failed.returncode == 2 and failed.stderr.strip() == f"optobot: catalog import: {expected}" and not failed.stdout
+    refused = optobot(tmp_path, "catalog", "import", str(feed), **{**env, "CATALOG_DIR": str(CATALOG_DIR)})  # the feed lacks its categories
+    assert refused.returncode == 1 and refused.stdout.startswith("Импорт ") and "Traceback" not in refused.stderr

@@ -27,7 +27,7 @@ import jinja2
 from markupsafe import Markup
 
 from bot import texts
-from bot.config import DEFAULT_CATALOG_DIR, TEMPLATES_DIR, ConfigError
+from bot.config import DEFAULT_CATALOG_DIR, ConfigError
 from bot.catalog.model import Catalogue, Product, load_catalogue
 from bot.catalog.store import Store
 
@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 
 #: The default catalogue folder shipped with the project.
 CATALOG_DIR = DEFAULT_CATALOG_DIR
+#: The PDF's default template and stylesheet (a catalogue folder may bring its own).
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "catalog_templates"
 TEMPLATE = "catalog.html.j2"
 STYLESHEET = "catalog.css"
 #: Files outside the catalogue folder whose edits change the PDF (the code, its texts, the default templates).

@@ -178,8 +178,10 @@ def _field(key: str, value: Any) -> Any:
         return unit_id(value)
     if key == "flags":
         return flags_of(value)
-    if key in ("variants", "pictures"):
-        return split_list(value) if key == "variants" else [p for p in re.split(r"[\s,;]+", str(value or "")) if p]
+    if key == "variants":
+        return split_list(value)
+    if key == "pictures":
+        return [p for p in re.split(r"[\s,;]+", str(value or "")) if p]
     if key == "available":
         return fold(str(value)) not in ("0", "нет", "no", "false", "под заказ")
     return str(value).strip() if value is not None else ""
