@@ -14,9 +14,9 @@ from aiohttp import web
 
 from bot.analytics.router import create_router as analytics_router
 from bot.analytics.service import Analytics
-from bot.catalog.render import CatalogRenderer
-from bot.catalog.model import CatalogError, mapping_problems
 from bot.catalog.imports import Imports
+from bot.catalog.model import CatalogError, mapping_problems
+from bot.catalog.render import CatalogRenderer
 from bot.catalog.router import create_router as catalog_router
 from bot.catalog.service import Catalog
 from bot.catalog.store import Store
@@ -154,7 +154,7 @@ class App:
         except TelegramAPIError as exc:
             raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
-        await self.renderer.warm_up()
+        await self.renderer.warm_up(self.settings.render_warm)
         await self.crm.start()
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")

@@ -17,8 +17,9 @@ from PIL import Image
 
 from bot.catalog.importer import APPLIED, DRY_RUN, PENDING, REFUSED, Report, read_mapping, run_import
 from bot.catalog.model import load_catalogue
-from bot.catalog.render import CATALOG_DIR, CatalogRequest, render_pdf
+from bot.catalog.render import CatalogRequest, render_pdf
 from bot.catalog.store import Store
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from tests.test_catalog import pdf_text
 from tests.test_cli import optobot
 

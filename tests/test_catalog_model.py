@@ -12,7 +12,8 @@ import yaml
 
 from bot.app import App
 from bot.catalog.model import CatalogError, build, load_catalogue, mapping_problems
-from bot.catalog.render import CATALOG_DIR, CatalogRenderer, CatalogRequest, _sections
+from bot.catalog.render import CatalogRenderer, CatalogRequest, _sections
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.config import DEFAULT_QUIZ
 from bot.logs import setup_logging
 from bot.quiz import load_quiz

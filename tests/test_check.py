@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bot.catalog.render import CATALOG_DIR
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import REDIS_URL, SECRET, TOKEN
