@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: str = Field(default="text", pattern="^(text|json)$", alias="LOG_FORMAT")
 
     amocrm_base_url: str | None = Field(default=None, alias="AMOCRM_BASE_URL")
     amocrm_access_token: SecretStr | None = Field(default=None, alias="AMOCRM_ACCESS_TOKEN")
