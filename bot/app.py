@@ -26,9 +26,9 @@ from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.inbox import Inbox
 from bot.loops import Worker
 from bot.messenger import Messenger
-from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
@@ -90,8 +90,6 @@ class App:
             *self.crm.routes,
         ]
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
-        self.order = PerChatOrder()
-        self.dp.update.outer_middleware(self.order)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
@@ -99,6 +97,8 @@ class App:
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
+        self.inbox = Inbox(self.db, self.dp, self.bot)
+        self.workers.append(self.inbox.replay.run)
         self.bot_username = ""
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
@@ -138,7 +138,7 @@ class App:
     def web_app(self) -> web.Application:
         routes = self.routes
         if self.settings.public_url:
-            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.telegram_secret_token))]
         return create_web_app(self.webhook_secret, routes)
 
     @property
@@ -166,12 +166,11 @@ class App:
                 await stop.wait()
             else:
                 await self.bot.delete_webhook()
-                polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
+                polling = asyncio.create_task(self.inbox.poll(stop))
                 self.ready.set()
-                await stop.wait()
-                await self.dp.stop_polling()
                 await polling
-            await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
+            with contextlib.suppress(TimeoutError):  # what is left unfinished is taken over after a restart
+                await asyncio.wait_for(self.inbox.idle(), timeout=30)  # let in-flight updates finish
         finally:
             stop_workers.set()
             if self._tasks:

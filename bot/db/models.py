@@ -162,3 +162,21 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TgUpdate(Base):
+    """A Telegram update as it arrived (the durable inbox): stored before Telegram is told it arrived,
+    handed to one instance at a time by a lease, marked handled once its handler has run (:mod:`bot.inbox`)."""
+
+    __tablename__ = "tg_updates"
+    __table_args__ = (Index("ix_tg_updates_handled_at_lease_until", "handled_at", "lease_until"),)
+
+    update_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    chat_id: Mapped[int | None]  # the lane: one chat's updates are handled one at a time, in update_id order
+    raw: Mapped[str] = mapped_column(Text)  # the update as JSON
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # times an instance took it to handle
+    error: Mapped[str | None] = mapped_column(Text)  # the last handler failure
+    owner: Mapped[str | None] = mapped_column(String(32))  # the instance holding the lease
+    lease_until: Mapped[datetime | None]
