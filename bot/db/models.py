@@ -32,6 +32,9 @@ class Lead(Base):
     last_name: Mapped[str | None] = mapped_column(String(128))
     company: Mapped[str | None] = mapped_column(String(256))
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The phone is only what the buyer typed in the bot (not a website quiz's, nor their own shared contact):
+    # it never links them to a website quiz, and a website quiz is never filed under it.
+    phone_typed: Mapped[bool] = mapped_column(default=False)
     email: Mapped[str | None] = mapped_column(String(256))
     language: Mapped[str] = mapped_column(String(8), default="ru")
     # Normalised quiz answers: {"category": ["shoes"], "volume": "100to300k", "channel": "...", "city": "Казань"}

@@ -239,7 +239,7 @@ class JourneyService:
             elif step == "test" and text:
                 reply = await self._test_field(session, lead, text)
             elif step == "phone" and text:
-                reply = await self._phone(session, lead, text)
+                reply = await self._phone(session, lead, text, typed=True)
             else:
                 reply = None
                 if lead.awaiting_reply_since is None:
@@ -260,20 +260,22 @@ class JourneyService:
             if message.contact_user_id != visitor.tg_user_id:
                 reply = self.replies.phone_not_own
             else:
-                reply = await self._phone(session, lead, message.contact_phone)
+                reply = await self._phone(session, lead, message.contact_phone, typed=False)
         await self._say(lead, reply)
         if self.relay is not None:  # managers see shared contacts too
             await self.relay.forward(lead, message)
 
-    async def _phone(self, session: AsyncSession, lead: Lead, raw: str) -> Reply:
+    async def _phone(self, session: AsyncSession, lead: Lead, raw: str, *, typed: bool) -> Reply:
+        """A phone the buyer shared (their own contact) or ``typed``. Only a shared contact links the website quiz
+        with that phone: anyone can type anyone's number, so a typed one is kept as what the buyer told us."""
         phone = normalise_phone(raw)
         if phone is None:
             return self.replies.phone_invalid
         if lead.flow.get("step") == "test" and lead.flow.get("field") == "phone":
-            return await self._test_field(session, lead, phone)
-        lead.phone = phone
-        await self.journal.event(session, lead, PHONE_SHARED, phone=phone)
-        if not lead.interests.get("category"):
+            return await self._test_field(session, lead, phone, typed=typed)
+        lead.phone, lead.phone_typed = phone, typed
+        await self.journal.event(session, lead, PHONE_SHARED, phone=phone, typed=typed)
+        if not typed and not lead.interests.get("category"):
             submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
             if submission is not None:
                 await self._link(session, Visitor(lead.tg_user_id), lead, submission)
@@ -333,8 +335,9 @@ class JourneyService:
         await self.messenger.send_text(lead, t(lead.language, "journey.test_offer"), reply_markup=keyboards.test_offer(lead.language))
 
     # ---------------------------------------------------------- test batch
-    async def _test_field(self, session: AsyncSession, lead: Lead, value: str) -> Reply:
-        """Store one field of the test-batch form; ask the next missing one or record the request."""
+    async def _test_field(self, session: AsyncSession, lead: Lead, value: str, *, typed: bool = True) -> Reply:
+        """Store one field of the test-batch form; ask the next missing one or record the request (a phone is
+        ``typed`` unless it came as the buyer's own contact)."""
         data = dict(lead.flow.get("data", {}))
         field_name = lead.flow.get("field")
         if field_name == "phone":
@@ -342,6 +345,7 @@ class JourneyService:
             if phone is None:
                 return self.replies.phone_invalid
             lead.phone = data["phone"] = phone
+            lead.phone_typed = typed
         else:
             data[field_name] = value[:1000]
         city = data.get("city") or lead.interests.get("city")
