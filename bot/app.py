@@ -32,6 +32,7 @@ from bot.messenger import Messenger
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
+from bot.sender import Sender
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
 from bot.web import Handler, create_web_app
@@ -65,7 +66,8 @@ class App:
         self.bot = bot or create_bot(token, settings.telegram_api_url)
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
-        self.messenger = Messenger(self.bot, self.db, self.journal)
+        self.sender = Sender(self.bot, self.db, retry_for=settings.send_retry_for)
+        self.messenger = Messenger(self.bot, self.db, self.journal, self.sender)
         self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
@@ -75,7 +77,7 @@ class App:
         )
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
         self.journal.subscribe(self.crm.writer)
-        self.workers: list[Worker] = [*self.crm.workers]
+        self.workers: list[Worker] = [*self.crm.workers, self.sender.resume.run]
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
@@ -171,6 +173,7 @@ class App:
                 await polling
             with contextlib.suppress(TimeoutError):  # what is left unfinished is taken over after a restart
                 await asyncio.wait_for(self.inbox.idle(), timeout=30)  # let in-flight updates finish
+                await asyncio.wait_for(self.sender.flushed(), timeout=5)
         finally:
             stop_workers.set()
             if self._tasks:

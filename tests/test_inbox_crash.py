@@ -14,7 +14,7 @@ from sqlalchemy import select
 from bot.catalog.render import CatalogRenderer
 from bot.config import PROJECT_DIR
 from bot.db import updates
-from bot.db.models import Lead, Message
+from bot.db.models import Lead, Message, TgSend
 from bot.db.session import open_database
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
@@ -100,3 +100,35 @@ async def test_a_killed_service_loses_no_update_and_greets_nobody_twice(
         assert greeted <= 1, (buyer.id, greeted)
         if greeted:
             assert buyer.id in leads and leads[buyer.id].greeted_at is not None, buyer.id
+
+
+async def test_a_greeting_waiting_out_an_outage_is_sent_after_a_restart(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer) -> None:
+    buyer = Buyer(sandbox, user_id=7500, first_name="Анна")
+    env = {**os.environ, "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "DATABASE_URL": database_url,
+           "DATA_DIR": str(tmp_path / "first"), "HTTP_PORT": "0", "WEBHOOK_SECRET": SECRET, "RENDER_WORKERS": "1",
+           "REPORT_SCHEDULE": "off", "LOG_LEVEL": "ERROR", "PYTHONPATH": str(PROJECT_DIR)}
+    env.pop("PUBLIC_URL", None)
+    sandbox.outage("sendMessage", seconds=600)  # Telegram answers 502 to every sendMessage
+    service = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        buyer.send("/start")
+
+        async def refused_twice() -> bool:
+            assert service.returncode is None, "optobot run exited"
+            return sum(call.method == "sendMessage" and not call.ok for call in sandbox.calls) >= 2
+
+        await until(refused_twice, 120, "the service to try the greeting through the outage")
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        await service.wait()
+    sandbox.outage("sendMessage", seconds=0)  # Telegram is back
+
+    async with running(make_settings(sandbox, database_url, tmp_path / "second"), renderer) as app:
+        await buyer.replies(2, timeout=60)  # taken over once the dead instance's lease ran out
+        await app.sender.flushed()
+        async with app.db() as session:
+            states = (await session.execute(select(TgSend.state))).scalars().all()
+            lead = (await session.execute(select(Lead))).scalar_one()
+    assert greetings(sandbox, buyer.id) == 1 and states == ["sent", "sent"]
+    assert lead.greeted_at is not None and len(sandbox.messages(buyer.id, from_bot=True)) == 2

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.db.base import Base, utcnow
+from bot.db.base import Base, JSONType, utcnow
 
 # How a lead first reached the bot (``Lead.arrival``): the website quiz and its personal link, an ad
 # deep link with UTM-style payload, a website quiz found by the phone shared in the bot, or /start alone.
@@ -183,3 +183,31 @@ class TgUpdate(Base):
     error: Mapped[str | None] = mapped_column(Text)  # the last handler failure
     owner: Mapped[str | None] = mapped_column(String(32))  # the instance holding the lease
     lease_until: Mapped[datetime | None]
+
+
+class TgSend(Base):
+    """A message to a buyer that must outlive a Telegram outage or a restart (the send outbox, :mod:`bot.sender`).
+
+    ``state``: ``sending`` (may be in flight), ``waiting`` (the last try surely failed; next at ``not_before``),
+    ``sent``, ``failed`` (refused for good, or the retry window ran out) or ``unknown`` (in flight when its
+    instance died, of a kind that is not repeated then)."""
+
+    __tablename__ = "tg_sends"
+    __table_args__ = (Index("ix_tg_sends_state_lease_until", "state", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # greeting | catalogue | relay | service (bot.sender.REPEATED_WHEN_UNKNOWN)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    chat_id: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    reply_markup: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    state: Mapped[str] = mapped_column(String(8), default="sending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    not_before: Mapped[datetime | None]
+    deadline: Mapped[datetime]  # retried until then (SEND_RETRY_FOR after it was created)
+    owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    tg_message_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]

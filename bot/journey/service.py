@@ -33,6 +33,7 @@ from bot.journey.keyboards import DONE, quiz_options
 from bot.journey.replies import Replies, Reply
 from bot.inbound import Inbound, Visitor
 from bot.messenger import Messenger
+from bot.sender import GREETING as GREETING_SEND, Outgoing
 from bot.phones import normalise_phone
 from bot.ports import BuyerRelay, Catalog
 from bot.quiz import Question, Quiz
@@ -90,9 +91,9 @@ class JourneyService:
             )
         return lead
 
-    async def _say(self, lead: Lead, reply: Reply, *, log: bool = True) -> list[Message]:
-        """Send what a step decided; ``log=False`` leaves logging to the caller's transaction."""
-        return [await self.messenger.send_text(lead, text, reply_markup=markup, log=log) for text, markup in reply(lead)]
+    async def _say(self, lead: Lead, reply: Reply) -> list[Message]:
+        """Send what a step decided (through the send outbox), logged."""
+        return await self.messenger.say(lead, reply(lead))
 
     # ------------------------------------------------------------- arrival
     async def start(self, visitor: Visitor, message: Inbound, payload: str | None) -> None:
@@ -103,8 +104,8 @@ class JourneyService:
         a lead, and an update handled again after a crash finds its visit recorded and greets nobody twice.
         """
         began = time.perf_counter()
-        lead, reply, first = await self._record_start(visitor, message, payload)
-        sent = await self._say(lead, reply, log=False)
+        lead, staged, first = await self._record_start(visitor, message, payload)
+        sent = await self.messenger.deliver(lead, staged, log=False)
         reply_ms = round((time.perf_counter() - began) * 1000)
         async with self.db.begin() as session:
             for out in sent:
@@ -121,9 +122,9 @@ class JourneyService:
             lead.flow = {"step": "quiz", "index": 0, "picked": []}
         return "cold_intro", partial(self.replies.cold_intro, returning=returning)
 
-    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None) -> tuple[Lead, Reply, bool]:
-        """Record a ``/start``: claim the token, create or merge the lead, log the message; the lead, what to
-        answer, and whether this is the buyer's first greeting."""
+    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None) -> tuple[Lead, list[Outgoing], bool]:
+        """Record a ``/start``: claim the token, create or merge the lead, log the message, record the answer in the
+        send outbox; the lead, the answer to send, and whether this is the buyer's first greeting."""
         async with self.db.begin(urgent=True) as session:
             known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
             returning = bool(known and known.greeted_at)
@@ -149,7 +150,8 @@ class JourneyService:
             if first:
                 lead.greeted_at = utcnow()
                 await self.journal.event(session, lead, GREETED, reply=greeting)
-        return lead, reply, first
+            staged = await self.messenger.stage(session, lead, reply(lead), kind=GREETING_SEND)
+        return lead, staged, first
 
     async def _valid_submission(self, session: AsyncSession, visitor: Visitor, payload: str | None) -> QuizSubmission | None:
         """The website quiz behind a start token, if the token is valid for this user."""
