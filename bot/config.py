@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./data"), alias="DATA_DIR")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     render_workers: int = Field(default=2, ge=1, le=32, alias="RENDER_WORKERS")
+    render_warm: int = Field(default=1, ge=0, le=32, alias="RENDER_WARM")
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
     send_retry_for: float = Field(default=600, gt=0, le=86400, alias="SEND_RETRY_FOR")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
