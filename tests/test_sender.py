@@ -16,9 +16,20 @@ from tests.buyer import Buyer
 from tests.conftest import make_settings, running
 
 BUYERS = 20
-OUTAGE = 3.0  # seconds; the retry window is the real one (SEND_RETRY_FOR, 10 minutes), only the outage is short
-OUTAGES = {502: OUTAGE, 429: OUTAGE}
 GREETING = "Я помощник оптового отдела"
+# The outage lasts until every buyer's greeting was refused at least once (seconds under a quiet machine): the retry
+# window is the real one (SEND_RETRY_FOR, 10 minutes), only the outage is shorter than the issue's 30 s.
+
+
+async def until(condition, what: str, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+def refused(sandbox: TelegramSandbox, user_id: int) -> bool:
+    return any(call.method == "sendMessage" and not call.ok and call.chat_id == user_id for call in sandbox.calls)
 
 
 def greeted(sandbox: TelegramSandbox, user_id: int) -> int:
@@ -30,22 +41,21 @@ async def test_every_greeting_is_delivered_once_after_an_outage(
         sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, error_code: int) -> None:
     buyers = [Buyer(sandbox, user_id=9000 + index, first_name=f"Покупатель{index}") for index in range(BUYERS)]
     async with running(make_settings(sandbox, database_url, tmp_path), renderer) as app:
-        sandbox.outage("sendMessage", seconds=OUTAGES[error_code], error_code=error_code, retry_after=1 if error_code == 429 else None)
+        sandbox.outage("sendMessage", seconds=600, error_code=error_code, retry_after=1 if error_code == 429 else None)
         for buyer in buyers:
             buyer.send("/start")
+        await until(lambda: all(refused(sandbox, buyer.id) for buyer in buyers), "every greeting to be refused once")
+        sandbox.outage("sendMessage", seconds=0)  # Telegram is back
         for buyer in buyers:
             await buyer.replies(2, timeout=60)  # the intro and the first question, once the outage is over
         await app.inbox.idle()
         await app.sender.flushed()
         async with app.db() as session:
             rows = (await session.execute(select(TgSend))).scalars().all()
-            first_reply_ms = (await session.execute(select(Lead.first_reply_ms))).scalars().all()
-    refused = [call for call in sandbox.calls if call.method == "sendMessage" and not call.ok]
-    assert refused and {call.error_code for call in refused} == {error_code}  # the outage was real
+    assert {call.error_code for call in sandbox.calls if call.method == "sendMessage" and not call.ok} == {error_code}
     assert {buyer.id: greeted(sandbox, buyer.id) for buyer in buyers} == {buyer.id: 1 for buyer in buyers}
     assert {row.state for row in rows} == {"sent"} and len(rows) == 2 * BUYERS
-    assert max(row.attempts for row in rows) > 1
-    assert min(first_reply_ms) >= OUTAGES[error_code] * 1000 * 0.9  # the buyers' first reply time includes the outage
+    assert {row.chat_id for row in rows if row.attempts > 1} == {buyer.id for buyer in buyers}  # each retried
     if error_code == 429:  # waited out for exactly retry_after: no call of a chat came sooner than 1 s after its 429
         for buyer in buyers:
             calls = [call for call in sandbox.calls if call.method == "sendMessage" and call.chat_id == buyer.id]
@@ -57,7 +67,7 @@ async def test_every_greeting_is_delivered_once_after_an_outage(
 async def test_a_greeting_is_given_up_after_send_retry_for(
         sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
     async with running(make_settings(sandbox, database_url, tmp_path, SEND_RETRY_FOR=1.5), renderer) as app:
-        sandbox.outage("sendMessage", seconds=OUTAGE)
+        sandbox.outage("sendMessage", seconds=60)  # longer than the window; ended once the greeting is given up
         buyer.send("/start")
 
         async def given_up() -> bool:
@@ -68,6 +78,7 @@ async def test_a_greeting_is_given_up_after_send_retry_for(
         while not await given_up():
             assert asyncio.get_running_loop().time() < deadline, "the greeting was never given up"
             await asyncio.sleep(0.1)
+        sandbox.outage("sendMessage", seconds=0)
         await app.inbox.idle()
         async with app.db() as session:
             row = (await session.execute(select(TgSend).order_by(TgSend.id))).scalars().first()
