@@ -71,7 +71,7 @@ async def test_a_killed_service_loses_no_update_and_greets_nobody_twice(
         async def handed_over() -> bool:
             return sandbox.pending_updates == 0
 
-        await until(handed_over, 60, "the service to take every update")
+        await until(handed_over, 120, "the service to take every update")
     finally:
         os.killpg(service.pid, signal.SIGKILL)
         await service.wait()
@@ -86,7 +86,7 @@ async def test_a_killed_service_loses_no_update_and_greets_nobody_twice(
             async with app.db() as session:
                 return await updates.unhandled(session) == 0
 
-        await until(all_handled, 60, "the restarted service to handle what was left")
+        await until(all_handled, 240, "the restarted service to handle what was left")
         await app.inbox.idle()
         async with app.db() as session:
             logged = (await session.execute(select(Message.tg_chat_id, Message.tg_message_id).where(Message.direction == "in"))).all()
@@ -125,7 +125,7 @@ async def test_a_greeting_waiting_out_an_outage_is_sent_after_a_restart(
     sandbox.outage("sendMessage", seconds=0)  # Telegram is back
 
     async with running(make_settings(sandbox, database_url, tmp_path / "second"), renderer) as app:
-        await buyer.replies(2, timeout=60)  # taken over once the dead instance's lease ran out
+        await buyer.replies(2, timeout=120)  # taken over once the dead instance's lease ran out
         await app.sender.flushed()
         async with app.db() as session:
             states = (await session.execute(select(TgSend.state))).scalars().all()

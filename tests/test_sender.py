@@ -47,7 +47,7 @@ async def test_every_greeting_is_delivered_once_after_an_outage(
         await until(lambda: all(refused(sandbox, buyer.id) for buyer in buyers), "every greeting to be refused once")
         sandbox.outage("sendMessage", seconds=0)  # Telegram is back
         for buyer in buyers:
-            await buyer.replies(2, timeout=60)  # the intro and the first question, once the outage is over
+            await buyer.replies(2, timeout=120)  # the intro and the first question, once the outage is over
         await app.inbox.idle()
         await app.sender.flushed()
         async with app.db() as session:
