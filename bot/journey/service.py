@@ -17,7 +17,7 @@ from aiogram.enums import ChatAction
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import keyboards
+from bot import keyboards, metrics
 from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
@@ -106,7 +106,9 @@ class JourneyService:
         began = time.perf_counter()
         lead, staged, first = await self._record_start(visitor, message, payload)
         sent = await self.messenger.deliver(lead, staged, log=False)
-        reply_ms = round((time.perf_counter() - began) * 1000)
+        replied = time.perf_counter() - began
+        metrics.GREETING.observe(replied)
+        reply_ms = round(replied * 1000)
         async with self.db.begin() as session:
             for out in sent:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
