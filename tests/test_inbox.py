@@ -6,12 +6,13 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from bot.catalog.render import CatalogRenderer
 from bot.db.models import Message, TgUpdate
 from bot.sandbox.telegram import TelegramSandbox
-from tests.conftest import make_settings, running
+from tests.conftest import REDIS_URL, make_settings, running
 from tests.test_webhook_mode import free_port
 
 
@@ -22,11 +23,12 @@ def start_update(update_id: int, user_id: int) -> dict[str, object]:
         "entities": [{"type": "bot_command", "offset": 0, "length": 6}]}}
 
 
+@pytest.mark.redis  # several instances on one database share Redis (bot.instances)
 async def test_an_update_delivered_to_two_instances_is_handled_once(
         sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer) -> None:
     ports = [free_port(), free_port()]
-    settings = [make_settings(sandbox, database_url, tmp_path / str(port), HTTP_PORT=port, PUBLIC_URL=f"http://127.0.0.1:{port}")
-                for port in ports]
+    settings = [make_settings(sandbox, database_url, tmp_path / str(port), HTTP_PORT=port, PUBLIC_URL=f"http://127.0.0.1:{port}",
+                              REDIS_URL=REDIS_URL) for port in ports]
     users = list(range(8100, 8110))
     for user in users:
         sandbox.add_user(user, "Ann", started=True)
