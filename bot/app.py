@@ -14,8 +14,12 @@ from aiohttp import web
 
 from bot.analytics.router import create_router as analytics_router
 from bot.analytics.service import Analytics
+from bot.catalog.imports import Imports
+from bot.catalog.model import CatalogError, mapping_problems
 from bot.catalog.render import CatalogRenderer
+from bot.catalog.router import create_router as catalog_router
 from bot.catalog.service import Catalog
+from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
@@ -29,16 +33,17 @@ from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.inbox import Inbox
 from bot.loops import Worker
 from bot.messenger import Messenger
 from bot.ops import Ops
-from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
+from bot.sender import Sender
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
-from bot.texts import LANGUAGES
+from bot.texts import LANGUAGES, t
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
@@ -77,9 +82,19 @@ class App:
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
         self.bot = bot or create_bot(token, settings.telegram_api_url)
         self._owns_renderer = renderer is None
-        self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
-        self.messenger = Messenger(self.bot, self.db, self.journal)
-        self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
+        self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers,
+                                                    data_dir=settings.data_dir)
+        self.sender = Sender(self.bot, self.db, retry_for=settings.send_retry_for)
+        self.messenger = Messenger(self.bot, self.db, self.journal, self.sender)
+        store = Store(settings.catalog_dir, settings.data_dir)
+        self.catalog = Catalog(self.db, self.renderer, store, settings.catalog_max_per_category)
+        self.imports = Imports(settings, self.db, store, self.tell_admins)
+        try:
+            catalogue = self.catalog.catalogue()
+        except CatalogError as exc:
+            raise ConfigError(f"optobot: CATALOG_DIR: {exc}") from None
+        for problem in mapping_problems(catalogue, self.quiz):  # reported at start; `optobot check` fails on them
+            log.warning("catalog.mapping", problem=problem)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
@@ -91,7 +106,7 @@ class App:
         self.workers: list[Worker] = [*self.crm.workers]
         if settings.catalog_prerender:
             languages = (settings.default_language, *(lang for lang in LANGUAGES if lang != settings.default_language))
-            self.workers.append(lambda stop: self.renderer.prerender(stop, languages))
+            self.workers.append(lambda stop: self.renderer.prerender(stop, languages, settings.catalog_max_per_category))
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
@@ -104,27 +119,37 @@ class App:
         self.workers += self.broadcasts.workers
         self.analytics = Analytics(settings, self.db, self.quiz, bot=self.bot, managers=self.manager_names)
         self.workers += self.analytics.workers
+        self.workers += self.imports.workers
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
         ]
         self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
-        self.order = PerChatOrder()
-        self.dp.update.outer_middleware(self.order)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
         self.dp["followups"] = self.followups
+        self.dp["imports"] = self.imports
         self.dp.include_router(analytics_router())  # admin commands, before the relay and the journey
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
+        self.dp.include_router(catalog_router())  # an admin's price list, after the broadcast wizard (it takes documents)
         self.dp.include_router(followups_router())  # before the relay and the journey (a reply to the survey)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
+        self.inbox = Inbox(self.db, self.dp, self.bot)
         self.bot_username = ""
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def tell_admins(self, text: str) -> None:
+        """A notice (e.g. a catalogue refresh that was not applied) to every admin; one who can't be reached is logged."""
+        for admin in sorted(self.settings.admin_ids):
+            try:
+                await self.bot.send_message(admin, t(self.settings.default_language, "catalog_import.report", text=text)[:4000])
+            except TelegramAPIError as exc:
+                log.warning("admin.unreachable", admin=admin, error=str(exc))
 
     def manager_names(self) -> dict[int, str]:
         """amoCRM user → name of the managers in the operators file (for analytics)."""
@@ -163,12 +188,14 @@ class App:
             return create_web_app(self.webhook_secret, self.ops.routes)
         routes = [*self.ops.routes, *self.routes]
         if self.settings.public_url:
-            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.telegram_secret_token))]
         return create_web_app(self.webhook_secret, routes)
 
     def background(self) -> list[Worker]:
-        """What runs in the background in this role: the heartbeat, and the workers unless ``web``."""
-        return [self.presence.run, *(self.workers if self.role != "web" else [])]
+        """What runs in the background in this role: the heartbeat and the send outbox's resume loop (every role
+        sends to buyers), the inbox's take-over unless ``worker``, and the workers unless ``web``."""
+        return [self.presence.run, self.sender.resume.run, *([self.inbox.replay.run] if self.role != "worker" else []),
+                *(self.workers if self.role != "web" else [])]
 
     @property
     def telegram_secret_token(self) -> str:
@@ -195,7 +222,7 @@ class App:
                 )
             elif self.role != "worker":
                 await self.bot.delete_webhook()
-                polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
+                polling = asyncio.create_task(self.inbox.poll(stop))
             self.ready.set()
             await stop.wait()
         finally:
@@ -210,10 +237,10 @@ class App:
         stop_workers.set()
         log.info("app.stopping", role=self.role)
         if polling is not None:
-            await self.dp.stop_polling()
-            await polling
+            await polling  # ends with ``stop``: what it fetched last is stored, not yet confirmed
         try:
-            await asyncio.wait_for(self.order.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+            await asyncio.wait_for(self.inbox.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+            await asyncio.wait_for(self.sender.flushed(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
         except TimeoutError:
             log.warning("app.stop_timeout", waiting="updates under way")
         if self._tasks:
