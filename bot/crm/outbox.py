@@ -73,8 +73,9 @@ class OutboxWriter:
     """The journal subscriber: one event or message → the outbox items the configuration asks for."""
 
     def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None,
-                 hours: WorkingHours = ALWAYS) -> None:
+                 hours: WorkingHours = ALWAYS, *, message_notes: bool = True) -> None:
         self.config = config
+        self.message_notes = message_notes  # off: the conversation reaches amoCRM as its chat, not as notes
         self.composer = composer
         self.clock = clock
         self.wake = wake
@@ -102,7 +103,7 @@ class OutboxWriter:
     async def _items(self, session: AsyncSession, lead: Lead, record: Record, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
         """(op, key, payload) of what the configuration asks for this record."""
         if isinstance(record, Message):
-            return [(NOTE, "message", {"text": self.composer.message_note(record)})]
+            return [(NOTE, "message", {"text": self.composer.message_note(record)})] if self.message_notes else []
         merged = record.kind == LEAD_MERGED
         if merged:
             await adopt(session, record.data["from_lead_id"], lead.id)

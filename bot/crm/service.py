@@ -69,7 +69,7 @@ class CrmSync:
         self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
         self.wakeup = asyncio.Event()
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours)
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours, message_notes=settings.message_notes)
         self.journal = journal
         self.db = db
         self.workers: list[Worker] = []

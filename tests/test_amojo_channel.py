@@ -1,0 +1,112 @@
+"""The Chats API channel: signed requests against the sandbox (which refuses what amoCRM refuses), connect / disconnect."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from bot.crm import channel, cli, store
+from bot.crm.amojo import AmojoClient, ChannelRefused, encode, request_signature, signed_headers
+from bot.crm.config import ClientTuning
+from bot.ratelimit import Window
+from bot.sandbox.amocrm import AmoSandbox
+from tests.crm_support import amocrm, crm_settings, db, make_env  # noqa: F401  (fixtures)
+
+TUNING = ClientTuning(attempts=2, wait=0.001, wait_max=0.002, timeout=5)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=5) as client:
+        yield client
+
+
+def channel_settings(sandbox: AmoSandbox, database_url: str, secret: str | None = None):  # type: ignore[no-untyped-def]
+    registered = sandbox.chats.register_channel("http://127.0.0.1:9/webhooks/amojo/:scope_id")
+    return crm_settings(sandbox, database_url, AMOCRM_CHANNEL_ID=registered.id, AMOCRM_CHANNEL_SECRET=secret or registered.secret,
+                        AMOCRM_CHANNEL_CODE=registered.code, AMOJO_BASE_URL=sandbox.base_url)
+
+
+def test_the_signature_is_the_documented_hmac() -> None:
+    now = datetime(2026, 11, 30, 11, 0, tzinfo=timezone.utc)
+    body = encode({"account_id": "a", "title": "Т"})
+    headers = signed_headers("s3cret", "post", "/v2/origin/custom/ch/connect", body, now)
+    assert headers["Date"] == "Mon, 30 Nov 2026 11:00:00 +0000"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Content-MD5"] == hashlib.md5(body).hexdigest()
+    import hmac
+    text = f"POST\n{headers['Content-MD5']}\napplication/json\n{headers['Date']}\n/v2/origin/custom/ch/connect"
+    assert headers["X-Signature"] == hmac.new(b"s3cret", text.encode(), hashlib.sha1).hexdigest()
+    assert signed_headers("s3cret", "GET", "/x", b"", now)["Content-MD5"] == hashlib.md5(b"").hexdigest()
+    assert request_signature("s3cret", "post", "m", "application/json", "d", "/p") == request_signature("s3cret", "POST", "m", "application/json", "d", "/p")
+
+
+async def test_connect_stores_the_scope_and_disconnect_forgets_it(db, database_url, amocrm, capsys) -> None:  # noqa: F811
+    settings = channel_settings(amocrm, database_url)
+    assert await cli.connect_channel(settings, argparse.Namespace(title="Telegram")) == 0
+    async with db() as session:
+        stored = await channel.connected(session)
+    assert stored is not None and stored["amojo_id"] == amocrm.chats.amojo_id
+    assert stored["scope_id"] in amocrm.chats.scopes
+    out = capsys.readouterr().out
+    assert f"/webhooks/amojo/{stored['scope_id']}" in out and settings.amocrm_channel_secret.get_secret_value() not in out
+    assert amocrm.count(path="/api/v4/account") == 1
+
+    assert await cli.disconnect_channel(settings, argparse.Namespace()) == 0
+    async with db() as session:
+        assert await channel.connected(session) is None and await store.read(session, store.CHANNEL) == {}
+    assert not amocrm.chats.scopes
+
+
+async def test_a_wrong_secret_is_refused_and_nothing_is_stored(db, database_url, amocrm, capsys) -> None:  # noqa: F811
+    settings = channel_settings(amocrm, database_url, secret="not-the-channel-secret")
+    assert await cli.connect_channel(settings, argparse.Namespace(title="Telegram")) == 1
+    assert "INVALID_SIGNATURE" in capsys.readouterr().out and amocrm.chats.refused == 1
+    async with db() as session:
+        assert await channel.connected(session) is None
+
+
+@pytest.mark.parametrize("tamper, refusal", [
+    ("md5", "INVALID_CONTENT_MD5"), ("signature", "INVALID_SIGNATURE"), ("date", "SIGNATURE_EXPIRED"), ("type", "INVALID_CONTENT_TYPE"),
+])
+async def test_the_sandbox_refuses_a_request_amocrm_would_refuse(amocrm, http, tamper: str, refusal: str) -> None:  # noqa: F811
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    path = f"/v2/origin/custom/{registered.id}/connect"
+    body = encode({"account_id": amocrm.chats.amojo_id, "title": "Telegram", "hook_api_version": "v2"})
+    when = datetime.now(timezone.utc) - (timedelta(minutes=16) if tamper == "date" else timedelta(0))
+    headers = signed_headers(registered.secret, "POST", path, body, when)
+    if tamper == "md5":
+        body = body.replace(b"Telegram", b"Telegraf")
+    elif tamper == "signature":
+        headers["X-Signature"] = headers["X-Signature"][::-1]
+    elif tamper == "type":
+        headers["Content-Type"] = "text/plain"
+    response = await http.post(amocrm.base_url + path, content=body, headers=headers)
+    assert response.status_code == 403 and response.json()["error_type"] == refusal
+    assert not amocrm.chats.scopes
+
+    fresh = signed_headers(registered.secret, "POST", path, body, datetime.now(timezone.utc) - timedelta(minutes=14))
+    ok = await http.post(amocrm.base_url + path, content=body, headers=fresh)
+    assert ok.status_code == 200 and ok.json()["scope_id"] in amocrm.chats.scopes
+
+
+async def test_the_client_says_which_settings_to_check_when_refused(amocrm, http) -> None:  # noqa: F811
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    client = AmojoClient(amocrm.base_url, registered.id, "wrong", Window(50), TUNING, http=http)
+    with pytest.raises(ChannelRefused, match="AMOCRM_CHANNEL_SECRET"):
+        await client.connect(amocrm.chats.amojo_id, "Telegram")
+
+
+@pytest.mark.parametrize("notes, expected", [(None, []), ("true", ["note"])])
+async def test_with_the_channel_messages_are_not_notes_unless_asked(db, database_url, amocrm, notes, expected) -> None:  # noqa: F811
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    env = await make_env(db, database_url, amocrm, AMOCRM_CHANNEL_ID=registered.id, AMOCRM_CHANNEL_SECRET=registered.secret,
+                         AMOJO_BASE_URL=amocrm.base_url, AMOCRM_MESSAGE_NOTES=notes)
+    lead = await env.new_lead(tg_user_id=71, first_name="Анна")
+    await env.say(lead.id, "привет")
+    assert [item.op for item in await env.items() if item.op == "note"] == expected
+    await env.crm.close()
