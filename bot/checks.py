@@ -55,6 +55,10 @@ class Skip(Exception):
     """The check does not apply: the message says why."""
 
 
+class Warn(Exception):
+    """The check passed with something to fix that does not stop the service: the message says what."""
+
+
 @dataclass
 class Checks:
     """The checks in order; later ones use what earlier ones found (the bot, the quiz)."""
@@ -99,6 +103,8 @@ class Checks:
             self.lines.append((name, "OK", detail))
         except Skip as exc:
             self.lines.append((name, "SKIP", str(exc)))
+        except Warn as exc:
+            self.lines.append((name, "WARN", str(exc)))
         except Fail as exc:
             self.lines.append((name, "FAIL", str(exc)))
         except ConfigError as exc:  # a loader's verdict on a file: already one line naming it
@@ -282,8 +288,11 @@ class Checks:
                 if problems:
                     raise Fail("; ".join(problems))
                 reason = f", loss reason «{config.duplicate_loss_reason}»" if found.loss_reason_id else ""
-                return (f"stages: {len(found.stages)}, lead fields: {len(found.lead_fields)}, contact fields: "
-                        f"{len(found.contact_fields)}{reason}, time zone {found.timezone or 'not given'}")
+                summary = (f"stages: {len(found.stages)}, lead fields: {len(found.lead_fields)}, contact fields: "
+                           f"{len(found.contact_fields)}{reason}, time zone {found.timezone or 'not given'}")
+                if found.warnings:
+                    raise Warn(f"{summary}; " + "; ".join(found.warnings))
+                return summary
 
             async def chat_channel() -> str:
                 if not s.channel:

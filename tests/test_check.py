@@ -17,7 +17,7 @@ from tests.crm_support import amocrm, eventually  # noqa: F401  (fixtures)
 from tests.relay_support import OPERATORS, OPERATORS_YAML
 from tests.test_cli import environment, free_port
 
-LINE = re.compile(r"^(OK|FAIL|SKIP) +(\S[^:]*): (\S.*)$")
+LINE = re.compile(r"^(OK|FAIL|SKIP|WARN) +(\S[^:]*): (\S.*)$")
 PUBLIC_URL = "https://bot.example.com"
 
 
@@ -70,6 +70,15 @@ async def test_a_good_configuration_reaches_every_dependency(tmp_path: Path, san
     assert "stages: 9" in lines["amoCRM funnel"][1] and "loss reason «Дубль»" in lines["amoCRM funnel"][1]
     assert "at the latest migrations" in lines["database"][1]
     assert "REDIS_URL" in lines["redis"][1]
+
+
+async def test_a_missing_duplicate_loss_reason_is_a_warning_not_a_failure(tmp_path: Path, sandbox: TelegramSandbox,  # noqa: F811
+                                                                           amocrm: AmoSandbox, sqlite_url: str) -> None:
+    del amocrm.account.loss_reasons[amocrm.account.loss_reason_id("Дубль")]
+    _, lines = await check(tmp_path, **settings(tmp_path, sandbox, amocrm, sqlite_url))
+    status, reason = lines["amoCRM funnel"]
+    assert status == "WARN" and "«Дубль»" in reason and "without a reason" in reason
+    assert "stages: 9" in reason
 
 
 @pytest.mark.redis

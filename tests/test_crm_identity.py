@@ -221,3 +221,22 @@ async def test_a_closed_duplicates_tasks_move_to_the_kept_deal(env: Env) -> None
     assert (await env.lead(telegram.id)).crm_lead_id == website_deal
     [task] = env.sandbox.account.find_tasks()
     assert task["entity_id"] == website_deal and not task["is_completed"]
+
+
+async def test_without_the_duplicate_loss_reason_the_duplicate_closes_without_one_and_the_sync_goes_on(
+        settings: Settings, renderer: CatalogRenderer, amocrm: AmoSandbox, buyer: Buyer) -> None:
+    account = amocrm.account
+    del account.loss_reasons[account.loss_reason_id("Дубль")]
+    async with running(settings, renderer) as app:
+        assert (await post_marquiz(app, MARQUIZ)).status_code == 200
+        await eventually(lambda: len(account.leads) == 1, timeout=15)
+        quiz_deal = next(iter(account.leads))
+
+        bot_deal = await cold_start_then_share_phone(app, amocrm, buyer, 1)
+        await buyer.replies(2)
+        await eventually(lambda: synced(app), timeout=15)
+
+        assert [deal["id"] for deal in open_deals(amocrm)] == [quiz_deal]
+        closed = account.leads[bot_deal]
+        assert closed["status_id"] == LOST and closed.get("loss_reason_id") is None
+        await assert_conversation_on(app, amocrm, await lead_of(app, buyer), quiz_deal)

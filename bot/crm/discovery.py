@@ -34,6 +34,7 @@ class AccountMap:
     responsible_id: int | None = None
     loss_reason_id: int | None = None  # of the deals closed as duplicates
     timezone: ZoneInfo | None = None  # the account's: managers read every time in it
+    warnings: tuple[str, ...] = ()  # what is missing but does not stop the sync
 
     def stage_of(self, status_id: int | None, pipeline_id: int | None) -> str | None:
         """The local stage of an amoCRM status: a funnel key, ``won``/``lost``, or None if unmapped."""
@@ -53,7 +54,7 @@ def _find(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
 
 
 async def _named(client: AmoClient, path: str, entity: str, name: str | None, kind: str, setting: str, problems: list[str]) -> int | None:
-    """The id of the configured ``name`` in a listing (None when not configured, or missing: then a problem says so)."""
+    """The id of the configured ``name`` in a listing (None when not configured, or missing: then ``problems`` says so)."""
     if not name:
         return None
     items = [item async for item in client.pages(path, entity)]
@@ -120,9 +121,14 @@ async def discover(client: AmoClient, config: CrmConfig, quiz: Quiz) -> tuple[Ac
             codes[key] = found.get("code") or code
 
     responsible_id = await _named(client, "/api/v4/users", "users", config.responsible, "user", "responsible", problems)
+    # A missing loss reason only makes duplicates close without one: a warning, never a stop of the whole sync.
+    warnings: list[str] = []
     loss_reason_id = await _named(client, "/api/v4/leads/loss_reasons", "loss_reasons", config.duplicate_loss_reason,
-                                  "loss reason", "duplicate_loss_reason", problems)
-    return AccountMap(stages, resolved, codes, responsible_id, loss_reason_id, await _timezone(client)), problems
+                                  "loss reason", "duplicate_loss_reason", warnings)
+    if warnings:
+        warnings[-1] += "; duplicate deals are closed without a reason until it is added"
+    account = AccountMap(stages, resolved, codes, responsible_id, loss_reason_id, await _timezone(client), tuple(warnings))
+    return account, problems
 
 
 async def _timezone(client: AmoClient) -> ZoneInfo | None:

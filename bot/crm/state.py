@@ -52,6 +52,8 @@ class SyncState:
         self.problems = problems
         for problem in problems:
             log.error("amocrm.misconfigured", problem=problem)
+        for warning in account.warnings:
+            log.warning("amocrm.incomplete", warning=warning)
         self.account = None if problems else account
         await self._save({"state": "misconfigured", "problems": problems} if problems else None)
         if not problems:

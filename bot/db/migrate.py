@@ -1,13 +1,15 @@
 """Alembic migrations, run programmatically (``optobot db upgrade`` and at service start)."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import ConfigError, first_line
 
@@ -29,8 +31,31 @@ async def upgrade(engine: AsyncEngine, revision: str = "heads") -> None:
     except (OSError, SQLAlchemyError) as exc:
         raise ConfigError(f"optobot: DATABASE_URL: cannot connect ({first_line(exc)}); check the address, the credentials "
                           "and that the server runs") from None
-    async with engine.begin() as connection:
+    async with schema_connection(engine) as connection:
         await connection.run_sync(lambda sync: command.upgrade(alembic_config(sync), revision))
+
+
+@asynccontextmanager
+async def schema_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for schema changes, committed at the end.
+
+    On SQLite foreign keys are off meanwhile: a batch migration rebuilds a table (copy, drop, rename), and dropping
+    ``leads`` with them on would cascade-delete every child row. The references are checked before the commit.
+    """
+    async with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # outside a transaction, where SQLite honours it
+            await connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        try:
+            yield connection
+            if sqlite and (broken := (await connection.exec_driver_sql("PRAGMA foreign_key_check")).fetchall()):
+                raise ConfigError(f"optobot: the migration left {len(broken)} row(s) pointing nowhere "
+                                  f"(first: table {broken[0][0]}); nothing was changed")
+            await connection.commit()
+        finally:
+            if sqlite:
+                await connection.rollback()
+                await connection.exec_driver_sql("PRAGMA foreign_keys=ON")
 
 
 async def current(engine: AsyncEngine) -> set[str]:
