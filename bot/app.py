@@ -27,6 +27,7 @@ from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
 from bot.loops import Worker
+from bot.media import MEDIA_PATH, MediaLinks
 from bot.messenger import Messenger
 from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
@@ -73,11 +74,14 @@ class App:
             default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
             hours=WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone),
         )
-        self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
+        self.media = MediaLinks(settings.amocrm_channel_secret.get_secret_value().encode(), self.public_base) if settings.channel else None  # type: ignore[union-attr]
+        self.crm = CrmSync(settings, self.db, self.journal, self.quiz, media=self.media, messenger=self.messenger)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
+        if self.crm.replies is not None:
+            self.crm.replies.topic = self.relay  # replies from amoCRM's chat shown in the lead's topic
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
         self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
@@ -88,6 +92,7 @@ class App:
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
+            *([("GET", MEDIA_PATH, self.media.handler(self.bot))] if self.media else []),
         ]
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
         self.order = PerChatOrder()
@@ -107,6 +112,10 @@ class App:
     def manager_names(self) -> dict[int, str]:
         """amoCRM user → name of the managers in the operators file (for analytics)."""
         return {o.amocrm_user_id: o.name for o in self.relay.chat.roster.operators if o.amocrm_user_id}
+
+    def public_base(self) -> str:
+        """The service's address as others reach it: ``PUBLIC_URL``, else the HTTP server's own."""
+        return self.settings.public_url or f"http://{self.settings.http_host}:{self.http_port}"
 
     def start_link(self, payload: str) -> str:
         return f"https://t.me/{self.bot_username}?start={payload}"

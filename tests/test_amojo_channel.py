@@ -12,6 +12,7 @@ import pytest
 from bot.crm import channel, cli, store
 from bot.crm.amojo import AmojoClient, ChannelRefused, encode, request_signature, signed_headers
 from bot.crm.config import ClientTuning
+from bot.db.models import Lead
 from bot.ratelimit import Window
 from bot.sandbox.amocrm import AmoSandbox
 from tests.crm_support import amocrm, crm_settings, db, make_env  # noqa: F401  (fixtures)
@@ -109,4 +110,76 @@ async def test_with_the_channel_messages_are_not_notes_unless_asked(db, database
     lead = await env.new_lead(tg_user_id=71, first_name="Анна")
     await env.say(lead.id, "привет")
     assert [item.op for item in await env.items() if item.op == "note"] == expected
+    await env.crm.close()
+
+
+async def channel_env(db, database_url: str, amocrm: AmoSandbox):  # type: ignore[no-untyped-def]  # noqa: F811
+    """The sync with the channel on and connected, without Telegram (messages are logged as the bot logs them)."""
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    env = await make_env(db, database_url, amocrm, AMOCRM_CHANNEL_ID=registered.id, AMOCRM_CHANNEL_SECRET=registered.secret,
+                         AMOJO_BASE_URL=amocrm.base_url)
+    await channel.connect(env.db, env.crm.client, env.crm.chats_api, "Telegram")
+    return env
+
+
+async def log(env, lead_id: int, text: str, tg_message_id: int, direction: str = "in") -> None:  # type: ignore[no-untyped-def]
+    async with env.db.begin() as session:
+        lead = await session.get(Lead, lead_id)
+        await env.journal.message(session, lead, direction=direction, author="buyer" if direction == "in" else "bot",
+                                  author_name="Анна" if direction == "in" else None, text=text, tg_chat_id=lead.tg_user_id,
+                                  tg_message_id=tg_message_id)
+
+
+async def test_a_chats_api_outage_loses_and_duplicates_nothing(db, database_url, amocrm) -> None:  # noqa: F811
+    """A minute without the Chats API (the sandbox's outage switch, the clock moved 60 s) and an answer lost on the way."""
+    env = await channel_env(db, database_url, amocrm)
+    lead = await env.new_lead(tg_user_id=72, first_name="Анна", phone="+79990000072")
+    await log(env, lead.id, "первое", 1)
+    await env.drain()
+    assert amocrm.chats.transcript("tg-72") == ["← Анна: первое"]
+
+    amocrm.chats.outage = True
+    for number, text in enumerate(["второе", "третье", "четвёртое"], start=2):
+        await log(env, lead.id, text, number, direction="in" if number != 3 else "out")
+    await env.drain()
+    assert amocrm.chats.transcript("tg-72") == ["← Анна: первое"]
+    assert {item.state for item in await env.items(op="chat") if item.state != "done"} == {"retry"}
+
+    env.clock.advance(60)
+    amocrm.chats.outage = False
+    amocrm.inject(500, path="/v2/origin/custom/", after=True)  # the first message after it gets through, its answer does not
+    for _ in range(4):
+        env.clock.advance(30)
+        await env.drain()
+    assert amocrm.chats.transcript("tg-72") == ["← Анна: первое", "← Анна: второе", "→ optobot: третье", "← Анна: четвёртое"]
+    assert {item.state for item in await env.items(op="chat")} == {"done"}
+    assert amocrm.chats.unsorted == []
+    await env.crm.close()
+
+
+async def test_a_buyer_known_only_by_telegram_gets_a_contact_on_their_deal_before_the_chat(db, database_url, amocrm) -> None:  # noqa: F811
+    env = await channel_env(db, database_url, amocrm)
+    lead = await env.new_lead(tg_user_id=73, first_name="Олег")
+    await log(env, lead.id, "здравствуйте", 1)
+    await env.drain()
+    fresh = await env.lead(lead.id)
+    chat = amocrm.chats.chat("tg-73")
+    assert fresh.crm_contact_id is not None and chat.contact_id == fresh.crm_contact_id
+    assert amocrm.account.leads[fresh.crm_lead_id]["contacts"] == [fresh.crm_contact_id]
+    assert amocrm.chats.unsorted == [] and amocrm.chats.transcript("tg-73") == ["← Олег: здравствуйте"]
+    await env.crm.close()
+
+
+async def test_without_a_connected_channel_chat_items_wait_and_other_work_goes_on(db, database_url, amocrm) -> None:  # noqa: F811
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    env = await make_env(db, database_url, amocrm, AMOCRM_CHANNEL_ID=registered.id, AMOCRM_CHANNEL_SECRET=registered.secret,
+                         AMOJO_BASE_URL=amocrm.base_url)
+    lead = await env.new_lead(tg_user_id=74, first_name="Анна")
+    await log(env, lead.id, "привет", 1)
+    await env.drain()
+    assert (await env.lead(lead.id)).crm_lead_id is not None
+    assert [item.state for item in await env.items(op="chat")] == ["pending"]
+    await channel.connect(env.db, env.crm.client, env.crm.chats_api, "Telegram")
+    await env.drain()
+    assert amocrm.chats.transcript("tg-74") == ["← Анна: привет"]
     await env.crm.close()

@@ -28,7 +28,7 @@ DATE_VALID_SECONDS = 15 * 60
 
 # delivery_status values and error codes of the Chats API
 DELIVERED, READ, ERROR = 1, 2, -1
-ERROR_BLOCKED, ERROR_OTHER = 904, 905
+ERROR_OTHER = 905  # "other error": the reason goes in ``error``
 
 
 def encode(body: Any) -> bytes:

@@ -15,11 +15,14 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
+from bot.crm.channel import channel_client, channel_limiter
 from bot.crm.checks import Checks
 from bot.crm.client import AmoClient, TokenSource
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
+from bot.crm.conversation import Conversations, chat_items
 from bot.crm.outbox import Clock, OutboxWriter
+from bot.crm.replies import HOOK_PATH, Replies, hook_handler
 from bot.crm.state import SyncState
 from bot.crm.tokens import OAuthTokens, StaticToken
 from bot.crm.webhooks import webhook_handler
@@ -28,6 +31,8 @@ from bot.db.base import utcnow
 from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.loops import Worker
+from bot.media import MediaLinks
+from bot.messenger import Messenger
 from bot.quiz import Quiz
 from bot.ratelimit import RateLimit, rate_limit
 
@@ -64,15 +69,20 @@ class CrmSync:
     def __init__(
         self, settings: Settings, db: async_sessionmaker[AsyncSession], journal: Journal, quiz: Quiz, *,
         config: CrmConfig | None = None, clock: Clock = utcnow, transport: httpx.AsyncBaseTransport | None = None,
+        media: MediaLinks | None = None, messenger: Messenger | None = None,
     ) -> None:
         self.config = config or load_crm_config(settings.crm_config)
         self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
         self.wakeup = asyncio.Event()
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours, message_notes=settings.message_notes)
+        self.channel = settings.channel  # the conversation as an amoCRM chat (bot/crm/conversation.py)
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours, message_notes=settings.message_notes,
+                                   chat=chat_items if self.channel else None)
         self.journal = journal
         self.db = db
         self.workers: list[Worker] = []
+        self.conversations: Conversations | None = None  # the amoCRM chat, with the channel on
+        self.replies: Replies | None = None
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return
@@ -81,16 +91,27 @@ class CrmSync:
         self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
         self.client = amo_client(settings, db, self.http, self.limiter, self.config, clock)
         self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
-        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
+        if self.channel:
+            self.channel_secret = settings.amocrm_channel_secret.get_secret_value()  # type: ignore[union-attr]
+            self.channel_limiter = channel_limiter(settings)
+            self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
+            self.conversations = Conversations(db, self.client, self.chats_api, media)
+            if messenger is not None:
+                self.replies = Replies(db, journal, messenger, self.http, self.wakeup.set)
+                self.workers.append(self.replies.run)
+        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations)
         self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
         self.workers += [self.worker.run, self.checks.run]
 
     @property
     def routes(self) -> list[tuple[str, str, Handler]]:
-        """The inbound amoCRM webhook (only when the sync is on)."""
+        """The inbound amoCRM webhook (only when the sync is on) and the chat channel's hook (when it is on)."""
         if not self.enabled:
             return []
-        return [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        if self.replies is not None:  # signed by amoCRM: no secret in the path
+            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.replies.wakeup.set)))
+        return routes
 
     async def start(self) -> None:
         """Discover the account; never fails the app (CRM work waits in the outbox meanwhile)."""
@@ -108,3 +129,5 @@ class CrmSync:
         if self.enabled:
             await self.http.aclose()
             await self.limiter.close()
+            if self.channel:
+                await self.channel_limiter.close()

@@ -18,7 +18,8 @@ from bot.crm import outbox
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig
-from bot.crm.models import LEAD, MERGE, NOTE, TASK
+from bot.crm.conversation import Conversations
+from bot.crm.models import CHAT, LEAD, MERGE, NOTE, TASK
 from bot.crm.operations import Operations
 from bot.crm.outbox import Clock, Job, Outcome
 from bot.crm.state import SyncState
@@ -32,9 +33,10 @@ PRUNE_EVERY = timedelta(hours=1)
 class OutboxWorker:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, config: CrmConfig,
-        composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None,
+        composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None, conversations: Conversations | None = None,
     ) -> None:
         self.db = db
+        self.conversations = conversations  # the amoCRM chat (when the channel is on)
         self.client = client
         self.state = state
         self.config = config
@@ -53,11 +55,14 @@ class OutboxWorker:
         account = await self.state.ready()
         if account is None:
             return 0
-        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning)
+        chats = self.conversations is not None and await self.conversations.ready()
+        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning, chats=chats)
         if not jobs:
             return 0
         outcome = Outcome()
         try:
+            if self.conversations is not None:  # first: a buyer waits for these in amoCRM's chat
+                await self.conversations.send([job for job in jobs if job.op == CHAT], outcome)
             operations = Operations(self.db, self.client, self.config, self.composer, account)
             notes = [job for job in jobs if job.op == NOTE]
             await operations.cards([job for job in jobs if job.op == LEAD], outcome)

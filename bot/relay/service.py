@@ -36,6 +36,7 @@ from bot.relay.quick import QuickReplies
 from bot.relay.sla import Sla
 from bot.relay.topics import Topics
 from bot.relay.worker import RelayWorker
+from bot.texts import t
 
 
 class RelayService:
@@ -61,6 +62,11 @@ class RelayService:
     async def forward(self, lead: Lead, message: Inbound) -> None:
         """The journey's hook (:class:`bot.ports.BuyerRelay`): a free buyer message for the managers."""
         await self.buyers.forward(lead, message)
+
+    async def show_crm_reply(self, lead: Lead, manager: str, text: str) -> None:
+        """A manager's reply written in amoCRM's chat (:class:`bot.crm.replies.OperatorTopic`), shown in the lead's topic."""
+        if self.chat.chat_id is not None:
+            await self.topics.notice(lead, t(self.chat.lang, "relay.from_amocrm", manager=manager, text=text))
 
     async def run(self, stop: asyncio.Event) -> None:
         """The relay's background worker (``App.workers``), until ``stop``."""

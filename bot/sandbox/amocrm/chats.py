@@ -28,6 +28,7 @@ from aiohttp import web
 from bot.sandbox.amocrm.account import ApiError
 
 PREFIX = "/v2/origin/custom/"
+FILES = "/amojo-files/"  # files managers attach in amoCRM (public links, as amoCRM's drive gives)
 DATE_WINDOW = 15 * 60
 
 
@@ -66,6 +67,8 @@ class ChatsApi:
         self.outage = False
         self.refused = 0
         self._links = itertools.count(1)
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.base_url = ""  # set by the server
 
     # ------------------------------------------------------------ support
     def register_channel(self, hook_url: str, code: str = "optobot.telegram") -> Channel:
@@ -117,7 +120,18 @@ class ChatsApi:
             ("POST", PREFIX + "{scope}", self._message),
             ("POST", "/api/v4/contacts/chats", self._link),
             ("GET", "/api/v4/contacts/chats", self._links_of),
+            ("GET", FILES + "{id}", self._file),
         ]
+
+    def upload(self, data: bytes, content_type: str = "image/jpeg") -> str:
+        """A file a manager attaches in amoCRM; its public URL."""
+        file_id = uuid.uuid4().hex
+        self.files[file_id] = (data, content_type)
+        return f"{self.base_url}{FILES}{file_id}"
+
+    async def _file(self, request: web.Request) -> web.Response:
+        data, content_type = self.files.get(request.match_info["id"], (b"", ""))
+        return web.Response(body=data, content_type=content_type) if content_type else web.Response(status=404)
 
     async def _connect(self, request: web.Request) -> web.Response:
         channel = self.channels[request.match_info["channel"]]

@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.sandbox.amocrm.account import Account, ApiError
-from bot.sandbox.amocrm.chats import PREFIX, ChatsApi
+from bot.sandbox.amocrm.chats import FILES, PREFIX, ChatsApi
 
 NGINX_PAGE = "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
 HTML_429 = NGINX_PAGE.format(status="429 Too Many Requests")
@@ -204,6 +204,8 @@ class AmoSandbox:
     async def _answer(self, request: web.Request, handler: Any, now: float) -> web.StreamResponse:
         if request.path.startswith(PREFIX):
             return await self._chats_api(request, handler)
+        if request.path.startswith(FILES):
+            return await handler(request)
         if self.outage:
             return web.Response(text=NGINX_PAGE.format(status="503 Service Temporarily Unavailable"), status=503, content_type="text/html")
         if self.blocked:
@@ -238,9 +240,11 @@ class AmoSandbox:
         if fault is not None:
             return self._fault_response(fault)
         try:
-            return await handler(request)
+            response = await handler(request)
         except ApiError as exc:
             return _json(exc.body, exc.status, "application/json")
+        fault = self._fault(request, after=True)
+        return self._fault_response(fault) if fault is not None else response
 
     def _over_limit(self, now: float) -> bool:
         if self.rate_limit is None:
@@ -409,7 +413,7 @@ class AmoSandbox:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{bound}"
+        self.base_url = self.chats.base_url = f"http://{host}:{bound}"
         return self.base_url
 
     async def close(self) -> None:
