@@ -30,7 +30,7 @@ async def connect(app: App, registered: Channel) -> str:
     """Point the channel's hooks at the running service and connect it (as `optobot amocrm connect-channel` does)."""
     registered.hook_url = f"http://127.0.0.1:{app.http_port}/webhooks/amojo/:scope_id"
     value = await channel.connect(app.db, app.crm.client, app.crm.chats_api, "Telegram")
-    app.crm.wakeup.set()
+    app.crm.wake()
     return str(value["scope_id"])
 
 

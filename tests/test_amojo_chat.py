@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -10,8 +11,10 @@ from sqlalchemy import select
 
 from bot.catalog.render import CatalogRenderer
 from bot.crm.models import AmojoReply
+from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.journal import LEAD_CREATED
+from bot.media import MediaLinks
 from bot.relay.models import RelayWait
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
@@ -163,3 +166,20 @@ async def test_a_forged_or_replayed_hook_is_refused_and_sends_nothing(
     assert (forged, replayed, unsigned.status_code, ok) == (401, 401, 401, 200)
     assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)[sent:]] == ["настоящий ответ"]
     assert [p["message"]["text"] for p in kept] == ["настоящий ответ"]
+
+
+async def test_media_links_expire_are_unforgeable_and_never_hold_the_bot_token(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    photo = sandbox.send_media(buyer.id, "photo", content=b"a photo")  # a file the bot can get
+    file_id = photo["photo"][-1]["file_id"]
+    async with running(settings, renderer) as app, httpx.AsyncClient() as http:
+        fresh = app.media.url(file_id, name="фото.jpg", mime="image/jpeg")
+        day_ago = MediaLinks(registered.secret.encode(), app.public_base, clock=lambda: utcnow() - timedelta(hours=25))
+        expired = day_ago.url(file_id)
+        payload, signature = fresh.rsplit("/", 1)[1].split(".")
+        other = MediaLinks(b"another key", app.public_base).url("AgAD-someone-elses-file")
+        answers = [await http.get(url) for url in (fresh, expired, fresh.replace(signature, signature[::-1]), other)]
+    assert [a.status_code for a in answers] == [200, 410, 404, 404]
+    assert answers[0].content == b"a photo" and answers[0].headers["Content-Type"] == "image/jpeg"
+    assert TOKEN not in fresh and TOKEN.split(":")[1] not in fresh and "/file/bot" not in fresh

@@ -201,7 +201,8 @@ def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime,
          chats: bool = False) -> list[OutboxItem]:
     """Choose what to send now from each lead's unfinished items (in id order), within the batch sizes.
 
-    ``chat`` items (with ``chats``: the channel is connected) go strictly in order per lead, once amoCRM knows the lead.
+    With ``chats`` only the ``chat`` items (the amoCRM chat's own round): strictly in order per lead, once amoCRM
+    knows the lead; without, everything else.
     """
     def ready(item: OutboxItem) -> bool:
         return item.state in READY and (item.next_attempt_at is None or item.next_attempt_at <= now)
@@ -213,16 +214,18 @@ def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime,
         known = crm_ids.get(lead_id) is not None
         merging = known and any(item.op == MERGE for item in own)  # the deal may change: cards and tasks wait
         cards = [item for item in own if item.op == LEAD]
-        if cards and leads_left and not merging and all(ready(item) for item in cards):
+        if cards and not chats and leads_left and not merging and all(ready(item) for item in cards):
             chosen += cards
             leads_left -= 1
+        if chats:
+            for item in (item for item in own if item.op == CHAT and known):
+                if not ready(item) or not chats_left:
+                    break
+                chosen.append(item)
+                chats_left -= 1
+            continue
         if not known:
             continue
-        for item in (item for item in own if item.op == CHAT and chats):
-            if not ready(item) or not chats_left:
-                break
-            chosen.append(item)
-            chats_left -= 1
         for item in (item for item in own if item.op in (NOTE, MERGE)):
             if not ready(item) or not notes_left:
                 break
@@ -244,14 +247,14 @@ def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime,
 
 async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime, tuning: OutboxTuning, *,
                 chats: bool = False) -> list[Job]:
-    """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances (``chats``: see :func:`plan`)."""
+    """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances (``chats``: the chat's round, see :func:`plan`)."""
     async with db.begin() as session:
         await store.lock(session, store.CLAIM)
         due = or_(OutboxItem.next_attempt_at.is_(None), OutboxItem.next_attempt_at <= now)
         heads = (
             select(OutboxItem.lead_id).join(Lead, Lead.id == OutboxItem.lead_id)
             .where(OutboxItem.state.in_(READY), due, or_(OutboxItem.op == LEAD, Lead.crm_lead_id.is_not(None)),
-                   *([] if chats else [OutboxItem.op != CHAT]))
+                   (OutboxItem.op == CHAT) if chats else (OutboxItem.op != CHAT))
             .group_by(OutboxItem.lead_id).order_by(func.min(OutboxItem.id)).limit(tuning.note_batch)
         )
         lead_ids = list((await session.scalars(heads)).all())

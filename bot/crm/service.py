@@ -76,7 +76,8 @@ class CrmSync:
         self.wakeup = asyncio.Event()
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
         self.channel = settings.channel  # the conversation as an amoCRM chat (bot/crm/conversation.py)
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours, message_notes=settings.message_notes,
+        self.chat_wakeup = asyncio.Event()
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wake, hours, message_notes=settings.message_notes,
                                    chat=chat_items if self.channel else None)
         self.journal = journal
         self.db = db
@@ -97,11 +98,17 @@ class CrmSync:
             self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
             self.conversations = Conversations(db, self.client, self.chats_api, media)
             if messenger is not None:
-                self.replies = Replies(db, journal, messenger, self.http, self.wakeup.set)
+                self.replies = Replies(db, journal, messenger, self.http, self.wake)
                 self.workers.append(self.replies.run)
-        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations)
+        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
+                                   self.chat_wakeup)
         self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
-        self.workers += [self.worker.run, self.checks.run]
+        self.workers += [self.worker.run, self.checks.run, *([self.worker.run_chats] if self.channel else [])]
+
+    def wake(self) -> None:
+        """Something was queued (after its commit): both rounds look at once."""
+        self.wakeup.set()
+        self.chat_wakeup.set()
 
     @property
     def routes(self) -> list[tuple[str, str, Handler]]:

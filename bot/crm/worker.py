@@ -19,7 +19,7 @@ from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig
 from bot.crm.conversation import Conversations
-from bot.crm.models import CHAT, LEAD, MERGE, NOTE, TASK
+from bot.crm.models import LEAD, MERGE, NOTE, TASK
 from bot.crm.operations import Operations
 from bot.crm.outbox import Clock, Job, Outcome
 from bot.crm.state import SyncState
@@ -34,9 +34,11 @@ class OutboxWorker:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, config: CrmConfig,
         composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None, conversations: Conversations | None = None,
+        chat_wakeup: asyncio.Event | None = None,
     ) -> None:
         self.db = db
         self.conversations = conversations  # the amoCRM chat (when the channel is on)
+        self.chat_wakeup = chat_wakeup or asyncio.Event()
         self.client = client
         self.state = state
         self.config = config
@@ -55,14 +57,11 @@ class OutboxWorker:
         account = await self.state.ready()
         if account is None:
             return 0
-        chats = self.conversations is not None and await self.conversations.ready()
-        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning, chats=chats)
+        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning)
         if not jobs:
             return 0
         outcome = Outcome()
         try:
-            if self.conversations is not None:  # first: a buyer waits for these in amoCRM's chat
-                await self.conversations.send([job for job in jobs if job.op == CHAT], outcome)
             operations = Operations(self.db, self.client, self.config, self.composer, account)
             notes = [job for job in jobs if job.op == NOTE]
             await operations.cards([job for job in jobs if job.op == LEAD], outcome)
@@ -88,15 +87,45 @@ class OutboxWorker:
             if not outcome.decided(job):
                 outcome.postpone(job, reason, uncertain=True)
 
+    async def run_chats_once(self) -> int:
+        """One round of the amoCRM chat's items (their own loop: a buyer's message never waits behind a REST batch)."""
+        if self.conversations is None or await self.state.ready() is None or not await self.conversations.ready():
+            return 0
+        tuning = self.config.outbox
+        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning, chats=True)
+        if not jobs:
+            return 0
+        outcome = Outcome()
+        try:
+            await self.conversations.send(jobs, outcome)
+        except (AmoBlocked, AmoAuthError) as exc:
+            await self.state.stop(exc)
+        except asyncio.CancelledError:
+            self._postpone_rest(jobs, outcome, "stopped while sending")
+            raise
+        except Exception as exc:
+            log.exception("crm.chat_round_failed")
+            self._postpone_rest(jobs, outcome, f"internal error: {exc!r}")
+        finally:
+            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), tuning))
+        return len(jobs)
+
     async def drain(self, max_rounds: int = 1000) -> int:
-        """Run rounds until one claims nothing; returns the items claimed in total."""
+        """Run rounds (both kinds) until neither claims anything; returns the items claimed in total."""
         total = 0
         for _ in range(max_rounds):
-            claimed = await self.run_once()
+            claimed = await self.run_once() + await self.run_chats_once()
             if not claimed:
                 break
             total += claimed
         return total
+
+    async def run_chats(self, stop: asyncio.Event) -> None:
+        """The chat's rounds until ``stop``, woken like the others."""
+        async def chat_round() -> bool:
+            return await self.run_chats_once() > 0
+
+        await Loop("crm.chats", chat_round, every=self.config.outbox.poll, wake=self.chat_wakeup).run(stop)
 
     async def round(self) -> bool:
         """A round, and the hourly pruning; True if it claimed work (more may be waiting)."""
