@@ -20,7 +20,7 @@ from bot.crm.config import ClientTuning
 from bot.db.base import utcnow
 from bot.ratelimit import RateLimit, rate_limit
 
-CHANNEL_RPS = 10  # the Chats API's own limit is not published; amoCRM's REST one is 7/s
+CHANNEL_RPS = 25  # the Chats API publishes no limit (amoCRM's REST one is 7/s); 100 busy conversations need about 20/s
 
 
 def channel_limiter(settings: Settings) -> RateLimit:

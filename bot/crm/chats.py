@@ -56,13 +56,12 @@ async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lea
         return rows
 
 
-async def finish_reply(db: async_sessionmaker[AsyncSession], reply_id: int, now: datetime, *, error: str | None = None,
+async def finish_reply(session: AsyncSession, reply_id: int, now: datetime, *, error: str | None = None,
                        retry_at: datetime | None = None) -> None:
-    """Done, failed for good (``error``), or back to pending until ``retry_at``."""
+    """Done, failed for good (``error``), or back to pending until ``retry_at`` (in the caller's transaction)."""
     if retry_at is not None:
         values: dict[str, Any] = {"state": PENDING, "next_attempt_at": retry_at, "last_error": error,
                                   "attempts": AmojoReply.attempts + 1}
     else:
         values = {"state": FAILED if error else DONE, "last_error": error, "done_at": now}
-    async with db.begin() as session:
-        await session.execute(update(AmojoReply).where(AmojoReply.id == reply_id).values(claimed_at=None, **values))
+    await session.execute(update(AmojoReply).where(AmojoReply.id == reply_id).values(claimed_at=None, **values))

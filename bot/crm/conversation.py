@@ -12,7 +12,8 @@ URL: the service's own signed, expiring ``/media/…`` links (:mod:`bot.media`),
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import select
@@ -24,11 +25,14 @@ from bot.crm.client import AmoClient, AmoRejected, AmoUnavailable
 from bot.crm.models import CHAT, AmojoChat
 from bot.crm.outbox import Job, Outcome
 from bot.db.models import Lead, Message
-from bot.media import MediaLinks
+
+if TYPE_CHECKING:
+    from bot.media import MediaLinks
 
 log = structlog.get_logger(__name__)
 
 MESSAGE, STATUS = "message", "status"
+SCOPE_TTL = 5.0  # seconds the connection read from the database is trusted
 # Telegram content type → the Chats API's message type (files by URL)
 FILE_TYPES = {"photo": "picture", "sticker": "sticker", "video": "video", "animation": "video", "video_note": "video",
               "voice": "voice", "audio": "file", "document": "file"}
@@ -83,26 +87,30 @@ class Conversations:
         self.api = chats_api
         self.media = media
         self.bot_name = bot_name
+        self.linked: dict[str, AmojoChat] = {}  # conversation → its chat, once created and linked
+        self._scope: str | None = None
+        self._scope_until = 0.0
 
-    async def ready(self) -> bool:
-        """The channel is connected (its ``scope_id`` stored): chat items may be claimed."""
-        async with self.db() as session:
-            return await channel.connected(session) is not None
+    async def scope(self) -> str | None:
+        """The connected channel's ``scope_id`` (None: not connected, chat items wait). Read from the database
+        (``connect-channel`` runs in another process); once connected, trusted for a few seconds."""
+        now = time.monotonic()
+        if self._scope is None or now >= self._scope_until:
+            async with self.db() as session:
+                connected = await channel.connected(session)
+            self._scope, self._scope_until = (connected["scope_id"] if connected else None), now + SCOPE_TTL
+        return self._scope
 
-    async def send(self, jobs: list[Job], outcome: Outcome) -> None:
+    async def send(self, scope_id: str, jobs: list[Job], outcome: Outcome) -> None:
+        """Carry out a round's chat jobs under ``scope_id``."""
         if not jobs:
             return
         async with self.db() as session:
-            connected = await channel.connected(session)
             leads = {lead.id: lead for lead in await session.scalars(select(Lead).where(Lead.id.in_({j.lead_id for j in jobs})))}
-        if connected is None:
-            for job in jobs:
-                outcome.postpone(job, "the chat channel is not connected: run `optobot amocrm connect-channel`", uncertain=False)
-            return
         groups: dict[int, list[Job]] = {}
         for job in jobs:
             groups.setdefault(job.lead_id, []).append(job)
-        await asyncio.gather(*(self._lead(connected["scope_id"], leads.get(lead_id), group, outcome) for lead_id, group in groups.items()))
+        await asyncio.gather(*(self._lead(scope_id, leads.get(lead_id), group, outcome) for lead_id, group in groups.items()))
 
     async def _lead(self, scope_id: str, lead: Lead | None, jobs: list[Job], outcome: Outcome) -> None:
         """One buyer's jobs strictly in order; a failure postpones it and everything after it."""
@@ -145,6 +153,9 @@ class Conversations:
 
     async def _chat(self, scope_id: str, lead: Lead, conversation: str) -> AmojoChat:
         """The buyer's chat, created and linked to their contact (created if they have none) before its first message."""
+        linked = self.linked.get(conversation)
+        if linked is not None and linked.contact_id == lead.crm_contact_id and linked.lead_id == lead.id:
+            return linked
         async with self.db() as session:
             row = await chats.by_conversation(session, conversation)
         if row is None or row.chat_id is None:
@@ -156,6 +167,7 @@ class Conversations:
             await self.rest.post("/api/v4/contacts/chats", [{"chat_id": row.chat_id, "contact_id": contact_id}])
             async with self.db.begin() as session:
                 row = await chats.save(session, conversation, lead.id, contact_id=contact_id)
+        self.linked[conversation] = row  # chats only ever get linked here: remembered for the next messages
         return row
 
     async def _new_contact(self, lead: Lead) -> int:

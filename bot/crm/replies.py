@@ -1,9 +1,6 @@
-"""Managers' replies from amoCRM's chat panel (the Chats API hook) delivered to the buyer in Telegram.
+"""Managers' replies from amoCRM's chat panel delivered to the buyer in Telegram (stored by :mod:`bot.crm.hook`).
 
-``POST /webhooks/amojo/{scope_id}``: the ``X-Signature`` (HMAC-SHA1 of the body with the channel secret) is
-checked in constant time, a hook older than 15 minutes (``time``) is refused, and the reply is stored
-(``amojo_replies``, one per amoCRM message id) before the 200; nothing is sent for a refused hook. The
-worker then sends it (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
+The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
 downloaded from amoCRM with a size cap and a timeout), logs it as the manager's message (so the SLA wait
 closes, and it is not sent back to the chat), shows it in the lead's operator topic «из amoCRM: <manager>»
 and queues the delivery status for amoCRM (delivered, or an error with the reason).
@@ -12,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -24,12 +20,11 @@ import structlog
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
 from aiogram.types import BufferedInputFile
 from aiogram.types import Message as TgMessage
-from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.crm import channel, chats
-from bot.crm.amojo import DATE_VALID_SECONDS, DELIVERED, ERROR, hook_signed
+from bot.crm import chats
+from bot.crm.amojo import DELIVERED, ERROR
 from bot.crm.conversation import STATUS
 from bot.crm.models import CHAT, PENDING, AmojoReply, OutboxItem
 from bot.db.base import utcnow
@@ -40,7 +35,6 @@ from bot.messenger import BuyerUnreachable, Messenger
 
 log = structlog.get_logger(__name__)
 
-HOOK_PATH = "/webhooks/amojo/{scope_id}"
 MAX_FILE = 20 * 1024 * 1024  # bytes a manager's file may have (Telegram bots may upload 50 MB)
 FILE_TIMEOUT = 30.0  # seconds to download it from amoCRM
 LEASE = 120.0  # seconds before a claimed reply whose worker died is taken again
@@ -79,35 +73,6 @@ def _nested(text: str) -> bool:
     return not stack
 
 
-# ------------------------------------------------------------------ the hook
-def hook_handler(db: async_sessionmaker[AsyncSession], secret: str, wake: Callable[[], None],
-                 clock: Callable[[], datetime] = utcnow) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def handle(request: web.Request) -> web.Response:
-        body = await request.read()
-        if not hook_signed(secret, body, request.headers.get("X-Signature")):
-            log.warning("amojo.hook_refused", reason="bad or missing X-Signature")
-            return web.json_response({"ok": False, "error": "bad or missing X-Signature"}, status=401)
-        try:
-            hook = json.loads(body)
-            message = hook["message"]
-            message_id, conversation = str(message["message"]["id"]), str(message["conversation"]["client_id"])
-            sent_at = float(hook.get("time") or message.get("timestamp") or 0)
-        except (ValueError, KeyError, TypeError):
-            return web.json_response({"ok": False, "error": "not a Chats API message hook"}, status=400)
-        if abs(clock().timestamp() - sent_at) > DATE_VALID_SECONDS:
-            log.warning("amojo.hook_refused", reason="older than 15 minutes (a replay?)", message_id=message_id)
-            return web.json_response({"ok": False, "error": "the hook is older than 15 minutes"}, status=401)
-        async with db() as session:
-            connected = await channel.connected(session)
-        if connected is None or connected["scope_id"] != request.match_info["scope_id"]:
-            return web.json_response({"ok": False, "error": "unknown scope_id"}, status=404)
-        if await chats.keep_reply(db, message_id, conversation, message):
-            wake()
-        return web.json_response({"ok": True})
-
-    return handle
-
-
 # ------------------------------------------------------------------ delivery
 async def send_to_buyer(messenger: Messenger, lead: Lead, kind: str, text: str, file: BufferedInputFile | None) -> TgMessage:
     """The one place a reply from amoCRM leaves for Telegram."""
@@ -132,9 +97,17 @@ class Replies:
         self.sent_at: dict[str, float] = {}  # amoCRM message id → when its Telegram send was issued (bench)
 
     async def round(self) -> bool:
+        """Deliver what is due: each buyer's replies in order, buyers side by side."""
         replies = await chats.claim_replies(self.db, self.clock(), LEASE)
+        by_buyer: dict[str, list[AmojoReply]] = {}
         for reply in replies:
-            await self._deliver(reply)
+            by_buyer.setdefault(reply.conversation_id, []).append(reply)
+
+        async def in_order(group: list[AmojoReply]) -> None:
+            for reply in group:
+                await self._deliver(reply)
+
+        await asyncio.gather(*(in_order(group) for group in by_buyer.values()))
         return bool(replies)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -159,7 +132,8 @@ class Replies:
             return
         except (TelegramNetworkError, httpx.TransportError) as exc:  # try again shortly; the status waits
             log.warning("amojo.reply_retry", reply_id=reply.id, error=str(exc))
-            await chats.finish_reply(self.db, reply.id, self.clock(), error=str(exc), retry_at=self.clock() + RETRY)
+            async with self.db.begin() as session:
+                await chats.finish_reply(session, reply.id, self.clock(), error=str(exc), retry_at=self.clock() + RETRY)
             return
         except (TelegramAPIError, ValueError) as exc:
             await self._close(reply, lead, str(exc), manager)
@@ -198,18 +172,18 @@ class Replies:
                                            text=sent.text or sent.caption or text, tg_chat_id=lead.tg_user_id,
                                            tg_message_id=sent.message_id, meta={"amojo_message_id": reply.message_id, "via": "amocrm"})
             self._status(session, lead.id, reply.message_id, DELIVERED)
-        await chats.finish_reply(self.db, reply.id, self.clock())
+            await chats.finish_reply(session, reply.id, self.clock())
         self.wake_outbox()
         await self._show(lead, manager, text or f"[{kind}]")
 
     async def _close(self, reply: AmojoReply, lead: Lead | None, reason: str, manager: str) -> None:
         """Not deliverable (the buyer blocked the bot, a file too large…): the error status goes back to amoCRM."""
         log.info("amojo.reply_failed", reply_id=reply.id, reason=reason)
-        if lead is not None:
-            async with self.db.begin() as session:
+        async with self.db.begin() as session:
+            if lead is not None:
                 self._status(session, lead.id, reply.message_id, ERROR, reason)
-            self.wake_outbox()
-        await chats.finish_reply(self.db, reply.id, self.clock(), error=reason)
+            await chats.finish_reply(session, reply.id, self.clock(), error=reason)
+        self.wake_outbox()
 
     def _status(self, session: AsyncSession, lead_id: int, message_id: str, status: int, error: str | None = None) -> None:
         payload = {"msgid": message_id, "status": status, **({"error": error} if error else {})}

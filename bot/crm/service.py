@@ -21,8 +21,8 @@ from bot.crm.client import AmoClient, TokenSource
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
 from bot.crm.conversation import Conversations, chat_items
+from bot.crm.hook import HOOK_PATH, hook_handler
 from bot.crm.outbox import Clock, OutboxWriter
-from bot.crm.replies import HOOK_PATH, Replies, hook_handler
 from bot.crm.state import SyncState
 from bot.crm.tokens import OAuthTokens, StaticToken
 from bot.crm.webhooks import webhook_handler
@@ -31,12 +31,13 @@ from bot.db.base import utcnow
 from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.loops import Worker
-from bot.media import MediaLinks
-from bot.messenger import Messenger
 from bot.quiz import Quiz
 from bot.ratelimit import RateLimit, rate_limit
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # aiogram (behind these) stays out of the CRM commands: its import takes seconds
+    from bot.crm.replies import Replies
+    from bot.media import MediaLinks
+    from bot.messenger import Messenger
     from bot.web import Handler
 
 log = structlog.get_logger(__name__)
@@ -98,6 +99,8 @@ class CrmSync:
             self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
             self.conversations = Conversations(db, self.client, self.chats_api, media)
             if messenger is not None:
+                from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
+
                 self.replies = Replies(db, journal, messenger, self.http, self.wake)
                 self.workers.append(self.replies.run)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,

@@ -89,7 +89,10 @@ class OutboxWorker:
 
     async def run_chats_once(self) -> int:
         """One round of the amoCRM chat's items (their own loop: a buyer's message never waits behind a REST batch)."""
-        if self.conversations is None or await self.state.ready() is None or not await self.conversations.ready():
+        if self.conversations is None or await self.state.known() is None:  # (a stopped sync stops here at its next REST call)
+            return 0
+        scope_id = await self.conversations.scope()
+        if scope_id is None:
             return 0
         tuning = self.config.outbox
         jobs = await outbox.claim(self.db, self.id, self.clock(), tuning, chats=True)
@@ -97,7 +100,7 @@ class OutboxWorker:
             return 0
         outcome = Outcome()
         try:
-            await self.conversations.send(jobs, outcome)
+            await self.conversations.send(scope_id, jobs, outcome)
         except (AmoBlocked, AmoAuthError) as exc:
             await self.state.stop(exc)
         except asyncio.CancelledError:

@@ -187,7 +187,8 @@ class ChatsApi:
             chat = self._chat_of(scope_id, payload["conversation_id"], user or {"id": payload["conversation_id"]})
             known = {"id": str(uuid.uuid4()), "msgid": payload["msgid"], "direction": "out" if outgoing else "in",
                      "author": (payload.get("sender") or {}).get("name"), "silent": bool(payload.get("silent")),
-                     "timestamp": payload.get("timestamp"), "statuses": [], **(payload.get("message") or {})}
+                     "timestamp": payload.get("timestamp"), "statuses": [], "received_at": time.monotonic(),
+                     **(payload.get("message") or {})}
             chat.messages.append(known)
             self.by_msgid[(scope_id, payload["msgid"])] = known
             if not outgoing and chat.contact_id is None and not any(u["chat_id"] == chat.id for u in self.unsorted):
@@ -254,6 +255,7 @@ class ChatsApi:
         body = json.dumps(hook, ensure_ascii=False).encode()
         signature = hmac.new((secret or channel.secret).encode(), body, hashlib.sha1).hexdigest()
         url = channel.hook_url.replace(":scope_id", chat.scope_id)
+        chat.messages[-1]["hook_at"] = time.monotonic()  # when the hook left (benchmarks)
         async with aiohttp.ClientSession() as session, session.post(
             url, data=body, headers={"Content-Type": "application/json", "X-Signature": signature},
         ) as response:
