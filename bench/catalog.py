@@ -19,7 +19,8 @@ from pathlib import Path
 
 from pypdf import PdfReader
 
-from bot.catalog.render import CATALOG_DIR, CatalogRenderer, CatalogRequest, render_pdf
+from bot.catalog.render import CatalogRenderer, CatalogRequest, render_pdf
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 
 PRODUCTS = 48
 WORKERS = 2

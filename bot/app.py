@@ -138,7 +138,7 @@ class App:
         except TelegramAPIError as exc:
             raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
-        await self.renderer.warm_up()
+        await self.renderer.warm_up(self.settings.render_warm)
         await self.crm.start()
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")

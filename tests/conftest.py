@@ -15,7 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from bot.app import App
-from bot.catalog.render import CATALOG_DIR, CatalogRenderer
+from bot.catalog.render import CatalogRenderer
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.config import Settings, load_settings
 from bot.db import migrate
 from bot.db.session import open_database

@@ -19,9 +19,9 @@ from pypdf import PdfReader
 
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
 from bot.catalog.products import CATEGORIES, TIERS, load_products
-from bot.catalog.render import (
-    CATALOG_DIR, CatalogRenderer, CatalogRequest, _worker_pid, cache_key, render_pdf,
-)
+from bot.catalog.render import CatalogRenderer, CatalogRequest, cache_key, render_pdf
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
+from bot.workers import WorkerDied, WorkerPool, loaded_modules
 from bot.texts import raw
 
 QUIZ = Path(__file__).resolve().parents[1] / "bot" / "quiz.yaml"
@@ -292,10 +292,39 @@ async def test_pool_recovers_when_a_worker_dies(tmp_path: Path) -> None:
     renderer = CatalogRenderer(CATALOG_DIR, tmp_path / "cache", workers=1)
     try:
         await renderer.warm_up()
-        loop = asyncio.get_running_loop()
-        os.kill(await loop.run_in_executor(renderer._pool, _worker_pid), signal.SIGKILL)
+        [pid] = renderer.pool.pids
+        os.kill(pid, signal.SIGKILL)
         path = await renderer.render(CatalogRequest(name="После сбоя", limit=2))
         assert "После сбоя" in pdf_text(path.read_bytes())
         assert renderer.rendered == 1
     finally:
         renderer.close()
+
+
+async def test_workers_import_only_what_rendering_needs(renderer: CatalogRenderer) -> None:
+    """The render workers are ``python -m bot.workers`` children: no aiogram, SQLAlchemy or app code."""
+    await renderer.warm_up()
+    loop = asyncio.get_running_loop()
+    modules = set(await loop.run_in_executor(renderer.pool, loaded_modules))
+    assert {"weasyprint", "jinja2", "bot.catalog.render"} <= modules
+    heavy = {m for m in modules if m.split(".")[0] in ("aiogram", "sqlalchemy", "aiohttp", "asyncpg", "pydantic")
+             or m in ("bot.app", "bot.cli", "bot.config", "bot.db", "bot.catalog.service")}
+    assert heavy == set()
+    assert len(set(renderer.pool.pids)) == renderer.workers and os.getpid() not in renderer.pool.pids
+
+
+async def test_worker_pool_grows_on_demand_and_reports_a_job_that_kills_its_worker() -> None:
+    pool = WorkerPool(2)
+    try:
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(pool, pow, 2, 10) == 1024
+        assert await loop.run_in_executor(pool, pow, 2, 3) == 8
+        assert len(pool.pids) == 1  # one job at a time: one worker
+        with pytest.raises(ZeroDivisionError, match="division"):
+            await loop.run_in_executor(pool, divmod, 1, 0)
+        with pytest.raises(WorkerDied, match="died twice"):
+            await loop.run_in_executor(pool, os.abort)
+        assert await loop.run_in_executor(pool, pow, 3, 2) == 9  # a new worker took over
+    finally:
+        pool.shutdown()
+    assert pool.pids == []

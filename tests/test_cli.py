@@ -137,8 +137,8 @@ def test_rendering_without_pango_names_the_packages(tmp_path: Path, without_pang
 
 
 @asynccontextmanager
-async def service(tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, Path]]:
-    """``optobot run`` in the background: its base URL and its log file; stopped with SIGTERM (exit code 0)."""
+async def service(tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, Path, int]]:
+    """``optobot run`` in the background: its base URL, its log file and pid; stopped with SIGTERM (exit code 0)."""
     port, log = free_port(), tmp_path / "optobot.log"
     with log.open("w") as stderr:
         process = await asyncio.create_subprocess_exec(
@@ -156,7 +156,7 @@ async def service(tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, Path]]
 
     try:
         await eventually(healthy, timeout=60)
-        yield base, log
+        yield base, log, process.pid
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -164,10 +164,31 @@ async def service(tmp_path: Path, **env: str) -> AsyncIterator[tuple[str, Path]]
 
 
 async def test_run_without_webhook_secret_starts_with_webhooks_off(tmp_path: Path, sandbox: TelegramSandbox) -> None:
-    async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url) as (base, log):
+    async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url) as (base, log, _):
         async with httpx.AsyncClient() as client:
             assert (await client.post(f"{base}/webhooks/marquiz/anything-at-all-123", json={})).status_code == 404
         assert "WEBHOOK_SECRET is not set" in log.read_text()
+
+
+def child_commands(pid: int) -> list[str]:
+    """The command lines of the processes whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        except OSError:  # it exited meanwhile
+            continue
+    return found
+
+
+async def test_run_keeps_render_warm_lean_workers_ready(tmp_path: Path, sandbox: TelegramSandbox) -> None:
+    """RENDER_WARM workers (of RENDER_WORKERS) are started with the service, as ``python -m bot.workers``."""
+    async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, RENDER_WORKERS="2") as (_, _, pid):
+        assert [command.split(" ", 1)[1] for command in child_commands(pid)] == ["-m bot.workers"]  # RENDER_WARM=1
+    async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, RENDER_WORKERS="2",
+                       RENDER_WARM="0") as (_, _, pid):
+        assert child_commands(pid) == []
 
 
 async def test_no_secret_or_token_reaches_the_log(tmp_path: Path, sandbox: TelegramSandbox) -> None:
@@ -177,7 +198,7 @@ async def test_no_secret_or_token_reaches_the_log(tmp_path: Path, sandbox: Teleg
     try:
         env = {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "DEBUG",
                "AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token}
-        async with service(tmp_path, **env) as (base, log):
+        async with service(tmp_path, **env) as (base, log, _):
             async with httpx.AsyncClient(base_url=base) as client:
                 quiz = await client.post(f"/webhooks/marquiz/{SECRET}", json={"contacts": {"name": "Анна", "phone": "79991234567"}})
                 assert quiz.status_code == 200, quiz.text

@@ -3,17 +3,11 @@ for a second or more, and the bot's event loop must keep answering buyers meanwh
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any
-
-import structlog
 
 from bot.analytics.labels import Labels
 from bot.analytics.report import Report
-
-log = structlog.get_logger(__name__)
+from bot.workers import WorkerPool
 
 
 REPORT_CHARTS = ("funnel", "sources", "managers", "days")  # the charts of /report and the digest, in order
@@ -40,26 +34,14 @@ def _file(report: Report, labels: Labels, fmt: str) -> bytes:
 
 
 class Drawing:
-    """Worker processes, started on first use ("spawn": never fork a process running an event loop)."""
+    """Lean worker processes (:mod:`bot.workers`: not the bot's modules), started on first use."""
 
     def __init__(self) -> None:
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool: WorkerPool | None = None
 
     async def _run(self, function: Any, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        for attempt in (1, 2):
-            pool = self._pool = self._pool or ProcessPoolExecutor(WORKERS, mp_context=multiprocessing.get_context("spawn"))
-            try:
-                return await loop.run_in_executor(pool, function, *args)
-            except BrokenProcessPool:
-                if attempt == 2:
-                    raise
-                log.warning("analytics.drawing_worker_died", note="restarting the workers and drawing again")
-                if self._pool is pool:  # not replaced yet by another drawing that saw it die
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    self._pool = None
-        raise AssertionError("unreachable")
-
+        self._pool = self._pool or WorkerPool(WORKERS)  # a worker that dies is replaced, its drawing retried once
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
     async def charts(self, report: Report, labels: Labels) -> list[bytes]:
         """The four PNG charts of /report, drawn side by side."""
         return list(await asyncio.gather(*(self._run(_chart, name, report, labels) for name in REPORT_CHARTS)))

@@ -1,23 +1,21 @@
 """The buyer's personalised PDF catalogue: HTML from a jinja2 template, PDF by WeasyPrint.
 
 :func:`render_pdf` is synchronous and CPU-bound; :class:`CatalogRenderer` runs it in a
-process pool, caches each PDF under ``cache_dir/<cache_key>.pdf`` and never renders on
-the event loop thread. WeasyPrint (and the Pango it loads) is imported only where a PDF is
-drawn, so commands that draw none start without it.
+pool of lean worker processes (:mod:`bot.workers`), caches each PDF under
+``cache_dir/<cache_key>.pdf`` and never renders on the event loop thread. WeasyPrint (and
+the Pango it loads) is imported only where a PDF is drawn, so commands that draw none start
+without it. The workers import this module: it imports no aiogram, SQLAlchemy or app code.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
-import io
 import json
 import logging
-import multiprocessing
 import os
+import subprocess
+import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -27,8 +25,8 @@ import jinja2
 from markupsafe import Markup
 
 from bot import texts
-from bot.config import DEFAULT_CATALOG_DIR, ConfigError
 from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
+from bot.workers import WorkerPool
 
 if TYPE_CHECKING:
     from weasyprint import CSS
@@ -38,8 +36,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: The default catalogue folder shipped with the project.
-CATALOG_DIR = DEFAULT_CATALOG_DIR
 TEMPLATE = "catalog.html.j2"
 STYLESHEET = "catalog.css"
 #: Files outside the catalogue folder whose edits change the PDF.
@@ -205,15 +201,18 @@ PANGO_PACKAGES = "libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dej
 
 
 def require_weasyprint() -> None:
-    """Raise :class:`ConfigError` naming the system packages to install if WeasyPrint can't load Pango."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # WeasyPrint prints its own multi-line notice
-            import weasyprint  # noqa: F401
-    except OSError as exc:
+    """Raise :class:`ConfigError` naming the system packages to install if WeasyPrint can't load Pango.
+
+    WeasyPrint is tried in a child process: the bot's own process never loads it (~25 MB)."""
+    from bot.config import ConfigError  # here: bot.config imports pydantic and SQLAlchemy, the workers need neither
+
+    probe = subprocess.run([sys.executable, "-c", "import weasyprint"], capture_output=True, text=True, check=False)
+    if probe.returncode:
+        reason = (probe.stderr.strip().splitlines() or ["no reason given"])[-1].removeprefix("OSError: ")
         raise ConfigError(
-            f"optobot: catalogues can't be rendered: WeasyPrint could not load Pango ({str(exc).splitlines()[0][:120]}); "
+            f"optobot: catalogues can't be rendered: WeasyPrint could not load Pango ({reason[:120]}); "
             f"install it, on Debian/Ubuntu: apt-get install {PANGO_PACKAGES}"
-        ) from None
+        )
 
 
 def _warm_worker(catalog_dir: Path) -> None:
@@ -223,11 +222,6 @@ def _warm_worker(catalog_dir: Path) -> None:
         render_pdf(CatalogRequest(limit=1), catalog_dir)
     except Exception:  # a broken catalogue must not break the pool; renders report it
         log.exception("catalogue worker warm-up failed")
-
-
-def _worker_pid() -> int:
-    """A trivial job: waits for the worker to start (and finish its warm-up)."""
-    return os.getpid()
 
 
 def _render_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) -> None:
@@ -244,11 +238,12 @@ def _render_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) ->
 
 
 class CatalogRenderer:
-    """Renders catalogues in a process pool with an on-disk cache.
+    """Renders catalogues in a pool of lean worker processes with an on-disk cache.
 
     Concurrent requests for the same cache key share one render. ``rendered`` counts
-    the renders this instance started (cache misses). If a worker dies (e.g. killed
-    for memory), the pool is replaced and the render retried once.
+    the renders this instance started (cache misses). A worker starts when a render finds
+    none idle, or ahead of time on :meth:`warm_up`; one that dies (e.g. killed for memory) is
+    replaced and its render retried once.
     """
 
     def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
@@ -258,15 +253,8 @@ class CatalogRenderer:
         self.workers = workers
         self.rendered = 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._pool = self._new_pool()
+        self.pool = WorkerPool(workers, initializer=_warm_worker, initargs=(self.catalog_dir,))
         self._inflight: dict[str, asyncio.Task[Path]] = {}
-
-    def _new_pool(self) -> ProcessPoolExecutor:
-        # "spawn": never fork a process that runs an event loop and threads
-        return ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_warm_worker, initargs=(self.catalog_dir,),
-        )
 
     def path_for(self, request: CatalogRequest) -> Path:
         """Where the PDF for ``request`` is (or will be) cached."""
@@ -287,28 +275,15 @@ class CatalogRenderer:
 
     async def _render(self, request: CatalogRequest, target: Path) -> Path:
         self.rendered += 1
-        pool = self._pool
-        try:
-            await self._run(pool, request, target)
-        except BrokenProcessPool:
-            log.warning("a catalogue worker died; restarting the pool and retrying")
-            if self._pool is pool:  # not yet replaced by a concurrent render
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool()
-            await self._run(self._pool, request, target)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.pool, _render_to_file, request, self.catalog_dir, target)
         return target
 
-    async def _run(self, pool: ProcessPoolExecutor, request: CatalogRequest,
-                   target: Path) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(pool, _render_to_file, request, self.catalog_dir, target)
-
-    async def warm_up(self) -> None:
-        """Start every worker (each loads the catalogue and draws a tiny PDF)."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._pool, _worker_pid)
-                               for _ in range(self.workers)))
+    async def warm_up(self, count: int | None = None) -> None:
+        """Start ``count`` workers (default: all) now; each loads the catalogue and draws a tiny PDF."""
+        if count != 0:
+            await asyncio.to_thread(self.pool.start, count)
 
     def close(self) -> None:
-        """Stop the pool, waiting for the workers to exit (call once, at shutdown)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stop the workers, waiting for them to exit (call once, at shutdown)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
