@@ -249,7 +249,7 @@ async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime
                 chats: bool = False) -> list[Job]:
     """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances (``chats``: the chat's round, see :func:`plan`)."""
     async with db.begin() as session:
-        await store.lock(session, store.CLAIM)
+        await store.lock(session, store.CHAT_CLAIM if chats else store.CLAIM)  # the two rounds claim disjoint items
         due = or_(OutboxItem.next_attempt_at.is_(None), OutboxItem.next_attempt_at <= now)
         heads = (
             select(OutboxItem.lead_id).join(Lead, Lead.id == OutboxItem.lead_id)

@@ -14,6 +14,7 @@ TOKENS = "crm.tokens"
 STATE = "crm.state"
 RECONCILE = "crm.reconcile"
 CLAIM = "crm.claim"
+CHAT_CLAIM = "crm.claim.chat"  # the amoCRM chat's round
 REPLIES = "crm.replies"  # the claim lock of managers' replies from amoCRM
 CHANNEL = "crm.channel"  # the connected Chats API channel: scope_id, amojo_id, channel_id
 
