@@ -12,6 +12,7 @@ import pytest
 from bot.crm import channel, cli, store
 from bot.crm.amojo import AmojoClient, ChannelRefused, encode, request_signature, signed_headers
 from bot.crm.config import ClientTuning
+from bot.crm.replies import telegram_html
 from bot.db.models import Lead
 from bot.ratelimit import Window
 from bot.sandbox.amocrm import AmoSandbox
@@ -183,3 +184,9 @@ async def test_without_a_connected_channel_chat_items_wait_and_other_work_goes_o
     await env.drain()
     assert amocrm.chats.transcript("tg-74") == ["← Анна: привет"]
     await env.crm.close()
+
+
+def test_amocrm_marks_become_safe_telegram_html() -> None:
+    assert telegram_html("*Анна*, _курсив_ snake_case ~нет~ `SH-101` <script>") == (
+        "<b>Анна</b>, <i>курсив</i> snake_case <s>нет</s> <code>SH-101</code> &lt;script&gt;")
+    assert telegram_html("*a _b* c_") == "*a _b* c_"  # overlapping marks: plain text, never a message Telegram refuses
