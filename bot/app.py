@@ -35,6 +35,7 @@ from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
+from bot.texts import LANGUAGES
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
@@ -78,6 +79,9 @@ class App:
         self.crm = CrmSync(settings, self.db, self.journal, self.quiz, media=self.media, messenger=self.messenger)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
+        if settings.catalog_prerender:
+            languages = (settings.default_language, *(lang for lang in LANGUAGES if lang != settings.default_language))
+            self.workers.append(lambda stop: self.renderer.prerender(stop, languages))
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         if self.crm.replies is not None:

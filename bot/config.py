@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     render_workers: int = Field(default=2, ge=1, le=32, alias="RENDER_WORKERS")
     render_warm: int = Field(default=1, ge=0, le=32, alias="RENDER_WARM")
+    catalog_prerender: bool = Field(default=True, alias="CATALOG_PRERENDER")
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")

@@ -88,6 +88,7 @@ async def run_demo(settings: Settings) -> int:
                 "webhook_secret": SecretStr(secrets.token_urlsafe(24)), "http_port": 0, "public_url": None,
                 "amocrm_base_url": amocrm_url, "amocrm_access_token": SecretStr(amocrm_token),
                 "amocrm_channel_id": registered.id, "amocrm_channel_secret": SecretStr(registered.secret), "amojo_base_url": amocrm_url,
+                "catalog_prerender": False,  # one buyer: their body is drawn on their tap
             })
             sandbox.add_user(BUYER_ID, "Анна", "Петрова", "anna_boutique")
             started = time.perf_counter()

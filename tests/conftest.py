@@ -134,7 +134,8 @@ def make_settings(sandbox: TelegramSandbox, database_url: str, data_dir: Path, *
     values: dict[str, object] = {
         "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "DATABASE_URL": database_url,
         "WEBHOOK_SECRET": SECRET, "HTTP_PORT": 0, "DATA_DIR": data_dir,
-        "REPORT_SCHEDULE": "off",  # the weekly digest only where a test asks for it (on Mondays it would go out at start)
+        "REPORT_SCHEDULE": "off",
+        "CATALOG_PRERENDER": False,  # the session's renderer draws only what a test asks for  # the weekly digest only where a test asks for it (on Mondays it would go out at start)
         **overrides,
     }
     return load_settings(_env_file=None, **values)

@@ -19,9 +19,10 @@ from pypdf import PdfReader
 
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
 from bot.catalog.products import CATEGORIES, TIERS, load_products
-from bot.catalog.render import CatalogRenderer, CatalogRequest, cache_key, render_pdf
+from bot.catalog.render import CatalogRenderer, CatalogRequest, cache_key, render_pdf, variants
 from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.workers import WorkerDied, WorkerPool, loaded_modules
+from tests.crm_support import eventually
 from bot.texts import raw
 
 QUIZ = Path(__file__).resolve().parents[1] / "bot" / "quiz.yaml"
@@ -33,6 +34,11 @@ def pdf_text(pdf: bytes) -> str:
     reader = PdfReader(io.BytesIO(pdf))
     text = "\n".join(page.extract_text() for page in reader.pages)
     return re.sub(r"\s+", " ", text)
+
+
+def pdf_text_of(pages: object) -> str:
+    """The text of some pages of a PDF, whitespace folded."""
+    return re.sub(r"\s+", " ", "\n".join(page.extract_text() for page in pages))
 
 
 def skus(text: str) -> list[str]:
@@ -328,3 +334,78 @@ async def test_worker_pool_grows_on_demand_and_reports_a_job_that_kills_its_work
     finally:
         pool.shutdown()
     assert pool.pids == []
+
+
+# ------------------------------------------------------- cover + shared body
+def few_products(catalog: Path, count: int) -> Path:
+    """Keep the first ``count`` products of a catalogue copy (fast renders)."""
+    products = catalog / "products.yaml"
+    data = yaml.safe_load(products.read_text(encoding="utf-8"))
+    data["products"] = data["products"][:count]
+    products.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    return catalog
+
+
+async def test_buyers_of_one_variant_share_one_body(renderer: CatalogRenderer) -> None:
+    """Each buyer's catalogue is their own cover composed with the body rendered once for the variant."""
+    first, second = (CatalogRequest(name=name, company=company, city=city, categories=("kids", "shoes"),
+                                    volume="300kto1m")
+                     for name, company, city in (("Вера Первая", "ООО «Один»", "Тверь"),
+                                                 ("Глеб Второй", "ИП Второй", "Омск")))
+    before, bodies = renderer.rendered, renderer.bodies
+    one, two = [PdfReader(await renderer.render(request)) for request in (first, second)]
+    assert renderer.rendered == before + 2 and renderer.bodies == bodies + 1
+    assert renderer.body_path(first) == renderer.body_path(second) and renderer.body_path(first).is_file()
+    covers = [pdf_text_of(reader.pages[:1]) for reader in (one, two)]
+    assert "Вера Первая" in covers[0] and "Тверь" in covers[0] and "Глеб Второй" not in covers[0]
+    assert "Глеб Второй" in covers[1] and "ИП Второй" in covers[1] and "Вера Первая" not in covers[1]
+    assert pdf_text_of(one.pages[1:]) == pdf_text_of(two.pages[1:])  # the same body…
+    rest = pdf_text_of(one.pages[1:])
+    assert skus(rest)[0] == "K-301" and "Ваша цена" in rest and "Вера" not in rest  # …with nothing personal
+    assert one.metadata.title == "ОптЛиния — оптовый каталог для Вера Первая"
+
+
+async def test_a_new_catalogue_version_renders_new_bodies(catalog_copy: Path, tmp_path: Path) -> None:
+    catalog = few_products(catalog_copy, 3)
+    renderer = CatalogRenderer(catalog, tmp_path / "cache", workers=1)
+    try:
+        request = CatalogRequest(name="Анна", categories=("women",), volume="upto100k")
+        old = await renderer.render(request)
+        assert "1 450 ₽" in pdf_text(old.read_bytes()) and renderer.bodies == 1
+        old_version = renderer.body_path(request).parent
+        products = catalog / "products.yaml"
+        products.write_text(products.read_text(encoding="utf-8").replace("upto100k: 1450", "upto100k: 1490"),
+                            encoding="utf-8")
+        new = await renderer.render(request)
+        assert new != old and renderer.bodies == 2
+        text = pdf_text(new.read_bytes())
+        assert "1 490 ₽" in text and "1 450 ₽" not in text
+        assert renderer.body_path(request).parent != old_version  # bodies are kept per catalogue version
+    finally:
+        renderer.close()
+
+
+async def test_prerender_draws_the_bodies_ahead_in_the_background(catalog_copy: Path, tmp_path: Path) -> None:
+    renderer = CatalogRenderer(few_products(catalog_copy, 2), tmp_path / "cache", workers=1)
+    stale = tmp_path / "cache" / "bodies" / "an-old-version"
+    stale.mkdir(parents=True)
+    (stale / "body.pdf").write_bytes(b"%PDF-")
+    try:
+        stop = asyncio.Event()
+        ahead = asyncio.create_task(renderer.prerender(stop, ("en", "ru")))
+        order = variants(("en", "ru"))
+        assert len(order) == len(set(order)) == 2 * 32 * (len(TIERS) + 1)  # every category set × tier (or none) × language
+        assert order[0].categories == ("women",) and order[0].language == "en"
+        first_three = [renderer.body_path(request) for request in order[:3]]
+        await eventually(lambda: all(path.is_file() for path in first_three), timeout=120)
+        stop.set()
+        await asyncio.wait_for(ahead, 60)
+        assert not stale.exists()  # bodies of other versions are deleted
+        drawn = renderer.bodies
+        assert drawn >= 3 and not renderer.body_path(order[-1]).exists()  # stopped before the end
+        request = CatalogRequest(name="Быстрый", company="ООО «Б»", categories=("women",), volume="upto100k",
+                                 language="en")
+        assert "Быстрый" in pdf_text((await renderer.render(request)).read_bytes())
+        assert renderer.bodies == drawn  # only the cover was drawn for this buyer
+    finally:
+        renderer.close()

@@ -32,7 +32,7 @@ PASSED_ON = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 def environment(tmp_path: Path, **values: str) -> dict[str, str]:
     """A clean environment (nothing of the developer's settings), working in ``tmp_path`` (no stray .env)."""
     return {**{k: os.environ[k] for k in PASSED_ON if k in os.environ}, "DATA_DIR": str(tmp_path / "data"), "RENDER_WORKERS": "1",
-            **values}
+            "CATALOG_PRERENDER": "false", **values}
 
 
 def optobot(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -1,25 +1,35 @@
 """The buyer's personalised PDF catalogue: HTML from a jinja2 template, PDF by WeasyPrint.
 
-:func:`render_pdf` is synchronous and CPU-bound; :class:`CatalogRenderer` runs it in a
-pool of lean worker processes (:mod:`bot.workers`), caches each PDF under
+A catalogue is a one-page personal cover (the buyer's name, company and city) followed by
+the *body*: every page after the cover, which depends only on the buyer's categories, tier
+and language. The body is rendered once per catalogue version (:func:`fingerprint`) and
+variant, and cached on disk (``cache_dir/bodies/<version>/``); a buyer's catalogue is
+their cover (~40 ms) put in front of it with pypdf (:func:`compose`). :meth:`CatalogRenderer.prerender`
+renders every variant's body in the background after a start or a new catalogue version.
+
+The functions are synchronous and CPU-bound; :class:`CatalogRenderer` runs them in a pool
+of lean worker processes (:mod:`bot.workers`), caches each buyer's PDF under
 ``cache_dir/<cache_key>.pdf`` and never renders on the event loop thread. WeasyPrint (and
-the Pango it loads) is imported only where a PDF is drawn, so commands that draw none start
-without it. The workers import this module: it imports no aiogram, SQLAlchemy or app code.
+the Pango it loads) is imported only in the workers. The workers import this module: it
+imports no aiogram, SQLAlchemy or app code.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
+import itertools
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import jinja2
 from markupsafe import Markup
@@ -74,6 +84,19 @@ class CatalogRequest:
             object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
         ordered = tuple(c for c in CATEGORIES if c in self.categories)
         object.__setattr__(self, "categories", ordered)
+
+    @property
+    def impersonal(self) -> CatalogRequest:
+        """The request without the buyer's name, company and city: what the body depends on."""
+        return replace(self, name="", company="", city="")
+
+
+def variants(languages: tuple[str, ...] = texts.LANGUAGES) -> list[CatalogRequest]:
+    """Every body a buyer can get: category sets (the likeliest, a single category, first) × tiers
+    (and no tier) × ``languages``."""
+    sets = [combo for size in (1, 2, 3, 4, 5, 0) for combo in itertools.combinations(CATEGORIES, size)]
+    return [CatalogRequest(categories=combo, volume=tier, language=language)
+            for language in languages for combo in sets for tier in (*TIERS, None)]
 
 
 def fingerprint(catalog_dir: Path) -> str:
@@ -165,8 +188,8 @@ def _discounts(products: tuple[Product, ...]) -> dict[str, int]:
             for tier in TIERS}
 
 
-def _html(request: CatalogRequest, bundle: _Bundle) -> str:
-    """The catalogue as HTML (every buyer value escaped by jinja2's autoescape)."""
+def _html(request: CatalogRequest, bundle: _Bundle, cover_only: bool = False) -> str:
+    """The catalogue (or only its cover) as HTML (every buyer value escaped by jinja2's autoescape)."""
     tx = _translator(request.language)
     separator = tx("thousands_separator")
 
@@ -179,22 +202,54 @@ def _html(request: CatalogRequest, bundle: _Bundle) -> str:
 
     sections = _sections(request, bundle.products)
     return bundle.template.render(
-        request=request, lang=request.language, tx=tx, money=money, loc=loc,
+        request=request, cover_only=cover_only, lang=request.language, tx=tx, money=money, loc=loc,
+        count=lambda n: texts.plural(request.language, "catalog.products_count", n),
         sections=sections, company=bundle.company, tiers=TIERS,
         discounts=_discounts(bundle.products),
         product_count=sum(len(s["products"]) for s in sections),
     )
 
 
-def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
-    """Render the buyer's catalogue to A4 PDF bytes (synchronous; run it in a worker)."""
+def _draw(request: CatalogRequest, catalog_dir: Path, cover_only: bool) -> bytes:
     from weasyprint import HTML
 
     catalog_dir = catalog_dir.resolve()
     bundle = _bundle(catalog_dir, fingerprint(catalog_dir))
-    document = HTML(string=_html(request, bundle), base_url=catalog_dir.as_uri() + "/",
+    document = HTML(string=_html(request, bundle, cover_only), base_url=catalog_dir.as_uri() + "/",
                     url_fetcher=bundle.fetcher)
     return document.write_pdf(stylesheets=[bundle.stylesheet], font_config=bundle.fonts)
+
+
+def render_body(request: CatalogRequest, catalog_dir: Path) -> bytes:
+    """The whole catalogue for ``request`` without the buyer's personal details: the same PDF for every
+    buyer of its categories, tier and language (its first page is an impersonal cover)."""
+    return _draw(request.impersonal, catalog_dir, cover_only=False)
+
+
+def render_cover(request: CatalogRequest, catalog_dir: Path) -> bytes:
+    """The buyer's one-page cover (their name, company and city, escaped)."""
+    return _draw(request, catalog_dir, cover_only=True)
+
+
+def compose(cover: bytes, body: bytes) -> bytes:
+    """The cover's first page, then the body's pages after its own cover; the cover's metadata."""
+    from pypdf import PdfReader, PdfWriter
+
+    cover_reader, body_reader = PdfReader(io.BytesIO(cover)), PdfReader(io.BytesIO(body))
+    writer = PdfWriter()
+    writer.add_page(cover_reader.pages[0])
+    for page in body_reader.pages[1:]:
+        writer.add_page(page)
+    if cover_reader.metadata:
+        writer.add_metadata(dict(cover_reader.metadata))
+    output = io.BytesIO()
+    writer.write(output)
+    return output.getvalue()
+
+
+def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
+    """The buyer's whole catalogue as A4 PDF bytes, cover and body drawn here (synchronous)."""
+    return compose(render_cover(request, catalog_dir), render_body(request, catalog_dir))
 
 
 PANGO_PACKAGES = "libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
@@ -224,26 +279,36 @@ def _warm_worker(catalog_dir: Path) -> None:
         log.exception("catalogue worker warm-up failed")
 
 
-def _render_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) -> None:
-    """Worker job: render and write ``target`` atomically (temp file + ``os.replace``)."""
-    pdf = render_pdf(request, catalog_dir)
+def _write(target: Path, data: bytes) -> None:
+    """Write ``target`` atomically (temp file + ``os.replace``)."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".pdf.tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(pdf)
+            handle.write(data)
         os.replace(tmp, target)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def _body_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) -> None:
+    """Worker job: the body of ``request`` into ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _write(target, render_body(request, catalog_dir))
+
+
+def _compose_to_file(request: CatalogRequest, catalog_dir: Path, body: Path, target: Path) -> None:
+    """Worker job: the buyer's cover in front of the rendered ``body``, into ``target``."""
+    _write(target, compose(render_cover(request, catalog_dir), body.read_bytes()))
+
+
 class CatalogRenderer:
     """Renders catalogues in a pool of lean worker processes with an on-disk cache.
 
-    Concurrent requests for the same cache key share one render. ``rendered`` counts
-    the renders this instance started (cache misses). A worker starts when a render finds
-    none idle, or ahead of time on :meth:`warm_up`; one that dies (e.g. killed for memory) is
-    replaced and its render retried once.
+    Concurrent requests for the same file share one render. ``rendered`` counts the buyers'
+    catalogues this instance composed (cache misses), ``bodies`` the bodies it rendered. A
+    worker starts when a render finds none idle, or ahead of time on :meth:`warm_up`; one that
+    dies (e.g. killed for memory) is replaced and its render retried once.
     """
 
     def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
@@ -252,32 +317,70 @@ class CatalogRenderer:
         self.cache_dir = cache_dir
         self.workers = workers
         self.rendered = 0
+        self.bodies = 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.pool = WorkerPool(workers, initializer=_warm_worker, initargs=(self.catalog_dir,))
-        self._inflight: dict[str, asyncio.Task[Path]] = {}
+        self._inflight: dict[Path, asyncio.Task[Path]] = {}
 
     def path_for(self, request: CatalogRequest) -> Path:
         """Where the PDF for ``request`` is (or will be) cached."""
         return self.cache_dir / f"{cache_key(request, self.catalog_dir)}.pdf"
 
-    async def render(self, request: CatalogRequest) -> Path:
-        """The cached PDF for ``request``, rendering it in the pool if needed."""
-        target = self.path_for(request)
+    def body_path(self, request: CatalogRequest) -> Path:
+        """Where the body of ``request``'s catalogue is (or will be) cached, under its catalogue version."""
+        version = fingerprint(self.catalog_dir)[:16]
+        return self.cache_dir / "bodies" / version / f"{cache_key(request.impersonal, self.catalog_dir)}.pdf"
+
+    async def _once(self, target: Path, make: Callable[[], Awaitable[None]]) -> Path:
+        """``target`` if it exists, else made by ``make()``; made once however many wait for it."""
         if target.exists():
             return target
-        task = self._inflight.get(target.name)
+        task = self._inflight.get(target)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._render(request, target))
-            self._inflight[target.name] = task
-            task.add_done_callback(lambda _: self._inflight.pop(target.name, None))
+            async def run() -> Path:
+                await make()
+                return target
+            task = self._inflight[target] = asyncio.get_running_loop().create_task(run())
+            task.add_done_callback(lambda _: self._inflight.pop(target, None))
         # shield: one waiter giving up must not cancel the render the others await
         return await asyncio.shield(task)
 
-    async def _render(self, request: CatalogRequest, target: Path) -> Path:
-        self.rendered += 1
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self.pool, _render_to_file, request, self.catalog_dir, target)
-        return target
+    async def render(self, request: CatalogRequest) -> Path:
+        """The cached PDF for ``request``: the buyer's cover composed with the cached body."""
+        target = self.path_for(request)
+
+        async def make() -> None:
+            body = await self.body(request)
+            self.rendered += 1
+            await asyncio.wrap_future(self.pool.submit(_compose_to_file, request, self.catalog_dir, body, target))
+        return await self._once(target, make)
+
+    async def body(self, request: CatalogRequest, *, background: bool = False) -> Path:
+        """The cached body of ``request``'s catalogue, rendered first if needed (``background``: only
+        while no other render waits)."""
+        target = self.body_path(request)
+        submit = self.pool.submit_background if background else self.pool.submit
+
+        async def make() -> None:
+            self.bodies += 1
+            await asyncio.wrap_future(submit(_body_to_file, request.impersonal, self.catalog_dir, target))
+        return await self._once(target, make)
+
+    async def prerender(self, stop: asyncio.Event, languages: tuple[str, ...] = texts.LANGUAGES) -> None:
+        """Render every variant's body of the current catalogue version one after another, in the
+        background, until done or ``stop``; bodies of other versions are deleted first."""
+        current = self.body_path(CatalogRequest()).parent
+        for old in current.parent.glob("*"):
+            if old != current:
+                shutil.rmtree(old, ignore_errors=True)
+        for request in variants(languages):
+            if stop.is_set():
+                return
+            try:
+                await self.body(request, background=True)
+            except Exception:  # a broken catalogue: the buyers' renders report it
+                log.exception("catalogue body prerender failed")
+                return
 
     async def warm_up(self, count: int | None = None) -> None:
         """Start ``count`` workers (default: all) now; each loads the catalogue and draws a tiny PDF."""
