@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: str = Field(default="text", pattern="^(text|json)$", alias="LOG_FORMAT")
 
     amocrm_base_url: str | None = Field(default=None, alias="AMOCRM_BASE_URL")
     amocrm_access_token: SecretStr | None = Field(default=None, alias="AMOCRM_ACCESS_TOKEN")
@@ -80,6 +81,9 @@ class Settings(BaseSettings):
     quiet_hours: str | None = Field(default="21:00-09:00", pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$", alias="QUIET_HOURS")  # "" = none
     broadcast_sequences: Path = Field(default=PROJECT_DIR / "broadcasts" / "sequences.yaml", alias="BROADCAST_SEQUENCES")
     broadcast_segments: Path = Field(default=PROJECT_DIR / "broadcasts" / "segments.yaml", alias="BROADCAST_SEGMENTS")
+
+    # Follow-ups (bot/followups/, docs/followups.md): the stage messages file
+    stage_messages: Path = Field(default=PACKAGE_DIR / "followups" / "stage_messages.yaml", alias="STAGE_MESSAGES")
 
     # Sales analytics (bot/analytics/): the weekly digest, in TIMEZONE ("off" = none); where it goes (default: each admin)
     report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")
@@ -142,7 +146,7 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone; expected an IANA name such as Europe/Moscow or Asia/Novosibirsk") from None
         return value
 
-    @field_validator("quiz_config", "crm_config", "operators_config", "catalog_dir")
+    @field_validator("quiz_config", "crm_config", "operators_config", "catalog_dir", "stage_messages")
     @classmethod
     def _exists(cls, value: Path, info: ValidationInfo) -> Path:
         folder = info.field_name == "catalog_dir"

@@ -12,6 +12,7 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import FSInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.catalog.products import CATEGORIES, TIERS, load_products
 from bot.catalog.render import CatalogRenderer, CatalogRequest
 from bot.db import renders
@@ -60,11 +61,18 @@ class Catalog:
                     if unreachable_reason(exc) is not None:
                         raise
                     log.warning("catalog.file_id_rejected", key=key, error=exc.message)
-            path = await self.renderer.render(request)
+            path = await self._render(request)
             message = await send(FSInputFile(path, filename=t(buyer.language, "journey.catalog_filename")))
             async with self.db.begin() as session:
                 await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
             return message
+
+    async def _render(self, request: CatalogRequest) -> Path:
+        """The PDF; a render (not a cached file) is timed and counted while it waits or runs (``/metrics``)."""
+        if self.renderer.path_for(request).exists():
+            return await self.renderer.render(request)
+        with metrics.RENDER_QUEUE.track_inprogress(), metrics.CATALOG_RENDER.time():
+            return await self.renderer.render(request)
 
     def prices(self, interests: Mapping[str, Any]) -> tuple[str, list[PriceRange]]:
         """The buyer's volume tier (the smallest when unknown) and, per category they want (all when unknown),

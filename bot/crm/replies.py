@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 import structlog
@@ -32,6 +32,8 @@ from bot.db.models import Lead
 from bot.journal import Journal
 from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger
+from bot.ports import OperatorTopic
+from bot.texts import t
 
 log = structlog.get_logger(__name__)
 
@@ -40,12 +42,6 @@ FILE_TIMEOUT = 30.0  # seconds to download it from amoCRM
 LEASE = 120.0  # seconds before a claimed reply whose worker died is taken again
 RETRY = timedelta(seconds=5)
 MEDIA_KINDS = {"picture": "photo", "file": "document", "video": "video", "voice": "voice", "audio": "document", "sticker": "photo"}
-
-
-class OperatorTopic(Protocol):
-    """Where a reply from amoCRM is shown to the managers working in Telegram (the relay, wired by the app)."""
-
-    async def show_crm_reply(self, lead: Lead, manager: str, text: str) -> None: ...
 
 
 # ------------------------------------------------------------------ formatting
@@ -85,7 +81,7 @@ class Replies:
     """Delivers stored replies, oldest first; each once (claimed through the database)."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger, http: httpx.AsyncClient,
-                 wake_outbox: Callable[[], None], clock: Callable[[], datetime] = utcnow) -> None:
+                 wake_outbox: Callable[[], None], clock: Callable[[], datetime] = utcnow, *, lang: str = "ru") -> None:
         self.db = db
         self.journal = journal
         self.messenger = messenger
@@ -94,6 +90,7 @@ class Replies:
         self.clock = clock
         self.wakeup = asyncio.Event()
         self.topic: OperatorTopic | None = None  # the operator chat, when there is one (app.py)
+        self.lang = lang  # of the notice in the topic
         self.sent_at: dict[str, float] = {}  # amoCRM message id → when its Telegram send was issued (bench)
 
     async def round(self) -> bool:
@@ -193,6 +190,6 @@ class Replies:
         if self.topic is None:
             return
         try:
-            await self.topic.show_crm_reply(lead, manager, text)
+            await self.topic.notice(lead, t(self.lang, "relay.from_amocrm", manager=manager, text=text))
         except TelegramAPIError as exc:
             log.warning("amojo.topic_failed", lead_id=lead.id, error=str(exc))

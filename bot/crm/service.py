@@ -14,7 +14,9 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.config import Settings
+from bot.crm import outbox
 from bot.crm.channel import channel_client, channel_limiter
 from bot.crm.checks import Checks
 from bot.crm.client import AmoClient, TokenSource
@@ -22,6 +24,7 @@ from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
 from bot.crm.conversation import Conversations, chat_items
 from bot.crm.hook import HOOK_PATH, hook_handler
+from bot.crm.models import UNFINISHED
 from bot.crm.outbox import Clock, OutboxWriter
 from bot.crm.state import SyncState
 from bot.crm.tokens import OAuthTokens, StaticToken
@@ -82,6 +85,7 @@ class CrmSync:
                                    chat=chat_items if self.channel else None)
         self.journal = journal
         self.db = db
+        self.clock = clock
         self.workers: list[Worker] = []
         self.conversations: Conversations | None = None  # the amoCRM chat, with the channel on
         self.replies: Replies | None = None
@@ -101,7 +105,7 @@ class CrmSync:
             if messenger is not None:
                 from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
 
-                self.replies = Replies(db, journal, messenger, self.http, self.wake)
+                self.replies = Replies(db, journal, messenger, self.http, self.wake, lang=settings.default_language)
                 self.workers.append(self.replies.run)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
                                    self.chat_wakeup)
@@ -122,6 +126,14 @@ class CrmSync:
         if self.replies is not None:  # signed by amoCRM: no secret in the path
             routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.replies.wakeup.set)))
         return routes
+
+    async def probe(self) -> None:
+        """``/metrics``: the outbox's depth and the age of its oldest unfinished operation."""
+        async with self.db() as session:
+            depth = sum(count for state, count in (await outbox.counts(session)).items() if state in UNFINISHED)
+            oldest = await outbox.oldest_pending(session)
+        metrics.CRM_OUTBOX_DEPTH.set(depth)
+        metrics.CRM_OUTBOX_AGE.set(max(0.0, (self.clock() - oldest).total_seconds()) if oldest else 0)
 
     async def start(self) -> None:
         """Discover the account; never fails the app (CRM work waits in the outbox meanwhile)."""

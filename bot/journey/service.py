@@ -19,7 +19,7 @@ from aiogram.enums import ChatAction
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import keyboards
+from bot import keyboards, metrics
 from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
@@ -147,7 +147,9 @@ class JourneyService:
             attach_telegram(view, visitor)  # a detached view: the transaction below records the real change
             _, reply = self._start_reply(view, returning=bool(known and known.greeted_at))
             sent = await self._say(view, reply, log=False)
-        reply_ms = round((time.perf_counter() - began) * 1000)
+        replied = time.perf_counter() - began
+        metrics.GREETING.observe(replied)
+        reply_ms = round(replied * 1000)
         await self.replying.quiet()
         await self._record_start(visitor, message, payload, sent, reply_ms)
 

@@ -36,7 +36,6 @@ from bot.relay.quick import QuickReplies
 from bot.relay.sla import Sla
 from bot.relay.topics import Topics
 from bot.relay.worker import RelayWorker
-from bot.texts import t
 
 
 class RelayService:
@@ -63,10 +62,10 @@ class RelayService:
         """The journey's hook (:class:`bot.ports.BuyerRelay`): a free buyer message for the managers."""
         await self.buyers.forward(lead, message)
 
-    async def show_crm_reply(self, lead: Lead, manager: str, text: str) -> None:
-        """A manager's reply written in amoCRM's chat (:class:`bot.crm.replies.OperatorTopic`), shown in the lead's topic."""
+    async def notice(self, lead: Lead, text: str) -> None:
+        """:class:`bot.ports.OperatorTopic`: a notice in the lead's topic (nothing without an operator chat)."""
         if self.chat.chat_id is not None:
-            await self.topics.notice(lead, t(self.chat.lang, "relay.from_amocrm", manager=manager, text=text))
+            await self.topics.notice(lead, text)
 
     async def run(self, stop: asyncio.Event) -> None:
         """The relay's background worker (``App.workers``), until ``stop``."""
