@@ -28,14 +28,15 @@ from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.inbox import Inbox
 from bot.loops import Worker
 from bot.media import MEDIA_PATH, MediaLinks
 from bot.messenger import Messenger
 from bot.ops import Ops
-from bot.middlewares import PerChatOrder
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
+from bot.sender import Sender
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
 from bot.texts import LANGUAGES
@@ -78,7 +79,8 @@ class App:
         self.bot = bot or create_bot(token, settings.telegram_api_url)
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
-        self.messenger = Messenger(self.bot, self.db, self.journal)
+        self.sender = Sender(self.bot, self.db, retry_for=settings.send_retry_for)
+        self.messenger = Messenger(self.bot, self.db, self.journal, self.sender)
         self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
@@ -114,8 +116,6 @@ class App:
         ]
         self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
-        self.order = PerChatOrder()
-        self.dp.update.outer_middleware(self.order)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
@@ -123,6 +123,7 @@ class App:
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
+        self.inbox = Inbox(self.db, self.dp, self.bot)
         self.bot_username = ""
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
@@ -169,12 +170,14 @@ class App:
             return create_web_app(self.webhook_secret, self.ops.routes)
         routes = [*self.ops.routes, *self.routes]
         if self.settings.public_url:
-            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.telegram_secret_token))]
         return create_web_app(self.webhook_secret, routes)
 
     def background(self) -> list[Worker]:
-        """What runs in the background in this role: the heartbeat, and the workers unless ``web``."""
-        return [self.presence.run, *(self.workers if self.role != "web" else [])]
+        """What runs in the background in this role: the heartbeat and the send outbox's resume loop (every role
+        sends to buyers), the inbox's take-over unless ``worker``, and the workers unless ``web``."""
+        return [self.presence.run, self.sender.resume.run, *([self.inbox.replay.run] if self.role != "worker" else []),
+                *(self.workers if self.role != "web" else [])]
 
     @property
     def telegram_secret_token(self) -> str:
@@ -201,7 +204,7 @@ class App:
                 )
             elif self.role != "worker":
                 await self.bot.delete_webhook()
-                polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
+                polling = asyncio.create_task(self.inbox.poll(stop))
             self.ready.set()
             await stop.wait()
         finally:
@@ -216,10 +219,10 @@ class App:
         stop_workers.set()
         log.info("app.stopping", role=self.role)
         if polling is not None:
-            await self.dp.stop_polling()
-            await polling
+            await polling  # ends with ``stop``: what it fetched last is stored, not yet confirmed
         try:
-            await asyncio.wait_for(self.order.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+            await asyncio.wait_for(self.inbox.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+            await asyncio.wait_for(self.sender.flushed(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
         except TimeoutError:
             log.warning("app.stop_timeout", waiting="updates under way")
         if self._tasks:

@@ -24,15 +24,18 @@ log = structlog.get_logger(__name__)
 _RESPONSE_TYPES: dict[Any, type] = {}
 
 
+def _pin(returning: Any) -> None:
+    if returning not in _RESPONSE_TYPES:
+        _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+
+
 class PinResponseTypes(BaseRequestMiddleware):
     """Keeps every ``Response[ReturnType]`` alive so each is built once per process."""
 
     async def __call__(
         self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
     ) -> Response[TelegramType]:
-        returning = method.__returning__
-        if returning not in _RESPONSE_TYPES:
-            _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+        _pin(method.__returning__)
         return await make_request(bot, method)
 
 
@@ -51,6 +54,12 @@ class Reached(BaseRequestMiddleware):
             raise
         metrics.reached()
         return response
+
+
+async def call_once(bot: Bot, method: TelegramMethod[TelegramType]) -> TelegramType:
+    """One request, without the session's flood-wait retries: for a caller that waits a 429 out itself (the send outbox)."""
+    _pin(method.__returning__)
+    return await Reached()(bot.session.make_request, bot, method)
 
 
 class RetryAfterMiddleware(BaseRequestMiddleware):

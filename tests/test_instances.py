@@ -101,11 +101,11 @@ async def test_roles_split_http_and_updates_from_the_background_work(sandbox: Te
     settings = make_settings(sandbox, sqlite_url, tmp_path)
     web = App(settings, renderer=renderer, role="web")
     try:
-        assert web.background() == [web.presence.run]
+        assert web.background() == [web.presence.run, web.sender.resume.run, web.inbox.replay.run]  # updates, no workers
     finally:
         await web.close()
     async with App(settings, renderer=renderer, role="worker").running() as worker:
-        assert worker.background() == [worker.presence.run, *worker.workers] and len(worker.workers) >= 3
+        assert worker.background() == [worker.presence.run, worker.sender.resume.run, *worker.workers] and len(worker.workers) >= 3
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{worker.http_port}") as client:
             assert (await client.post(f"/webhooks/marquiz/{SECRET}", json={"contacts": {"phone": "79991234567"}})).status_code == 404
             assert (await client.get("/metrics")).status_code == 200

@@ -40,7 +40,7 @@ async def test_metrics_after_a_greeting_hold_the_named_series(app: App, buyer: B
     before = await scrape(app)
     buyer.send("/start")
     await buyer.replies(2)
-    await app.order.idle()
+    await app.inbox.idle()
     after = await scrape(app)
     missing = [name for name in SERIES if f"family:{name}" not in after]
     assert not missing, missing
