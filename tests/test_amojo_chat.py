@@ -60,7 +60,7 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
             return sum(1 for m in chat.messages if m["direction"] == "in") if chat else 0
 
         await eventually(lambda: received() >= 6, timeout=30)
-        await app.order.idle()
+        await app.inbox.idle()
         chat = amocrm.chats.chat(conversation)
         lines = amocrm.chats.transcript(conversation)
         lead = await lead_of(app, buyer.id)
