@@ -19,9 +19,13 @@ RUN apt-get update \
  && mkdir /data && chown optobot /data
 COPY --from=build /venv /venv
 COPY catalog_templates /app/catalog_templates
+COPY samples /app/samples
+# the renderer finds the default template next to the installed package (bot/catalog/render.py: TEMPLATES_DIR)
+RUN ln -s /app/catalog_templates "$(/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/catalog_templates"
 ENV PATH=/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
-    CATALOG_DIR=/app/catalog_templates \
+    CATALOG_DIR=/app/samples/clothing \
+    QUIZ_CONFIG=/app/samples/clothing/quiz.yaml \
     DATA_DIR=/data \
     MPLCONFIGDIR=/data/matplotlib \
     DATABASE_URL=sqlite+aiosqlite:////data/optobot.sqlite3 \

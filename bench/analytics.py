@@ -32,7 +32,7 @@ from sqlalchemy import insert
 
 from bot.analytics.models import AdSpend
 from bot.analytics.period import Period
-from bot.config import PACKAGE_DIR, load_settings
+from bot.config import DEFAULT_QUIZ, load_settings
 from bot.db import migrate
 from bot.db.models import AD, COLD, PHONE, QUIZ, Lead, LeadEvent
 from bot.db.session import database, open_database
@@ -64,7 +64,7 @@ class History:
         self.now = now
         self.leads = leads
         self.events = events
-        quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+        quiz = load_quiz(DEFAULT_QUIZ)
         self.choices = [(q.key, q.type, [o.key for o in q.options]) for q in quiz.questions if q.type != "text"]
 
     def _interests(self) -> dict[str, Any]:
@@ -196,7 +196,7 @@ async def _report(url: str) -> dict[str, Any]:
     from bot.analytics.report import build
 
     db = open_database(url)
-    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    quiz = load_quiz(DEFAULT_QUIZ)
     timings: dict[str, list[float]] = {"report_90_days": [], "every_breakdown": []}
     for _ in range(5):
         for name, by in (("report_90_days", ("source",)), ("every_breakdown", dimensions(quiz))):
@@ -253,7 +253,7 @@ async def _files(url: str) -> dict[str, Any]:
     from bot.analytics.queries import dimensions
     from bot.analytics.report import build
 
-    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    quiz = load_quiz(DEFAULT_QUIZ)
     async with database(url) as db:
         report = await build(db, quiz, _period(), by=dimensions(quiz), crm=True)
     result = {}

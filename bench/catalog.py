@@ -52,11 +52,11 @@ FIRST_USER = 700_000
 def catalogue_of(size: int, folder: Path) -> Path:
     """A copy of the sample catalogue with ``size`` products (the sample's, repeated under new SKUs)."""
     shutil.copytree(DEFAULT_CATALOG_DIR, folder)
-    data = yaml.safe_load((folder / "products.yaml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((folder / "catalog.yaml").read_text(encoding="utf-8"))
     sample = data["products"]
     data["products"] = [dict(sample[i % len(sample)], sku=f"{sample[i % len(sample)]['sku']}-{i // len(sample)}")
                         if i >= len(sample) else sample[i] for i in range(size)]
-    (folder / "products.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    (folder / "catalog.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     return folder
 
 

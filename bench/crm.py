@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.config import PACKAGE_DIR, Settings
+from bot.config import DEFAULT_QUIZ, Settings
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.models import Lead
@@ -35,7 +35,7 @@ async def scenario(name: str, args: argparse.Namespace, *, existing: bool) -> bo
         await migrate.upgrade(db.engine)
         journal = Journal()
         settings = Settings(_env_file=None, DATABASE_URL=url, AMOCRM_BASE_URL=base_url, AMOCRM_ACCESS_TOKEN=token, AMOCRM_RPS=args.rps)
-        crm = CrmSync(settings, db, journal, load_quiz(PACKAGE_DIR / "quiz.yaml"))
+        crm = CrmSync(settings, db, journal, load_quiz(DEFAULT_QUIZ))
         journal.subscribe(crm.writer)
         await crm.start()
 

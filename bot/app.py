@@ -14,8 +14,12 @@ from aiohttp import web
 
 from bot.analytics.router import create_router as analytics_router
 from bot.analytics.service import Analytics
+from bot.catalog.imports import Imports
+from bot.catalog.model import CatalogError, mapping_problems
 from bot.catalog.render import CatalogRenderer
+from bot.catalog.router import create_router as catalog_router
 from bot.catalog.service import Catalog
+from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
@@ -39,7 +43,7 @@ from bot.relay.service import RelayService
 from bot.sender import Sender
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
-from bot.texts import LANGUAGES
+from bot.texts import LANGUAGES, t
 from bot.web import Handler, create_web_app
 from broadcasts.router import create_router as broadcasts_router
 from broadcasts.service import Broadcasts
@@ -78,10 +82,19 @@ class App:
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
         self.bot = bot or create_bot(token, settings.telegram_api_url)
         self._owns_renderer = renderer is None
-        self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers)
+        self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers,
+                                                    data_dir=settings.data_dir)
         self.sender = Sender(self.bot, self.db, retry_for=settings.send_retry_for)
         self.messenger = Messenger(self.bot, self.db, self.journal, self.sender)
-        self.catalog = Catalog(self.db, self.renderer, settings.catalog_dir)
+        store = Store(settings.catalog_dir, settings.data_dir)
+        self.catalog = Catalog(self.db, self.renderer, store, settings.catalog_max_per_category)
+        self.imports = Imports(settings, self.db, store, self.tell_admins)
+        try:
+            catalogue = self.catalog.catalogue()
+        except CatalogError as exc:
+            raise ConfigError(f"optobot: CATALOG_DIR: {exc}") from None
+        for problem in mapping_problems(catalogue, self.quiz):  # reported at start; `optobot check` fails on them
+            log.warning("catalog.mapping", problem=problem)
         self.intake = IntakeService(self.db, self.journal, self.quiz, settings.default_language)
         self.journey = JourneyService(
             self.db, self.journal, self.messenger, self.quiz, self.catalog,
@@ -94,7 +107,7 @@ class App:
         self.workers: list[Worker] = [*self.crm.workers]
         if settings.catalog_prerender:
             languages = (settings.default_language, *(lang for lang in LANGUAGES if lang != settings.default_language))
-            self.workers.append(lambda stop: self.renderer.prerender(stop, languages))
+            self.workers.append(lambda stop: self.renderer.prerender(stop, languages, settings.catalog_max_per_category))
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
         if self.crm.replies is not None:
@@ -109,6 +122,7 @@ class App:
         self.workers += self.broadcasts.workers
         self.analytics = Analytics(settings, self.db, self.quiz, bot=self.bot, managers=self.manager_names)
         self.workers += self.analytics.workers
+        self.workers += self.imports.workers
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
@@ -119,8 +133,10 @@ class App:
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
+        self.dp["imports"] = self.imports
         self.dp.include_router(analytics_router())  # admin commands, before the relay and the journey
         self.dp.include_router(broadcasts_router())  # before the relay (admin commands in the operator chat) and the journey
+        self.dp.include_router(catalog_router())  # an admin's price list, after the broadcast wizard (it takes documents)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
         self.inbox = Inbox(self.db, self.dp, self.bot)
@@ -128,6 +144,14 @@ class App:
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    async def tell_admins(self, text: str) -> None:
+        """A notice (e.g. a catalogue refresh that was not applied) to every admin; one who can't be reached is logged."""
+        for admin in sorted(self.settings.admin_ids):
+            try:
+                await self.bot.send_message(admin, t(self.settings.default_language, "catalog_import.report", text=text)[:4000])
+            except TelegramAPIError as exc:
+                log.warning("admin.unreachable", admin=admin, error=str(exc))
 
     def manager_names(self) -> dict[int, str]:
         """amoCRM user → name of the managers in the operators file (for analytics)."""

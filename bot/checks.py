@@ -23,7 +23,8 @@ from alembic.script import ScriptDirectory
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.catalog.products import load_company, load_products
+from bot.catalog.model import CatalogError, mapping_problems
+from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
 from bot.crm import channel
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
@@ -119,29 +120,28 @@ class Checks:
         return _loaded(f"questions: {len(self.quiz.questions)}", self.settings.quiz_config)
 
     def catalogue(self) -> str:
-        folder = self.settings.catalog_dir
-        products = load_products(folder / "products.yaml")
-        load_company(folder / "company.yaml")
-        return _loaded(f"products: {len(products)}", folder)
+        store = Store(self.settings.catalog_dir, self.settings.data_dir)
+        try:
+            catalogue = store.current()
+        except CatalogError as exc:
+            raise Fail(str(exc)) from None
+        imported = f"imported version {store.active()}" if store.active() else f"version {catalogue.version}"
+        return _loaded(f"products: {len(catalogue.products)}, categories: {len(catalogue.categories)}, "
+                       f"tiers: {len(catalogue.tiers)}, {imported}", self.settings.catalog_dir)
 
     def quiz_catalogue(self) -> str:
-        """Every category a buyer can pick has products, every volume has a price (the catalogue's own validation goes here
-        once it has one)."""
+        """The quiz → catalogue mapping (``mapping.yaml``): every quiz option maps somewhere, every stocked category is
+        reached."""
         if self.quiz is None:
             raise Skip("needs a readable QUIZ_CONFIG")
-        products = load_products(self.settings.catalog_dir / "products.yaml")
-        problems = []
-        for key, option_of in (("category", lambda p: [p.category]), ("volume", lambda p: list(p.prices))):
-            question = self.quiz.question(key)
-            if question is None:
-                continue
-            wanted = {option.key for option in question.options}
-            found = [key for product in products for key in option_of(product)]
-            problems += [f"no product for {key} «{option}»" for option in sorted(wanted - set(found))]
-            problems += [f"{key} «{value}» of the catalogue is not a quiz option" for value in sorted(set(found) - wanted)]
+        try:
+            catalogue = Store(self.settings.catalog_dir, self.settings.data_dir).current()
+        except CatalogError:
+            raise Skip("needs a readable catalogue") from None
+        problems = mapping_problems(catalogue, self.quiz)
         if problems:
             raise Fail("; ".join(problems))
-        return "every quiz category has products, every volume has prices"
+        return "every quiz category and volume option maps to the catalogue, every category is reached"
 
     def operators_file(self) -> str:
         roster = load_roster(self.settings.operators_config)

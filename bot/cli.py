@@ -1,4 +1,4 @@
-"""``optobot demo|run|check|db|crm|amocrm|broadcast|report|analytics``: one entry point for every job."""
+"""``optobot demo|run|check|db|catalog|crm|amocrm|broadcast|report|analytics``: one entry point for every job."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from bot.analytics import cli as analytics_cli
+from bot.catalog import cli as catalog_cli
 from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
 from bot.instances import ROLES
@@ -97,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("check", help="validate the configuration and reach every dependency").set_defaults(func=check)
     db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
+    catalog_cli.register(commands)
     crm_cli.register(commands)
     broadcast_cli.register(commands, wired_broadcasts)
     analytics_cli.register(commands, operator_names)

@@ -16,7 +16,22 @@ from bot.hours import parse_days, parse_hours
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
-DEFAULT_CATALOG_DIR = PROJECT_DIR / "catalog_templates"
+#: The sample suppliers (``samples/<name>/``: catalogue, mapping, quiz, company); the clothing one is the default.
+SAMPLES_DIR = PROJECT_DIR / "samples"
+DEFAULT_CATALOG_DIR = SAMPLES_DIR / "clothing"
+DEFAULT_QUIZ = DEFAULT_CATALOG_DIR / "quiz.yaml"
+
+
+def refresh_seconds(value: str) -> int:
+    """``off`` → 0; ``30m``, ``1h``, ``1d`` → seconds (at least 5 minutes)."""
+    text = value.strip().lower()
+    if text in ("off", "", "0"):
+        return 0
+    match = re.fullmatch(r"(\d+)\s*([mhd])", text)
+    seconds = int(match[1]) * {"m": 60, "h": 3600, "d": 86400}[match[2]] if match else 0
+    if seconds < 300:
+        raise ValueError("expected off or a period of at least 5 minutes such as 30m, 1h, 1d")
+    return seconds
 
 
 class ConfigError(SystemExit):
@@ -38,7 +53,7 @@ class Settings(BaseSettings):
     operator_chat_id: int | None = Field(default=None, alias="OPERATOR_CHAT_ID")
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="ADMIN_IDS")
     catalog_dir: Path = Field(default=DEFAULT_CATALOG_DIR, alias="CATALOG_DIR")
-    quiz_config: Path = Field(default=PACKAGE_DIR / "quiz.yaml", alias="QUIZ_CONFIG")
+    quiz_config: Path = Field(default=DEFAULT_QUIZ, alias="QUIZ_CONFIG")
     default_language: str = Field(default="ru", pattern="^(ru|en)$", alias="DEFAULT_LANGUAGE")
 
     data_dir: Path = Field(default=Path("./data"), alias="DATA_DIR")
@@ -82,6 +97,11 @@ class Settings(BaseSettings):
     quiet_hours: str | None = Field(default="21:00-09:00", pattern=r"^(\d{1,2}:\d{2}-\d{1,2}:\d{2})?$", alias="QUIET_HOURS")  # "" = none
     broadcast_sequences: Path = Field(default=PROJECT_DIR / "broadcasts" / "sequences.yaml", alias="BROADCAST_SEQUENCES")
     broadcast_segments: Path = Field(default=PROJECT_DIR / "broadcasts" / "segments.yaml", alias="BROADCAST_SEGMENTS")
+
+    # The catalogue (bot/catalog/): the feed or price list refreshed on a schedule ("off" = never), the PDF's size
+    catalog_source: str | None = Field(default=None, alias="CATALOG_SOURCE")  # an http(s) URL or a file
+    catalog_refresh: str = Field(default="off", alias="CATALOG_REFRESH")  # off | 30m | 1h | 1d …
+    catalog_max_per_category: int = Field(default=40, ge=1, le=1000, alias="CATALOG_MAX_PER_CATEGORY")
 
     # Follow-ups (bot/followups/, docs/followups.md): the stage messages file
     stage_messages: Path = Field(default=PACKAGE_DIR / "followups" / "stage_messages.yaml", alias="STAGE_MESSAGES")
@@ -154,6 +174,18 @@ class Settings(BaseSettings):
         if not (value.is_dir() if folder else value.is_file()):
             raise ValueError(f"no such {'folder' if folder else 'file'} (a relative path starts in {Path.cwd()})")
         return value
+
+    @field_validator("catalog_refresh")
+    @classmethod
+    def _refresh(cls, value: str) -> str:
+        refresh_seconds(value)
+        return value
+
+    @model_validator(mode="after")
+    def _refresh_source(self) -> Settings:
+        if refresh_seconds(self.catalog_refresh) and not self.catalog_source:
+            raise ValueError("CATALOG_REFRESH needs CATALOG_SOURCE: the feed's URL (or file) to refresh from")
+        return self
 
     @field_validator("working_hours")
     @classmethod

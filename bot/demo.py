@@ -57,7 +57,7 @@ class Transcript:
             call = next(c for c in self.sandbox.calls
                         if isinstance(c.result, dict) and c.result.get("message_id") == message["message_id"] and str(c.chat_id) == str(BUYER_ID))
             elapsed = (call.started_at - since) * 1000
-            body = message.get("text") or f"[PDF {message['document']['file_name']}, {message['document']['file_size'] // 1024} KB] {message.get('caption', '')}"
+            body = message.get("text") or f"[{message['document']['file_name']}, {message['document']['file_size'] // 1024} KB] {message.get('caption', '')}"
             print(f"🤖 bot (+{elapsed:.0f} ms): " + body.replace("\n", "\n   "))
             labels = [b["text"] for row in (message.get("reply_markup") or {}).get("inline_keyboard", []) for b in row]
             if labels:
@@ -134,7 +134,7 @@ async def _play(app: App, sandbox: TelegramSandbox) -> int:
 
     chat.click("каталог")
     since = time.perf_counter()
-    await chat.bot(2, since)
+    await chat.bot(3, since)  # the PDF, the Excel price list, the test-batch offer
     document = next(m for m in sandbox.messages(BUYER_ID, from_bot=True) if "document" in m)
     catalogue_s = (await sandbox.wait_for_call("sendDocument", since=since)).finished_at - since
     pdf = OUTPUT / "catalog.pdf"

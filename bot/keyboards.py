@@ -8,7 +8,7 @@ from bot.texts import t
 
 
 class ActionCb(CallbackData, prefix="act"):
-    """A next-step button: catalog, callback, question, test."""
+    """A next-step button: catalog, price_list, callback, question, test."""
 
     action: str
 
@@ -18,10 +18,10 @@ def _button(lang: str, key: str, action: str) -> InlineKeyboardButton:
 
 
 def next_steps(lang: str) -> InlineKeyboardMarkup:
-    """Send the catalogue / call me back / ask a question."""
+    """Send the catalogue / the Excel price list / call me back / ask a question."""
     return InlineKeyboardMarkup(
         inline_keyboard=[
-            [_button(lang, "catalog", "catalog")],
+            [_button(lang, "catalog", "catalog"), _button(lang, "price_list", "price_list")],
             [_button(lang, "callback", "callback"), _button(lang, "question", "question")],
         ]
     )

@@ -27,12 +27,12 @@ class Buyer(Protocol):
 
 @dataclass(frozen=True)
 class PriceRange:
-    """The models of one category and their price range (RUB per unit) at one volume tier."""
+    """The models of one category (its name) and their price range at one volume tier (amounts with the currency)."""
 
     category: str
     models: int
-    low: int
-    high: int
+    low: str
+    high: str
 
 
 class Catalog(Protocol):
@@ -41,8 +41,12 @@ class Catalog(Protocol):
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s personal PDF through ``send``: by ``file_id`` once uploaded, else rendered and uploaded."""
 
-    def prices(self, interests: Mapping[str, Any]) -> tuple[str, list[PriceRange]]:
-        """The buyer's volume tier (the smallest when unknown) and the price ranges of the categories they want."""
+    async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
+        """Send ``buyer`` the XLSX price list of the whole assortment at their tier through ``send``."""
+
+    def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
+        """The name of the buyer's volume tier (the smallest when unknown) and the price ranges of the categories they
+        want (through the quiz → catalogue mapping), in ``language``."""
 
 
 class BuyerRelay(Protocol):

@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from bot.config import ConfigError
 from bot.db.models import Lead, LeadEvent, Message
 from bot.funnel import STAGES
 from bot.journal import BLOCKED, UNSUBSCRIBED, Journal, Record
+from bot.quiz import Quiz
 from bot.texts import LANGUAGES
 from broadcasts import store
 from broadcasts.content import Content, Renderer, Variant
@@ -36,9 +36,18 @@ from broadcasts.schedule import Clock, parse_duration
 from broadcasts.segments import Recipient, Segment, where
 
 REASONS = ("replied", "manager", "unsubscribed", "blocked")
-SAMPLE = Recipient(0, 0, "Анна-Мария", "Петрова-Водкина", "ООО «Оптовая торговая компания»", "buyer", "ru",
-                   {"category": ["women", "men", "kids", "shoes"], "volume": "300kto1m", "channel": "marketplaces", "city": "Санкт-Петербург"},
-                   "catalog_sent", "yandex")
+
+
+def sample(quiz: Quiz, lang: str) -> Recipient:
+    """A demanding sample lead to render every message against: long names, every quiz answer given (all options of a
+    multiple choice, the last of a single one)."""
+    interests: dict[str, object] = {"city": "Санкт-Петербург"}
+    for question in quiz.questions:
+        if question.options:
+            keys = [option.key for option in question.options]
+            interests[question.key] = keys if question.type == "multi" else keys[-1]
+    return Recipient(0, 0, "Анна-Мария", "Петрова-Водкина", "ООО «Оптовая торговая компания»", "buyer", lang, interests,
+                     "catalog_sent", "yandex")
 
 
 def reached(stage: str, target: str) -> bool:
@@ -153,7 +162,7 @@ def load_sequences(path: Path, renderer: Renderer) -> list[SequenceSpec]:
     problems = [
         f"{spec.key}.{step.key} ({lang}): {problem}"
         for spec in specs for step in spec.steps if step.message
-        for lang in LANGUAGES if (problem := renderer.problem(step.message, replace(SAMPLE, language=lang)))
+        for lang in LANGUAGES if (problem := renderer.problem(step.message, sample(renderer.quiz, lang)))
     ]
     if len({spec.key for spec in specs}) != len(specs) or problems:
         raise ConfigError(f"optobot: {path}: " + ("; ".join(problems) or "sequence keys must differ"))

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import PACKAGE_DIR, Settings
+from bot.config import DEFAULT_QUIZ, PACKAGE_DIR, Settings
 from bot.crm.config import CrmConfig, load_crm_config
 from bot.crm.models import OutboxItem
 from bot.crm.service import CrmSync
@@ -23,7 +23,7 @@ from bot.journal import LEAD_CREATED, Journal
 from bot.quiz import Quiz, load_quiz
 from bot.sandbox.amocrm import AmoSandbox
 
-QUIZ: Quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+QUIZ: Quiz = load_quiz(DEFAULT_QUIZ)
 
 
 class FakeClock:

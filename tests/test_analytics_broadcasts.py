@@ -10,14 +10,14 @@ from bot.analytics.period import Period
 from bot.analytics.report import build
 from bot.analytics.summary import broadcast_lines
 from bot.analytics.tables import broadcasts as broadcast_table
-from bot.config import PACKAGE_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.db.models import Lead
 from bot.quiz import load_quiz
 from broadcasts.models import BLOCKED, FINISHED, HOLDOUT, ONEOFF, RUNNING, SENT, STEP, Broadcast, Delivery, Enrollment
 from tests.analytics_support import MOSCOW, TODAY, moment
 from tests.crm_support import db  # noqa: F401  (a fixture: the migrated database)
 
-QUIZ = load_quiz(PACKAGE_DIR / "quiz.yaml")
+QUIZ = load_quiz(DEFAULT_QUIZ)
 
 
 async def test_figures_per_broadcast_variant_and_step_against_the_holdout(db: async_sessionmaker[AsyncSession]) -> None:

@@ -17,7 +17,7 @@ from bot.analytics.period import Period
 from bot.analytics.service import Analytics
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
-from bot.config import PACKAGE_DIR, ConfigError, load_settings
+from bot.config import DEFAULT_QUIZ, ConfigError, load_settings
 from bot.quiz import load_quiz
 from bot.sandbox.telegram import TelegramSandbox
 from tests.analytics_support import analytics_settings, seed_history
@@ -159,7 +159,7 @@ async def test_the_digest_goes_to_the_report_chat_when_one_is_set(app: App, sand
 
 
 def test_no_digest_without_a_chat_to_send_it_to() -> None:
-    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    quiz = load_quiz(DEFAULT_QUIZ)
     nowhere = Analytics(load_settings(_env_file=None, REPORT_SCHEDULE="mon 09:00"), None, quiz)  # type: ignore[arg-type]
     assert nowhere.digest is None and nowhere.workers == []
     admins = Analytics(load_settings(_env_file=None, REPORT_SCHEDULE="mon 09:00", ADMIN_IDS="42"), None, quiz)  # type: ignore[arg-type]

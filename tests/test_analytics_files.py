@@ -19,14 +19,14 @@ from bot.analytics.period import Period
 from bot.analytics.queries import dimensions
 from bot.analytics.report import Report, build
 from bot.cli import main
-from bot.config import PACKAGE_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.db.session import database
 from bot.quiz import load_quiz
 from tests.analytics_support import MOSCOW, TODAY, day, seed_history
 from tests.conftest import command_line
 from tests.crm_support import open_db
 
-QUIZ = load_quiz(PACKAGE_DIR / "quiz.yaml")
+QUIZ = load_quiz(DEFAULT_QUIZ)
 PERIOD = Period(TODAY - timedelta(days=6), TODAY, MOSCOW)
 LABELS = Labels("ru", QUIZ, {9001: "Иван Смирнов", 9002: "Ольга Кузнецова"})
 

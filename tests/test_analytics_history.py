@@ -67,7 +67,7 @@ async def test_every_figure_of_a_known_history(app: App, sandbox: TelegramSandbo
     anna.send(f"/start {anna_link}")
     await anna.reply()
     anna.click("каталог")
-    await anna.replies(2, timeout=30)
+    await anna.replies(3, timeout=30)  # the PDF, the price list, the test-batch offer
     anna.click("тестовую партию")
     await anna.reply()
     anna.send("Кроссовки, 36–41")
@@ -83,7 +83,7 @@ async def test_every_figure_of_a_known_history(app: App, sandbox: TelegramSandbo
     vera.send("Самара")
     await vera.reply()
     vera.click("каталог")
-    await vera.replies(2, timeout=30)
+    await vera.replies(3, timeout=30)
 
     gleb = Buyer(sandbox, 1004, "Глеб")
     gleb.send("/start")

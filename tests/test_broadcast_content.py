@@ -5,14 +5,14 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from bot.config import PACKAGE_DIR, PROJECT_DIR
+from bot.config import DEFAULT_QUIZ, PROJECT_DIR
 from bot.quiz import load_quiz
 from broadcasts.content import MAX_SKIPPED, Content, Renderer, Validation, Variant
 from bot.hours import QuietHours, zone_of
 from broadcasts.schedule import parse_duration
 from broadcasts.segments import Recipient
 
-RENDERER = Renderer(load_quiz(PACKAGE_DIR / "quiz.yaml"))
+RENDERER = Renderer(load_quiz(DEFAULT_QUIZ))
 
 
 def buyer(**fields: object) -> Recipient:

@@ -56,7 +56,7 @@ async def test_catalogue_then_bestsellers_test_offer_and_call_task_each_once(bap
     buyer.send("/start")
     await buyer.reply()
     buyer.click("каталог")  # the journey renders and sends the catalogue: the sequence's entry event
-    await buyer.replies(2)
+    await buyer.replies(3)
     entered = (await enrollment(bapp, lead.id)).entered_at
     shown = len(bot_texts(sandbox, buyer.id))
 
@@ -73,9 +73,9 @@ async def test_catalogue_then_bestsellers_test_offer_and_call_task_each_once(bap
     assert [label for label, _ in buttons(bestsellers[0])] == ["📄 Каталог с хитами продаж", "❓ Задать вопрос", "🔕 Отписаться от рассылки"]
     await buyer.reply()
     buyer.click("Каталог с хитами")  # the button sends what it names: the catalogue, its bestsellers marked
-    document, _ = await buyer.replies(2, timeout=30)
+    document, _, _ = await buyer.replies(3, timeout=30)
     assert "ХИТ ПРОДАЖ" in pdf_text(sandbox, document).upper()
-    shown += 2
+    shown += 3
 
     restarted = Broadcasts(bapp.settings, bapp.db, bapp.journal, bapp.quiz, clock=clock)  # a restart: a new engine and owner
     clock.now = entered + timedelta(days=3, minutes=1)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import PACKAGE_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.db.models import Lead
 from bot.db.session import open_database
 from bot.quiz import load_quiz
@@ -92,7 +92,7 @@ async def test_streaming_reads_keyset_pages_from_a_checkpoint(db: async_sessionm
 
 
 def test_unknown_keys_are_reported() -> None:
-    quiz = load_quiz(PACKAGE_DIR / "quiz.yaml")
+    quiz = load_quiz(DEFAULT_QUIZ)
     problems = Segment(category=["shoe"], stage=["catalog"]).problems(quiz)
     assert len(problems) == 2 and "unknown option 'shoe'" in problems[0] and "unknown stage 'catalog'" in problems[1]
     with pytest.raises(ValueError):

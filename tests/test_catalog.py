@@ -18,14 +18,14 @@ import yaml
 from pypdf import PdfReader
 
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
-from bot.catalog.products import CATEGORIES, TIERS, load_products
-from bot.catalog.render import CatalogRenderer, CatalogRequest, cache_key, render_pdf, variants
+from bot.catalog.model import load_catalogue, mapping_problems
+from bot.catalog.render import TEMPLATES_DIR, CatalogRenderer, CatalogRequest, cache_key, render_pdf, variants
 from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
+from bot.config import DEFAULT_QUIZ
+from bot.quiz import load_quiz
 from bot.workers import WorkerDied, WorkerPool, loaded_modules
 from tests.crm_support import eventually
-from bot.texts import raw
 
-QUIZ = Path(__file__).resolve().parents[1] / "bot" / "quiz.yaml"
 SKU = re.compile(r"\b[WMKSA]-\d{3}\b")
 
 
@@ -48,7 +48,7 @@ def skus(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def products() -> dict[str, object]:
-    return {p.sku: p for p in load_products(CATALOG_DIR / "products.yaml")}
+    return {p.sku: p for p in load_catalogue(CATALOG_DIR).products}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,10 @@ def women_shoes_pdf() -> bytes:
 
 @pytest.fixture
 def catalog_copy(tmp_path: Path) -> Path:
-    """A private copy of the sample catalogue that a test may edit."""
-    return Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))
+    """A private copy of the sample catalogue (with the default template) that a test may edit."""
+    copy = Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))
+    shutil.copy(TEMPLATES_DIR / "catalog.html.j2", copy)
+    return copy
 
 
 @pytest.fixture
@@ -97,27 +99,26 @@ def http_trap() -> Iterator[tuple[str, list[str]]]:
 
 
 # --------------------------------------------------------------- sample data
-def test_catalogue_keys_match_the_quiz(products: dict[str, object]) -> None:
-    quiz = {q["key"]: q for q in yaml.safe_load(QUIZ.read_text(encoding="utf-8"))["questions"]}
-    assert tuple(o["key"] for o in quiz["category"]["options"]) == CATEGORIES
-    assert tuple(o["key"] for o in quiz["volume"]["options"]) == TIERS
-    for category in CATEGORIES:
-        assert sum(p.category == category for p in products.values()) >= 12, category
-    assert len(products) >= 60
-    for product in products.values():
-        assert (CATALOG_DIR / product.image).is_file(), product.image
-    for lang in ("ru", "en"):
-        for key in (*(f"categories.{c}" for c in CATEGORIES), *(f"tiers.{t}" for t in TIERS)):
-            assert raw(lang, f"catalog.{key}")
+def test_sample_catalogue_is_mapped_to_its_quiz(products: dict[str, object]) -> None:
+    catalogue = load_catalogue(CATALOG_DIR)
+    assert mapping_problems(catalogue, load_quiz(DEFAULT_QUIZ)) == []
+    for category in catalogue.categories:
+        assert len(catalogue.in_category(category.id)) >= 12, category
+        assert category.name and category.name_en
+    assert len(products) >= 60 and len(catalogue.tiers) == 4
+    for product in catalogue.products:
+        assert product.pictures and all((CATALOG_DIR / p).is_file() for p in product.pictures), product.sku
 
 
 def test_request_is_validated_and_normalised() -> None:
     request = CatalogRequest(categories=("shoes", "women", "shoes"), volume="over1m")
-    assert request.categories == ("women", "shoes")
-    for bad in ({"categories": ("hats",)}, {"volume": "huge"}, {"language": "de"},
-                {"limit": 0}):
+    assert request.categories == ("shoes", "women")
+    for bad in ({"language": "de"}, {"limit": 0}):
         with pytest.raises(ValueError):
             CatalogRequest(**bad)
+    for bad in ({"categories": ("hats",)}, {"volume": "huge"}):  # ids the catalogue lacks
+        with pytest.raises(ValueError, match="hats|huge"):
+            render_pdf(CatalogRequest(**bad), CATALOG_DIR)
 
 
 # ------------------------------------------------------------------- content
@@ -261,7 +262,7 @@ def test_cache_key_tracks_request_and_catalogue(catalog_copy: Path) -> None:
     assert cache_key(CatalogRequest(name="Анна", categories=("men",), volume="over1m"),
                      catalog_copy) == key
     assert cache_key(CatalogRequest(name="Анна", categories=("men",)), catalog_copy) != key
-    products = catalog_copy / "products.yaml"
+    products = catalog_copy / "catalog.yaml"
     products.write_text(products.read_text().replace("1450", "1490"))
     assert cache_key(request, catalog_copy) != key
 
@@ -313,7 +314,7 @@ async def test_workers_import_only_what_rendering_needs(renderer: CatalogRendere
     loop = asyncio.get_running_loop()
     modules = set(await loop.run_in_executor(renderer.pool, loaded_modules))
     assert {"weasyprint", "jinja2", "bot.catalog.render"} <= modules
-    heavy = {m for m in modules if m.split(".")[0] in ("aiogram", "sqlalchemy", "aiohttp", "asyncpg", "pydantic")
+    heavy = {m for m in modules if m.split(".")[0] in ("aiogram", "sqlalchemy", "aiohttp", "asyncpg")
              or m in ("bot.app", "bot.cli", "bot.config", "bot.db", "bot.catalog.service")}
     assert heavy == set()
     assert len(set(renderer.pool.pids)) == renderer.workers and os.getpid() not in renderer.pool.pids
@@ -339,7 +340,7 @@ async def test_worker_pool_grows_on_demand_and_reports_a_job_that_kills_its_work
 # ------------------------------------------------------- cover + shared body
 def few_products(catalog: Path, count: int) -> Path:
     """Keep the first ``count`` products of a catalogue copy (fast renders)."""
-    products = catalog / "products.yaml"
+    products = catalog / "catalog.yaml"
     data = yaml.safe_load(products.read_text(encoding="utf-8"))
     data["products"] = data["products"][:count]
     products.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
@@ -373,7 +374,7 @@ async def test_a_new_catalogue_version_renders_new_bodies(catalog_copy: Path, tm
         old = await renderer.render(request)
         assert "1 450 ₽" in pdf_text(old.read_bytes()) and renderer.bodies == 1
         old_version = renderer.body_path(request).parent
-        products = catalog / "products.yaml"
+        products = catalog / "catalog.yaml"
         products.write_text(products.read_text(encoding="utf-8").replace("upto100k: 1450", "upto100k: 1490"),
                             encoding="utf-8")
         new = await renderer.render(request)
@@ -393,8 +394,8 @@ async def test_prerender_draws_the_bodies_ahead_in_the_background(catalog_copy: 
     try:
         stop = asyncio.Event()
         ahead = asyncio.create_task(renderer.prerender(stop, ("en", "ru")))
-        order = variants(("en", "ru"))
-        assert len(order) == len(set(order)) == 2 * 32 * (len(TIERS) + 1)  # every category set × tier (or none) × language
+        order = variants(load_catalogue(catalog_copy), ("en", "ru"))
+        assert len(order) == len(set(order)) == 2 * 32 * (4 + 1)  # every category set the quiz maps to × tier (or none) × language
         assert order[0].categories == ("women",) and order[0].language == "en"
         first_three = [renderer.body_path(request) for request in order[:3]]
         await eventually(lambda: all(path.is_file() for path in first_three), timeout=120)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
+from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import REDIS_URL, SECRET, TOKEN
@@ -125,7 +127,11 @@ async def test_what_amocrm_lacks_topics_off_a_failing_webhook_and_a_broken_file(
     sequences.write_text("sequences:\n  - {key: broken, name: x, entry: {event: catalog_sent}, steps: "
                          "[{key: s1, delay: 1d, message: {text: '{{ frist_name }}'}}]}\n", encoding="utf-8")
 
-    code, lines = await check(tmp_path, **settings(tmp_path, sandbox, amocrm, sqlite_url, PUBLIC_URL=nowhere,
+    catalog = Path(shutil.copytree(CATALOG_DIR, tmp_path / "catalog"))  # the mapping forgets the quiz's «Обувь»
+    mapping = catalog / "mapping.yaml"
+    mapping.write_text(mapping.read_text(encoding="utf-8").replace("  shoes: shoes\n", ""), encoding="utf-8")
+
+    code, lines = await check(tmp_path, **settings(tmp_path, sandbox, amocrm, sqlite_url, PUBLIC_URL=nowhere, CATALOG_DIR=str(catalog),
                                                    BROADCAST_SEQUENCES=str(sequences), BROADCAST_SEGMENTS="missing/segments.yaml"))
 
     assert code == 1
@@ -135,6 +141,9 @@ async def test_what_amocrm_lacks_topics_off_a_failing_webhook_and_a_broken_file(
     assert lines["telegram webhook"][0] == "FAIL" and "could not deliver" in lines["telegram webhook"][1]
     assert lines["BROADCAST_SEQUENCES"][0] == "FAIL" and "frist_name" in lines["BROADCAST_SEQUENCES"][1]
     assert lines["BROADCAST_SEGMENTS"][0] == "FAIL" and "no such file" in lines["BROADCAST_SEGMENTS"][1]
+    assert lines["CATALOG_DIR"][0] == "OK" and lines["quiz → catalogue"][0] == "FAIL"
+    assert "quiz category option 'shoes' maps to nothing" in lines["quiz → catalogue"][1]
+    assert "category 'shoes' (Обувь) is reached by no quiz option" in lines["quiz → catalogue"][1]
 
 
 async def test_without_amocrm_or_a_token_the_dependencies_they_need_are_skipped_with_why(tmp_path: Path, sqlite_url: str) -> None:

@@ -80,6 +80,8 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], *names: str) 
     ("QUIZ_CONFIG", "missing/quiz.yaml", "no such file"),
     ("CRM_CONFIG", "missing/crm.yaml", "no such file"),
     ("CATALOG_DIR", "missing-catalogue", "no such folder"),
+    ("CATALOG_REFRESH", "1m", "at least 5 minutes"),
+    ("CATALOG_REFRESH", "1h", "needs CATALOG_SOURCE"),
     ("REDIS_URL", "localhost:6379", "redis://"),
 ])
 def test_a_wrong_setting_is_named_in_one_line(cli, setting: str, value: str, expected: str) -> None:

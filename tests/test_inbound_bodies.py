@@ -150,7 +150,7 @@ async def test_what_a_buyer_types_in_telegram_is_stored_cleaned_and_cut(app: App
     buyer.send(city)
     assert "Обувь" in (await buyer.reply())["text"]
     buyer.click("каталог")
-    await buyer.replies(2, timeout=30)
+    await buyer.replies(3, timeout=30)
     buyer.click("тестовую партию")
     await buyer.reply()
     buyer.send("Кроссовки\u0000 " * 100)

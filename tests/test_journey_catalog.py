@@ -32,9 +32,10 @@ def pdf_text(app_sandbox, message: dict) -> str:
 async def test_catalogue_is_personal_and_followed_by_the_test_batch_offer(app: App, buyer: Buyer, sandbox) -> None:
     await arrive(app, buyer)
     buyer.click("каталог")
-    document, offer = await buyer.replies(2, timeout=30)
+    document, price_list, offer = await buyer.replies(3, timeout=30)
 
     assert document["document"]["mime_type"] == "application/pdf"
+    assert price_list["document"]["file_name"] == "Прайс-лист ОптЛиния.xlsx" and "Прайс-лист Excel" in price_list["caption"]
     assert "Обувь" in document["caption"] and "100–300 тыс ₽" in document["caption"]
     text = pdf_text(sandbox, document)
     assert "Анна Петрова" in text and "Казань" in text and "Обувь" in text
@@ -49,7 +50,7 @@ async def test_catalogue_is_personal_and_followed_by_the_test_batch_offer(app: A
 async def test_different_quizzes_give_different_catalogues(app: App, buyer: Buyer, sandbox) -> None:
     await arrive(app, buyer)
     buyer.click("каталог")
-    first, _ = await buyer.replies(2, timeout=30)
+    first, _, _ = await buyer.replies(3, timeout=30)
     other = Buyer(sandbox, 5005, "Олег")
     quiz = {
         **MARQUIZ, "contacts": {"name": "Олег Смирнов", "phone": "79035550011"}, "created": "2026-11-26T12:00:00Z",
@@ -61,7 +62,7 @@ async def test_different_quizzes_give_different_catalogues(app: App, buyer: Buye
     }
     await arrive(app, other, quiz)
     other.click("каталог")
-    second, _ = await other.replies(2, timeout=30)
+    second, _, _ = await other.replies(3, timeout=30)
 
     first_text, second_text = pdf_text(sandbox, first), pdf_text(sandbox, second)
     assert "Олег Смирнов" in second_text and "Новосибирск" in second_text and "Анна Петрова" not in second_text
@@ -72,30 +73,32 @@ async def test_different_quizzes_give_different_catalogues(app: App, buyer: Buye
 async def test_same_personalisation_is_resent_by_file_id(app: App, buyer: Buyer, sandbox) -> None:
     await arrive(app, buyer)
     buyer.click("каталог")
-    first, _ = await buyer.replies(2, timeout=30)
+    first, first_list, _ = await buyer.replies(3, timeout=30)
     buyer.click("каталог")
-    second, _ = await buyer.replies(2, timeout=30)
+    second, second_list, _ = await buyer.replies(3, timeout=30)
 
     uploads = [call for call in sandbox.calls if call.method.lower() == "senddocument"]
-    assert len(uploads) == 2
-    assert uploads[1].params["document"] == first["document"]["file_id"]  # no second upload
+    assert len(uploads) == 4
+    assert uploads[2].params["document"] == first["document"]["file_id"]  # no second upload of the PDF…
+    assert uploads[3].params["document"] == first_list["document"]["file_id"]  # …nor of the price list
     assert second["document"]["file_id"] == first["document"]["file_id"]
+    assert second_list["document"]["file_id"] == first_list["document"]["file_id"]
     await app.inbox.idle()
     async with app.db() as session:
-        render = (await session.execute(select(CatalogRender))).scalar_one()
-        assert render.file_id == first["document"]["file_id"]
+        renders = (await session.execute(select(CatalogRender.file_id))).scalars().all()
+        assert sorted(renders) == sorted([first["document"]["file_id"], first_list["document"]["file_id"]])
 
 
 async def test_flood_wait_while_sending_the_pdf_is_retried_and_sent_once(app: App, buyer: Buyer, sandbox) -> None:
     await arrive(app, buyer)
     sandbox.fail_next("sendDocument", error_code=429, retry_after=1)
     buyer.click("каталог")
-    document, _ = await buyer.replies(2, timeout=30)
+    document, _, _ = await buyer.replies(3, timeout=30)
 
     assert document["document"]["file_name"].endswith(".pdf")
     attempts = [call for call in sandbox.calls if call.method.lower() == "senddocument"]
-    assert [call.ok for call in attempts] == [False, True]
-    assert len([m for m in sandbox.messages(buyer.id, from_bot=True) if "document" in m]) == 1
+    assert [call.ok for call in attempts] == [False, True, True]  # the PDF twice, then the price list
+    assert len([m for m in sandbox.messages(buyer.id, from_bot=True) if "document" in m]) == 2
 
 
 async def test_test_batch_request_collects_what_a_manager_needs(app: App, buyer: Buyer) -> None:
@@ -107,7 +110,7 @@ async def test_test_batch_request_collects_what_a_manager_needs(app: App, buyer:
     assert "+79990001122" in (await buyer.reply())["text"]
 
     buyer.click("каталог")
-    await buyer.replies(2, timeout=30)
+    await buyer.replies(3, timeout=30)
     buyer.click("тестовую партию")
     assert "Что хотите в неё включить" in (await buyer.reply())["text"]
     buyer.send("Кроссовки SH-101, 36–41, по 10 пар")
@@ -143,7 +146,7 @@ async def test_html_in_the_name_is_escaped_in_the_message_and_the_pdf(app: App, 
     assert greeting["text"].startswith("<script>alert(1)</script>")  # shown literally, parsed without error
     assert not [e for e in greeting.get("entities", []) if e["type"] in ("bold", "text_link", "code")]
     buyer.click("каталог")
-    document, _ = await buyer.replies(2, timeout=30)
+    document, _, _ = await buyer.replies(3, timeout=30)
     assert "<script>alert(1)</script>" in pdf_text(sandbox, document)
 
 

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 from aiogram.types import InlineKeyboardMarkup, ReplyKeyboardMarkup, ReplyKeyboardRemove
 
-from bot.config import PACKAGE_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.db.models import Lead
 from bot.inbound import Visitor
 from bot.journey.identity import attach_telegram
 from bot.journey.replies import Replies
 from bot.quiz import load_quiz
 
-REPLIES = Replies(load_quiz(PACKAGE_DIR / "quiz.yaml"))
+REPLIES = Replies(load_quiz(DEFAULT_QUIZ))
 
 
 def lead(**fields: object) -> Lead:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from bot.app import App
-from bot.catalog.products import load_products
+from bot.catalog.model import load_catalogue
 from bot.relay.card import RelayCb
 from bot.sandbox.telegram import TelegramSandbox
 from bot.texts import plural
@@ -52,10 +52,10 @@ async def test_price_test_and_phone_quick_replies(app: App, sandbox: TelegramSan
     thread, card, _, lead_id = await open_topic(app, buyer, team)
     team.say(IVAN, thread, "/price")
     price = await buyer.reply()
-    shoes = [product.prices["100to300k"] for product in load_products(settings.catalog_dir / "products.yaml") if product.category == "shoes"]
-    low, high = (f"{value:,}".replace(",", "\u00a0") for value in (min(shoes), max(shoes)))
+    shoes = [product.prices["100to300k"] for product in load_catalogue(settings.catalog_dir).in_category("shoes")]
+    low, high = (f"{value:,}\u00a0₽".replace(",", "\u00a0") for value in (min(shoes), max(shoes)))
     assert price["text"].splitlines() == [
-        "Оптовые цены для объёма 100–300 тыс ₽", f"• Обувь: {plural('ru', 'relay.price.models', len(shoes))}, от {low} до {high} ₽",
+        "Оптовые цены для объёма 100–300 тыс ₽", f"• Обувь: {plural('ru', 'relay.price.models', len(shoes))}, от {low} до {high}",
         "Минимальный заказ, размеры и фото — в каталоге."]
 
     team.say(IVAN, thread, "/test")
@@ -71,7 +71,7 @@ async def test_price_test_and_phone_quick_replies(app: App, sandbox: TelegramSan
 async def test_catalogue_again_from_the_card(app: App, sandbox: TelegramSandbox, buyer: Buyer, team: Team) -> None:
     thread, card, _, lead_id = await open_topic(app, buyer, team)
     sandbox.click(IVAN, card, RelayCb(action="catalog", lead=lead_id).pack())
-    document, offer = await buyer.replies(2, timeout=30)
+    document, _, offer = await buyer.replies(3, timeout=30)
     assert document["document"]["file_name"].endswith(".pdf") and "тестовая партия" in offer["text"]
     notice = (await team.wait(thread, 3))[2]
     assert notice["text"] == "📄 Каталог отправлен покупателю (Иван Смирнов)"

@@ -14,7 +14,7 @@ import yaml
 from babel import Locale
 from jinja2 import Environment, meta
 
-from bot.config import PACKAGE_DIR, PROJECT_DIR
+from bot.config import DEFAULT_QUIZ, PACKAGE_DIR, PROJECT_DIR
 from bot.crm.compose import Composer
 from bot.crm.config import load_crm_config
 from bot.db.models import Lead
@@ -112,7 +112,7 @@ def test_a_working_day_starting_on_the_half_hour_and_a_tuesday() -> None:
 @pytest.mark.parametrize("name", [("Анна", "Петрова"), ("Олег", None), ("ООО «Вектор»", None), ("Sasha", "K.")])
 def test_tasks_name_the_buyer_as_written_without_declension_or_gender(name: tuple[str, str | None]) -> None:
     config = load_crm_config(PACKAGE_DIR / "crm" / "crm.yaml")
-    composer = Composer("ru", load_quiz(PACKAGE_DIR / "quiz.yaml"), MOSCOW)
+    composer = Composer("ru", load_quiz(DEFAULT_QUIZ), MOSCOW)
     lead = Lead(id=1, first_name=name[0], last_name=name[1], phone="+79990001122", interests={"city": "Казань"})
     full = " ".join(part for part in name if part)
     data = {"assortment": "платья", "city": "Казань", "phone": "+79990001122", "text": "Есть 46?", "minutes": 5}

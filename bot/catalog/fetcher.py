@@ -1,4 +1,4 @@
-"""A WeasyPrint URL fetcher that can only read files inside the catalogue folder."""
+"""A WeasyPrint URL fetcher that can only read files inside the catalogue folder (and the templates' folder)."""
 from __future__ import annotations
 
 import mimetypes
@@ -17,16 +17,16 @@ class RefusedURL(PermissionError):
 
 
 class SafeFetcher(URLFetcher):
-    """Serve ``file:`` URLs that resolve inside ``root``; refuse everything else.
+    """Serve ``file:`` URLs that resolve inside one of ``roots``; refuse everything else.
 
     Symlinks are followed before the check, so neither ``..`` nor a link can escape.
     No network or ``data:`` URL is ever opened: WeasyPrint logs the refusal and
     skips the resource.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, *roots: Path) -> None:
         super().__init__()
-        self.root = root.resolve()
+        self.roots = tuple(root.resolve() for root in roots)
 
     def resolve(self, url: str) -> Path:
         """The local file ``url`` names, or :class:`RefusedURL`."""
@@ -35,7 +35,7 @@ class SafeFetcher(URLFetcher):
             raise RefusedURL(f"not a catalogue file: {url[:200]}")
         try:
             path = Path(url2pathname(parts.path)).resolve()
-            inside = path.is_relative_to(self.root) and path.is_file()
+            inside = any(path.is_relative_to(root) for root in self.roots) and path.is_file()
         except (OSError, ValueError) as error:  # e.g. a NUL byte or a symlink loop
             raise RefusedURL(f"unreadable path: {url[:200]}") from error
         if not inside:

@@ -35,7 +35,8 @@ import jinja2
 from markupsafe import Markup
 
 from bot import texts
-from bot.catalog.products import CATEGORIES, TIERS, Product, load_company, load_products
+from bot.catalog.model import Catalogue, Product, load_catalogue
+from bot.catalog.store import Store
 from bot.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -46,20 +47,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: The PDF's default template and stylesheet (a catalogue folder may bring its own).
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "catalog_templates"
 TEMPLATE = "catalog.html.j2"
 STYLESHEET = "catalog.css"
-#: Files outside the catalogue folder whose edits change the PDF.
+#: Files outside the catalogue folder whose edits change the PDF (the code, its texts, the default templates).
 _CODE_FILES = (*sorted(Path(__file__).parent.glob("*.py")),
-               *(texts.TEXTS_DIR / f"catalog.{lang}.yaml" for lang in texts.LANGUAGES))
+               *(texts.TEXTS_DIR / f"catalog.{lang}.yaml" for lang in texts.LANGUAGES),
+               *sorted(p for p in TEMPLATES_DIR.iterdir() if p.is_file()))
 
 
 @dataclass(frozen=True)
 class CatalogRequest:
     """What one buyer's catalogue depends on (the quiz answers and the contact).
 
-    Missing texts may be ``None`` (stored as ``""``); ``categories`` are stored
-    deduplicated in catalogue order; ``volume`` is a tier key or ``None`` (all tiers
-    shown); ``limit`` caps the number of products.
+    Missing texts may be ``None`` (stored as ``""``); ``categories`` are catalogue category
+    ids (deduplicated; shown in catalogue order); ``volume`` is a catalogue tier id or ``None``
+    (all tiers shown); ``limit`` caps the number of products; ``per_category`` caps each category
+    (хиты, новинки, then what is in stock are kept; the buyer's categories first, the others while
+    the PDF holds at most ``per_category`` × max(2, number of the buyer's categories) products). Ids
+    are checked against the catalogue when it is rendered.
     """
 
     name: str = ""
@@ -69,21 +76,16 @@ class CatalogRequest:
     volume: str | None = None
     language: str = "ru"
     limit: int | None = field(default=None, kw_only=True)
+    per_category: int | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
-        unknown = set(self.categories) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"unknown categories {sorted(unknown)}")
-        if self.volume is not None and self.volume not in TIERS:
-            raise ValueError(f"unknown volume tier {self.volume!r}")
         if self.language not in texts.LANGUAGES:
             raise ValueError(f"unsupported language {self.language!r}")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError("limit must be positive")
+        if self.limit is not None and self.limit < 1 or self.per_category is not None and self.per_category < 1:
+            raise ValueError("limit and per_category must be positive")
         for name in ("name", "company", "city"):
             object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
-        ordered = tuple(c for c in CATEGORIES if c in self.categories)
-        object.__setattr__(self, "categories", ordered)
+        object.__setattr__(self, "categories", tuple(dict.fromkeys(self.categories)))
 
     @property
     def impersonal(self) -> CatalogRequest:
@@ -91,18 +93,26 @@ class CatalogRequest:
         return replace(self, name="", company="", city="")
 
 
-def variants(languages: tuple[str, ...] = texts.LANGUAGES) -> list[CatalogRequest]:
-    """Every body a buyer can get: category sets (the likeliest, a single category, first) × tiers
-    (and no tier) × ``languages``."""
-    sets = [combo for size in (1, 2, 3, 4, 5, 0) for combo in itertools.combinations(CATEGORIES, size)]
-    return [CatalogRequest(categories=combo, volume=tier, language=language)
-            for language in languages for combo in sets for tier in (*TIERS, None)]
+#: Quiz category options beyond which only single options and pairs are prerendered (the sets grow fast).
+MANY_OPTIONS = 6
 
 
-def fingerprint(catalog_dir: Path) -> str:
-    """A digest of the names, sizes and mtimes of every file the PDF is made from."""
+def variants(catalogue: Catalogue, languages: tuple[str, ...] = texts.LANGUAGES,
+             per_category: int | None = None) -> list[CatalogRequest]:
+    """Every body a buyer can get: the category sets the quiz's options map to (the likeliest, a single option, first;
+    only up to pairs when there are many options) × tiers (and no tier) × ``languages``."""
+    options = list(catalogue.mapping.category)
+    sizes = (1, 2, 3, 4, 5, 0) if len(options) <= MANY_OPTIONS else (1, 2, 0)
+    sets = list(dict.fromkeys(catalogue.buyer_categories({"category": list(combo)})
+                              for size in sizes for combo in itertools.combinations(options, size)))
+    return [CatalogRequest(categories=combo, volume=tier, language=language, per_category=per_category)
+            for language in languages for combo in sets for tier in (*(t.id for t in catalogue.tiers), None)]
+
+
+def fingerprint(catalog_dir: Path, data_dir: Path | None = None) -> str:
+    """A digest of the names, sizes and mtimes of every file the PDF is made from (and of the imported version in use)."""
     files = sorted(p for p in catalog_dir.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(Store(catalog_dir, data_dir).stamp().encode() if data_dir else b"")
     for name, path in (*((p.relative_to(catalog_dir), p) for p in files),
                        *((p.name, p) for p in _CODE_FILES)):
         stat = path.stat()
@@ -110,11 +120,11 @@ def fingerprint(catalog_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def cache_key(request: CatalogRequest, catalog_dir: Path) -> str:
+def cache_key(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> str:
     """sha256 hex of the request and the catalogue folder's :func:`fingerprint`."""
     payload = json.dumps(
         [request.name, request.company, request.city, request.categories,
-         request.volume, request.language, request.limit, fingerprint(catalog_dir)],
+         request.volume, request.language, request.limit, request.per_category, fingerprint(catalog_dir, data_dir)],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -124,8 +134,7 @@ def cache_key(request: CatalogRequest, catalog_dir: Path) -> str:
 class _Bundle:
     """Everything parsed once per process for one version of the catalogue folder."""
 
-    products: tuple[Product, ...]
-    company: dict[str, Any]
+    catalogue: Catalogue
     template: jinja2.Template
     stylesheet: CSS
     fonts: FontConfiguration
@@ -133,25 +142,27 @@ class _Bundle:
 
 
 @lru_cache(maxsize=2)
-def _bundle(catalog_dir: Path, version: str) -> _Bundle:
-    """Load the catalogue folder; ``version`` (its fingerprint) keys the cache."""
+def _bundle(catalog_dir: Path, data_dir: Path | None, version: str) -> _Bundle:
+    """Load the catalogue in use (an imported version under ``data_dir``, else the folder's); ``version`` (its fingerprint)
+    keys the cache."""
     from weasyprint import CSS
     from weasyprint.text.fonts import FontConfiguration
 
     from bot.catalog.fetcher import SafeFetcher
 
     texts.catalogue.cache_clear()  # the catalogue's texts may have changed too
-    fetcher = SafeFetcher(catalog_dir)
+    catalogue = Store(catalog_dir, data_dir).current() if data_dir else load_catalogue(catalog_dir)
+    fetcher = SafeFetcher(catalog_dir, TEMPLATES_DIR, catalogue.root)
     fonts = FontConfiguration()
+    stylesheet = catalog_dir / STYLESHEET  # a catalogue folder may bring its own template and stylesheet
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(catalog_dir), autoescape=True,
+        loader=jinja2.FileSystemLoader([catalog_dir, TEMPLATES_DIR]), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
     )
     return _Bundle(
-        products=load_products(catalog_dir / "products.yaml"),
-        company=load_company(catalog_dir / "company.yaml"),
+        catalogue=catalogue,
         template=env.get_template(TEMPLATE),
-        stylesheet=CSS(filename=str(catalog_dir / STYLESHEET), url_fetcher=fetcher,
+        stylesheet=CSS(filename=str(stylesheet if stylesheet.is_file() else TEMPLATES_DIR / STYLESHEET), url_fetcher=fetcher,
                        font_config=fonts),
         fonts=fonts,
         fetcher=fetcher,
@@ -166,69 +177,92 @@ def _translator(language: str) -> Callable[..., str]:
     return tx
 
 
-def _sections(request: CatalogRequest, products: tuple[Product, ...]) -> list[dict[str, Any]]:
-    """Product groups by category: the buyer's categories first, then the others."""
-    chosen = request.categories
-    order = [*chosen, *(c for c in CATEGORIES if c not in chosen)]
-    left = request.limit if request.limit is not None else len(products)
+def _check(request: CatalogRequest, catalogue: Catalogue) -> None:
+    """Raise ``ValueError`` if ``request`` names a category or tier the catalogue lacks."""
+    unknown = set(request.categories) - {c.id for c in catalogue.categories}
+    if unknown:
+        raise ValueError(f"unknown categories {sorted(unknown)}")
+    if request.volume is not None and request.volume not in {t.id for t in catalogue.tiers}:
+        raise ValueError(f"unknown volume tier {request.volume!r}")
+
+
+def _sections(request: CatalogRequest, catalogue: Catalogue) -> list[dict[str, Any]]:
+    """Product groups by category, in catalogue order: the buyer's categories first, then the others."""
+    chosen = [c.id for c in catalogue.categories if c.id in request.categories]
+    order = [*chosen, *(c.id for c in catalogue.categories if c.id not in chosen)]
+    left = request.limit if request.limit is not None else len(catalogue.products)
+    if request.per_category:
+        left = min(left, request.per_category * max(2, len(chosen)))
     sections = []
     for category in order:
-        items = [p for p in products if p.category == category][:left]
+        items: list[Product] = _pick(catalogue.in_category(category), request.per_category)[:left]
         left -= len(items)
         if items:
-            sections.append({"category": category, "products": items,
+            sections.append({"category": catalogue.category(category), "products": items,
                              "other": bool(chosen) and category not in chosen})
     return sections
 
 
-def _discounts(products: tuple[Product, ...]) -> dict[str, int]:
+def _pick(products: list[Product], cap: int | None) -> list[Product]:
+    """At most ``cap`` of a category's products, in catalogue order: хиты, новинки, then those in stock are kept first."""
+    if cap is None or len(products) <= cap:
+        return products
+    ranked = sorted(range(len(products)), key=lambda i: (not products[i].flagged("hit"), not products[i].flagged("new"),
+                                                         not products[i].in_stock, i))
+    kept = set(ranked[:cap])
+    return [product for i, product in enumerate(products) if i in kept]
+
+
+def _discounts(catalogue: Catalogue) -> dict[str, int]:
     """Each tier's average discount off the first tier's prices, in whole percent."""
-    base = sum(p.prices[TIERS[0]] for p in products) or 1
-    return {tier: round(100 - 100 * sum(p.prices[tier] for p in products) / base)
-            for tier in TIERS}
+    first = catalogue.tiers[0].id
+    base = sum(p.prices[first] for p in catalogue.products) or 1
+    return {tier.id: round(100 - 100 * sum(p.prices[tier.id] for p in catalogue.products) / base)
+            for tier in catalogue.tiers}
 
 
 def _html(request: CatalogRequest, bundle: _Bundle, cover_only: bool = False) -> str:
     """The catalogue (or only its cover) as HTML (every buyer value escaped by jinja2's autoescape)."""
+    _check(request, bundle.catalogue)
     tx = _translator(request.language)
-    separator = tx("thousands_separator")
+    catalogue = bundle.catalogue
 
-    def money(amount: int) -> str:
-        return tx("price", amount=f"{amount:,}".replace(",", separator))
+    def money(amount: Any) -> str:
+        return catalogue.money(amount, request.language)
 
     def loc(value: Any) -> Any:
         """A company.yaml value in the request's language (``{ru: …, en: …}``)."""
         return value.get(request.language, value.get("ru")) if isinstance(value, dict) else value
 
-    sections = _sections(request, bundle.products)
+    sections = _sections(request, catalogue)
     return bundle.template.render(
         request=request, cover_only=cover_only, lang=request.language, tx=tx, money=money, loc=loc,
         count=lambda n: texts.plural(request.language, "catalog.products_count", n),
-        sections=sections, company=bundle.company, tiers=TIERS,
-        discounts=_discounts(bundle.products),
+        sections=sections, company=catalogue.company, catalogue=catalogue, tiers=catalogue.tiers,
+        discounts=_discounts(catalogue),
         product_count=sum(len(s["products"]) for s in sections),
     )
 
 
-def _draw(request: CatalogRequest, catalog_dir: Path, cover_only: bool) -> bytes:
+def _draw(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None, cover_only: bool) -> bytes:
     from weasyprint import HTML
 
     catalog_dir = catalog_dir.resolve()
-    bundle = _bundle(catalog_dir, fingerprint(catalog_dir))
+    bundle = _bundle(catalog_dir, data_dir, fingerprint(catalog_dir, data_dir))
     document = HTML(string=_html(request, bundle, cover_only), base_url=catalog_dir.as_uri() + "/",
                     url_fetcher=bundle.fetcher)
     return document.write_pdf(stylesheets=[bundle.stylesheet], font_config=bundle.fonts)
 
 
-def render_body(request: CatalogRequest, catalog_dir: Path) -> bytes:
+def render_body(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> bytes:
     """The whole catalogue for ``request`` without the buyer's personal details: the same PDF for every
     buyer of its categories, tier and language (its first page is an impersonal cover)."""
-    return _draw(request.impersonal, catalog_dir, cover_only=False)
+    return _draw(request.impersonal, catalog_dir, data_dir, cover_only=False)
 
 
-def render_cover(request: CatalogRequest, catalog_dir: Path) -> bytes:
+def render_cover(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> bytes:
     """The buyer's one-page cover (their name, company and city, escaped)."""
-    return _draw(request, catalog_dir, cover_only=True)
+    return _draw(request, catalog_dir, data_dir, cover_only=True)
 
 
 def compose(cover: bytes, body: bytes) -> bytes:
@@ -247,9 +281,10 @@ def compose(cover: bytes, body: bytes) -> bytes:
     return output.getvalue()
 
 
-def render_pdf(request: CatalogRequest, catalog_dir: Path) -> bytes:
-    """The buyer's whole catalogue as A4 PDF bytes, cover and body drawn here (synchronous)."""
-    return compose(render_cover(request, catalog_dir), render_body(request, catalog_dir))
+def render_pdf(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> bytes:
+    """The buyer's whole catalogue as A4 PDF bytes, cover and body drawn here (synchronous); ``data_dir`` holds imported
+    catalogue versions."""
+    return compose(render_cover(request, catalog_dir, data_dir), render_body(request, catalog_dir, data_dir))
 
 
 PANGO_PACKAGES = "libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core"
@@ -270,11 +305,11 @@ def require_weasyprint() -> None:
         )
 
 
-def _warm_worker(catalog_dir: Path) -> None:
+def _warm_worker(catalog_dir: Path, data_dir: Path | None) -> None:
     """Pool initializer: load the catalogue and render a one-product PDF, so imports,
     fonts and templates are ready before the first real render."""
     try:
-        render_pdf(CatalogRequest(limit=1), catalog_dir)
+        render_pdf(CatalogRequest(limit=1), catalog_dir, data_dir)
     except Exception:  # a broken catalogue must not break the pool; renders report it
         log.exception("catalogue worker warm-up failed")
 
@@ -291,15 +326,15 @@ def _write(target: Path, data: bytes) -> None:
         raise
 
 
-def _body_to_file(request: CatalogRequest, catalog_dir: Path, target: Path) -> None:
+def _body_to_file(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None, target: Path) -> None:
     """Worker job: the body of ``request`` into ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    _write(target, render_body(request, catalog_dir))
+    _write(target, render_body(request, catalog_dir, data_dir))
 
 
-def _compose_to_file(request: CatalogRequest, catalog_dir: Path, body: Path, target: Path) -> None:
+def _compose_to_file(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None, body: Path, target: Path) -> None:
     """Worker job: the buyer's cover in front of the rendered ``body``, into ``target``."""
-    _write(target, compose(render_cover(request, catalog_dir), body.read_bytes()))
+    _write(target, compose(render_cover(request, catalog_dir, data_dir), body.read_bytes()))
 
 
 class CatalogRenderer:
@@ -311,25 +346,26 @@ class CatalogRenderer:
     dies (e.g. killed for memory) is replaced and its render retried once.
     """
 
-    def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2) -> None:
+    def __init__(self, catalog_dir: Path, cache_dir: Path, workers: int = 2, *, data_dir: Path | None = None) -> None:
         require_weasyprint()
         self.catalog_dir = catalog_dir.resolve()
+        self.data_dir = data_dir
         self.cache_dir = cache_dir
         self.workers = workers
         self.rendered = 0
         self.bodies = 0
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self.pool = WorkerPool(workers, initializer=_warm_worker, initargs=(self.catalog_dir,))
+        self.pool = WorkerPool(workers, initializer=_warm_worker, initargs=(self.catalog_dir, self.data_dir))
         self._inflight: dict[Path, asyncio.Task[Path]] = {}
 
     def path_for(self, request: CatalogRequest) -> Path:
         """Where the PDF for ``request`` is (or will be) cached."""
-        return self.cache_dir / f"{cache_key(request, self.catalog_dir)}.pdf"
+        return self.cache_dir / f"{cache_key(request, self.catalog_dir, self.data_dir)}.pdf"
 
     def body_path(self, request: CatalogRequest) -> Path:
         """Where the body of ``request``'s catalogue is (or will be) cached, under its catalogue version."""
-        version = fingerprint(self.catalog_dir)[:16]
-        return self.cache_dir / "bodies" / version / f"{cache_key(request.impersonal, self.catalog_dir)}.pdf"
+        version = fingerprint(self.catalog_dir, self.data_dir)[:16]
+        return self.cache_dir / "bodies" / version / f"{cache_key(request.impersonal, self.catalog_dir, self.data_dir)}.pdf"
 
     async def _once(self, target: Path, make: Callable[[], Awaitable[None]]) -> Path:
         """``target`` if it exists, else made by ``make()``; made once however many wait for it."""
@@ -352,7 +388,7 @@ class CatalogRenderer:
         async def make() -> None:
             body = await self.body(request)
             self.rendered += 1
-            await asyncio.wrap_future(self.pool.submit(_compose_to_file, request, self.catalog_dir, body, target))
+            await asyncio.wrap_future(self.pool.submit(_compose_to_file, request, self.catalog_dir, self.data_dir, body, target))
         return await self._once(target, make)
 
     async def body(self, request: CatalogRequest, *, background: bool = False) -> Path:
@@ -363,17 +399,28 @@ class CatalogRenderer:
 
         async def make() -> None:
             self.bodies += 1
-            await asyncio.wrap_future(submit(_body_to_file, request.impersonal, self.catalog_dir, target))
+            await asyncio.wrap_future(submit(_body_to_file, request.impersonal, self.catalog_dir, self.data_dir, target))
         return await self._once(target, make)
 
-    async def prerender(self, stop: asyncio.Event, languages: tuple[str, ...] = texts.LANGUAGES) -> None:
+    def catalogue(self) -> Catalogue:
+        """The catalogue in use (an imported version under ``data_dir``, else the folder's)."""
+        return Store(self.catalog_dir, self.data_dir).current() if self.data_dir else load_catalogue(self.catalog_dir)
+
+    async def prerender(self, stop: asyncio.Event, languages: tuple[str, ...] = texts.LANGUAGES,
+                        per_category: int | None = None) -> None:
         """Render every variant's body of the current catalogue version one after another, in the
-        background, until done or ``stop``; bodies of other versions are deleted first."""
+        background, until done or ``stop``; bodies of other versions are deleted first. ``per_category``
+        as the buyers' requests carry it (``CATALOG_MAX_PER_CATEGORY``)."""
         current = self.body_path(CatalogRequest()).parent
         for old in current.parent.glob("*"):
             if old != current:
                 shutil.rmtree(old, ignore_errors=True)
-        for request in variants(languages):
+        try:
+            catalogue = await asyncio.to_thread(self.catalogue)
+        except Exception:  # a broken catalogue: the buyers' renders report it
+            log.exception("catalogue body prerender failed")
+            return
+        for request in variants(catalogue, languages, per_category):
             if stop.is_set():
                 return
             try:

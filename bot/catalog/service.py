@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 from weakref import WeakValueDictionary
@@ -13,8 +14,10 @@ from aiogram.types import FSInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.catalog.products import CATEGORIES, TIERS, load_products
+from bot.catalog.model import Catalogue
+from bot.catalog.pricelist import price_list
 from bot.catalog.render import CatalogRenderer, CatalogRequest
+from bot.catalog.store import Store, write_atomically
 from bot.db import renders
 from bot.messenger import unreachable_reason
 from bot.ports import Buyer, PriceRange, SendDocument
@@ -23,31 +26,60 @@ from bot.texts import t
 log = structlog.get_logger(__name__)
 
 
-def catalog_request(buyer: Buyer) -> CatalogRequest:
-    """The personalisation of ``buyer``'s catalogue (their quiz answers and contact)."""
+def catalog_request(buyer: Buyer, catalogue: Catalogue, per_category: int | None = None) -> CatalogRequest:
+    """The personalisation of ``buyer``'s catalogue: their contact, and their quiz answers mapped to the catalogue's
+    categories and tier (``mapping.yaml``); at most ``per_category`` products of each category."""
     interests = buyer.interests
     return CatalogRequest(
         name=" ".join(part for part in (buyer.first_name, buyer.last_name) if part),
         company=buyer.company or "",
         city=interests.get("city") or "",
-        categories=tuple(interests.get("category") or ()),
-        volume=interests.get("volume"),
+        categories=catalogue.buyer_categories(interests),
+        volume=catalogue.buyer_tier(interests),
         language=buyer.language,
+        per_category=per_category,
     )
 
 
 class Catalog:
-    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer, catalog_dir: Path) -> None:
+    def __init__(self, db: async_sessionmaker[AsyncSession], renderer: CatalogRenderer, store: Store,
+                 per_category: int | None = None) -> None:
         self.db = db
         self.renderer = renderer
-        self.catalog_dir = catalog_dir
+        self.store = store
+        self.per_category = per_category
         self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
+
+    def catalogue(self) -> Catalogue:
+        """The catalogue in use (the folder's, or the version last imported), read again when it changed."""
+        return self.store.current()
 
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s catalogue through ``send``: by ``file_id`` if this personalisation was uploaded
         before (once per personalisation, even when several buyers share it), else rendered and uploaded."""
-        request = catalog_request(buyer)
-        key = self.renderer.path_for(request).stem
+        request = catalog_request(buyer, self.catalogue(), self.per_category)
+        return await self._deliver(self.renderer.path_for(request).stem, lambda: self._render(request),
+                                   t(buyer.language, "journey.catalog_filename"), send)
+
+    async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
+        """Send ``buyer`` the XLSX price list of the whole assortment at their tier (the first when unknown); one file per
+        catalogue version, tier and language, uploaded once."""
+        catalogue, lang = self.catalogue(), buyer.language
+        tier = catalogue.buyer_tier(buyer.interests) or catalogue.tiers[0].id
+        key = hashlib.sha256(f"xlsx\0{catalogue.version}\0{tier}\0{lang}".encode()).hexdigest()
+
+        async def build() -> Path:
+            target = self.renderer.cache_dir / f"{key}.xlsx"
+            if not target.exists():
+                write_atomically(target, await asyncio.to_thread(price_list, catalogue, tier, lang))
+            return target
+
+        supplier = catalogue.company["name"]
+        supplier = supplier.get(lang, supplier.get("ru")) if isinstance(supplier, dict) else supplier
+        return await self._deliver(key, build, t(lang, "catalog.price_list.filename", supplier=supplier), send)
+
+    async def _deliver(self, key: str, build: Callable[[], Awaitable[Path]], filename: str, send: SendDocument) -> Message:
+        """Send the file ``key`` by its ``file_id`` once uploaded, else ``build`` it and upload it (one at a time per key)."""
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
@@ -61,8 +93,8 @@ class Catalog:
                     if unreachable_reason(exc) is not None:
                         raise
                     log.warning("catalog.file_id_rejected", key=key, error=exc.message)
-            path = await self._render(request)
-            message = await send(FSInputFile(path, filename=t(buyer.language, "journey.catalog_filename")))
+            path = await build()
+            message = await send(FSInputFile(path, filename=filename))
             async with self.db.begin() as session:
                 await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
             return message
@@ -74,15 +106,16 @@ class Catalog:
         with metrics.RENDER_QUEUE.track_inprogress(), metrics.CATALOG_RENDER.time():
             return await self.renderer.render(request)
 
-    def prices(self, interests: Mapping[str, Any]) -> tuple[str, list[PriceRange]]:
-        """The buyer's volume tier (the smallest when unknown) and, per category they want (all when unknown),
-        in catalogue order, the number of models and their price range at that tier; read afresh each time."""
-        products = load_products(self.catalog_dir / "products.yaml")
-        tier = interests.get("volume") if interests.get("volume") in TIERS else TIERS[0]
-        wanted = interests.get("category") or CATEGORIES
+    def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
+        """The name of the buyer's volume tier (the smallest when unknown) and, per catalogue category they want (all when
+        unknown), in catalogue order, the number of models and their price range at that tier."""
+        catalogue = self.catalogue()
+        tier = catalogue.tier(catalogue.buyer_tier(interests) or catalogue.tiers[0].id)
+        wanted = catalogue.buyer_categories(interests) or [c.id for c in catalogue.categories]
         ranges = []
-        for category in CATEGORIES:
-            prices = [product.prices[tier] for product in products if product.category == category]
-            if category in wanted and prices:
-                ranges.append(PriceRange(category, len(prices), min(prices), max(prices)))
-        return tier, ranges
+        for category in catalogue.categories:
+            prices = [product.prices[tier.id] for product in catalogue.in_category(category.id)]
+            if category.id in wanted and prices:
+                ranges.append(PriceRange(category.label(language), len(prices), catalogue.money(min(prices), language),
+                                         catalogue.money(max(prices), language)))
+        return tier.label(language), ranges

@@ -294,7 +294,7 @@ class JourneyService:
 
     # ---------------------------------------------------------- next steps
     async def action(self, visitor: Visitor, action: str) -> None:
-        """A next-step button: ``catalog``, ``callback``, ``question`` or ``test``."""
+        """A next-step button: ``catalog``, ``price_list``, ``callback``, ``question`` or ``test``."""
         async with self.db.begin() as session:
             lead = await self._lead(session, visitor)
             reply = None
@@ -311,6 +311,8 @@ class JourneyService:
                 reply = self.replies.test_ask_assortment
         if action == "catalog":
             await self.send_catalog(lead)
+        elif action == "price_list":
+            await self.send_price_list(lead)
         elif reply is not None:
             await self._say(lead, reply)
 
@@ -336,7 +338,17 @@ class JourneyService:
             fresh.catalog_sent_at = utcnow()
             advance(fresh, "catalog_sent")
             await self.journal.event(session, fresh, CATALOG_SENT)
+        await self.send_price_list(lead)
         await self.messenger.send_text(lead, t(lead.language, "journey.test_offer"), reply_markup=keyboards.test_offer(lead.language))
+
+    async def send_price_list(self, lead: Lead) -> None:
+        """The XLSX price list at the buyer's tier (after the PDF, or on its button); a failure is logged and told."""
+        try:
+            await self.catalog.send_price_list(lead, lambda document: self.messenger.send_document(
+                lead, document, caption=t(lead.language, "journey.price_list_caption")))
+        except Exception:
+            log.exception("catalog.price_list_failed", lead_id=lead.id)
+            await self.messenger.send_text(lead, t(lead.language, "journey.catalog_failed"))
 
     # ---------------------------------------------------------- test batch
     async def _test_field(self, session: AsyncSession, lead: Lead, value: str, *, typed: bool = True) -> Reply:

@@ -23,10 +23,6 @@ log = structlog.get_logger(__name__)
 BUILT_IN = ("price", "test", "phone")
 
 
-def _money(amount: int) -> str:
-    return f"{amount:,}".replace(",", "\u00a0")
-
-
 class QuickReplies:
     def __init__(self, chat: OperatorChat, managers: ManagerMessages, catalog: Catalog) -> None:
         self.chat = chat
@@ -85,13 +81,10 @@ class QuickReplies:
     def _price(self, lead: Lead) -> str:
         """/price: per category of the buyer, the number of models and the price range at their volume tier."""
         lang = lead.language
-        tier, ranges = self.catalog.prices(lead.interests)
-        category_q, volume_q = self.chat.quiz.question("category"), self.chat.quiz.question("volume")
-        volume = volume_q.option(tier) if volume_q else None
-        lines = [t(lang, "relay.price.title", volume=Safe(t(lang, "relay.price.volume", volume=volume.label(lang))) if volume else "")]
+        tier, ranges = self.catalog.prices(lead.interests, lang)
+        lines = [t(lang, "relay.price.title", volume=Safe(t(lang, "relay.price.volume", volume=tier)))]
         for prices in ranges:
-            option = category_q.option(prices.category) if category_q else None
-            lines.append(t(lang, "relay.price.line", category=option.label(lang) if option else prices.category, count=plural(lang, "relay.price.models", prices.models),
-                           low=_money(prices.low), high=_money(prices.high)))
+            lines.append(t(lang, "relay.price.line", category=prices.category, count=plural(lang, "relay.price.models", prices.models),
+                           low=prices.low, high=prices.high))
         lines.append(t(lang, "relay.price.footer"))
         return "\n".join(lines)

@@ -1,9 +1,9 @@
 """Draw the sample catalogue's product illustrations: ``images/<sku>.svg``.
 
-Each product gets the silhouette of its ``kind`` (from ``products.yaml``) in its own
+Each product of ``catalog.yaml`` gets the silhouette of its kind (:data:`KINDS`) in its own
 colour, on a light tint of that colour, labelled with its SKU. Run from anywhere:
 
-    python catalog_templates/generate_images.py
+    python samples/clothing/generate_images.py
 """
 from __future__ import annotations
 
@@ -230,15 +230,30 @@ def svg(sku: str, kind: str, colour: str) -> str:
         "</svg>\n"
     )
 
+#: The silhouette of each product.
+KINDS = {
+    "W-101": "dress", "W-102": "dress", "W-103": "blouse", "W-104": "shirt", "W-105": "skirt", "W-106": "skirt",
+    "W-107": "trousers", "W-108": "trousers", "W-109": "sweater", "W-110": "sweater", "W-111": "hoodie", "W-112": "coat",
+    "W-113": "coat", "W-114": "tshirt", "M-201": "tshirt", "M-202": "polo", "M-203": "shirt", "M-204": "shirt",
+    "M-205": "trousers", "M-206": "trousers", "M-207": "trousers", "M-208": "sweater", "M-209": "hoodie", "M-210": "sweater",
+    "M-211": "jacket", "M-212": "jacket", "M-213": "shorts", "K-301": "bodysuit", "K-302": "overall", "K-303": "tshirt",
+    "K-304": "dress", "K-305": "trousers", "K-306": "hoodie", "K-307": "hoodie", "K-308": "shirt", "K-309": "jacket",
+    "K-310": "overall", "K-311": "skirt", "K-312": "shorts", "K-313": "sweater", "S-401": "sneaker", "S-402": "sneaker",
+    "S-403": "sneaker", "S-404": "boot", "S-405": "boot", "S-406": "tallboot", "S-407": "shoe", "S-408": "shoe",
+    "S-409": "sandal", "S-410": "flipflop", "S-411": "slipper", "S-412": "tallboot", "A-501": "tote", "A-502": "bag",
+    "A-503": "backpack", "A-504": "belt", "A-505": "cap", "A-506": "beanie", "A-507": "scarf", "A-508": "scarf",
+    "A-509": "socks", "A-510": "gloves", "A-511": "glasses", "A-512": "wallet",
+}
+
 
 def main() -> None:
-    """Regenerate every product's image from ``products.yaml``."""
-    products = yaml.safe_load((HERE / "products.yaml").read_text(encoding="utf-8"))
+    """Regenerate every product's picture named in ``catalog.yaml``."""
+    products = yaml.safe_load((HERE / "catalog.yaml").read_text(encoding="utf-8"))
     for index, product in enumerate(products["products"]):
-        target = HERE / product["image"]
+        target = HERE / product["pictures"][0]
         target.parent.mkdir(parents=True, exist_ok=True)
         colour = PALETTE[(index * 7) % len(PALETTE)]
-        target.write_text(svg(product["sku"], product["kind"], colour), encoding="utf-8")
+        target.write_text(svg(product["sku"], KINDS[product["sku"]], colour), encoding="utf-8")
 
 
 if __name__ == "__main__":

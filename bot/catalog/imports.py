@@ -1,0 +1,135 @@
+"""Imports as the service runs them: recorded in ``catalog_imports`` (this module owns its queries), an admin's upload
+waiting for «Применить», and the scheduled refresh of ``CATALOG_SOURCE`` (``CATALOG_REFRESH``): one refresh per period
+across instances (the instance that inserts the period's row does it), conditional on the feed's ETag/Last-Modified."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.catalog.importer import APPLIED, PENDING, REFUSED, Report, fetch_source, read_mapping, run_import
+from bot.catalog.model import CatalogError
+from bot.catalog.models import CatalogImport
+from bot.catalog.store import Store
+from bot.config import Settings, refresh_seconds
+from bot.db.base import utcnow
+from bot.db.sql import insert_ignore
+from bot.loops import Loop, Worker
+
+log = structlog.get_logger(__name__)
+
+UNCHANGED, CANCELLED = "unchanged", "cancelled"
+#: Tell the admins about a refresh that was not applied (report text).
+Notify = Callable[[str], Awaitable[None]]
+
+
+class Imports:
+    def __init__(self, settings: Settings, db: async_sessionmaker[AsyncSession], store: Store, notify: Notify,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.notify = notify
+        self.clock = clock
+        self.period = refresh_seconds(settings.catalog_refresh)
+        self._lock = asyncio.Lock()  # one import at a time in this process
+        self.workers: list[Worker] = [Loop("catalog.refresh", self.refresh_once, every=min(60.0, self.period)).run] if self.period else []
+
+    async def _begin(self, origin: str, source: str, slot: str | None = None) -> int | None:
+        """A row for a new import (``None``: the ``slot`` is taken, another instance does it)."""
+        values = {"slot": slot, "origin": origin, "source": source[:512], "status": "running", "report": "", "created_at": self.clock()}
+        async with self.db.begin() as session:
+            if slot is None:
+                row = CatalogImport(**values)
+                session.add(row)
+                await session.flush()
+                return row.id
+            inserted = await session.execute(insert_ignore(session, CatalogImport).values(**values))
+            if inserted.rowcount != 1:
+                return None
+            return int((await session.execute(select(CatalogImport.id).where(CatalogImport.slot == slot))).scalar_one())
+
+    async def _finish(self, import_id: int, status: str, report: Report | None, lang: str, **values: Any) -> None:
+        async with self.db.begin() as session:
+            await session.execute(update(CatalogImport).where(CatalogImport.id == import_id).values(
+                status=status, version=report.version if report else None, report=report.text(lang) if report else "",
+                finished_at=self.clock(), **values))
+
+    async def upload(self, name: str, data: bytes) -> tuple[int, Report]:
+        """An admin's file: checked and saved, waiting for :meth:`apply` (or :meth:`cancel`)."""
+        import_id = await self._begin("upload", name)
+        assert import_id is not None
+        report = await self._import(name, data, base=None, pending=True)
+        await self._finish(import_id, report.status, report, self.settings.default_language)
+        return import_id, report
+
+    async def apply(self, import_id: int) -> str | None:
+        """Switch to an uploaded version still pending; its version, or ``None`` if it was applied or cancelled already."""
+        async with self.db.begin() as session:
+            version = (await session.execute(select(CatalogImport.version).where(
+                CatalogImport.id == import_id, CatalogImport.status == PENDING))).scalar_one_or_none()
+            taken = await session.execute(update(CatalogImport).where(CatalogImport.id == import_id, CatalogImport.status == PENDING)
+                                          .values(status=APPLIED, finished_at=self.clock()))
+            if taken.rowcount != 1 or version is None:
+                return None
+            self.store.activate(version)  # inside the transaction: the row says applied only once the switch is made
+        log.info("catalog.applied", import_id=import_id, version=version)
+        return version
+
+    async def cancel(self, import_id: int) -> bool:
+        async with self.db.begin() as session:
+            taken = await session.execute(update(CatalogImport).where(CatalogImport.id == import_id, CatalogImport.status == PENDING)
+                                          .values(status=CANCELLED, finished_at=self.clock()))
+            return taken.rowcount == 1
+
+    async def _import(self, name: str, data: bytes, *, base: Path | None, pending: bool = False) -> Report:
+        async with self._lock, httpx.AsyncClient() as client:
+            try:
+                mapping = read_mapping(self.settings.catalog_dir, None)
+            except CatalogError as error:
+                return Report(source=name, reason=str(error))
+            return await run_import(self.store, name, data, mapping=mapping, base=base, client=client, pending=pending)
+
+    async def refresh_once(self) -> bool:
+        """Refresh ``CATALOG_SOURCE`` if this period's refresh is not claimed yet; False (the loop waits) either way."""
+        source = self.settings.catalog_source or ""
+        slot = f"refresh:{int(self.clock().timestamp()) // self.period}"
+        import_id = await self._begin("refresh", source, slot)
+        if import_id is None:
+            return False
+        lang = self.settings.default_language
+        async with self.db() as session:
+            last = (await session.execute(select(CatalogImport.etag, CatalogImport.last_modified).where(
+                CatalogImport.source == source[:512], CatalogImport.id != import_id,
+                CatalogImport.status.in_((APPLIED, UNCHANGED))).order_by(CatalogImport.id.desc()).limit(1))).first()
+        etag, modified = (last.etag, last.last_modified) if last else (None, None)
+        try:
+            if source.lower().startswith(("http://", "https://")):
+                async with httpx.AsyncClient() as client:
+                    fetched = await fetch_source(client, source, etag, modified)
+                data, base, etag, modified = fetched.data, None, fetched.etag, fetched.last_modified
+            else:
+                path = Path(source)
+                data, base = path.read_bytes(), path.resolve().parent
+        except (CatalogError, OSError) as error:
+            report = Report(source=source, reason=str(error))
+            await self._finish(import_id, REFUSED, report, lang)
+            await self.notify(report.text(lang))
+            return False
+        if data is None:
+            await self._finish(import_id, UNCHANGED, None, lang, etag=etag, last_modified=modified)
+            log.info("catalog.refresh_unchanged", source=source)
+            return False
+        report = await self._import(source, data, base=base)
+        await self._finish(import_id, report.status, report, lang, etag=etag, last_modified=modified)
+        log.info("catalog.refreshed", source=source, status=report.status, version=report.version)
+        if report.status != APPLIED:
+            await self.notify(report.text(lang))
+        return False
