@@ -67,6 +67,7 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
         async with httpx.AsyncClient() as http:
             media = [m["media"] for m in chat.messages if m.get("media")]
             fetched = [await http.get(url) for url in media]
+            sheet = await http.get(next(m["media"] for m in chat.messages if m.get("file_name") == "заявка.xlsx"))
 
     incoming = [line for line in lines if line.startswith("←")]
     assert incoming == ["← Анна Петрова: /start", "← Анна Петрова: Есть размеры 46–52?", "← Анна Петрова: [picture] Вот такие нужны",
@@ -79,7 +80,7 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
     assert chat.contact_id == lead.crm_contact_id and lead.crm_contact_id in amocrm.account.leads[lead.crm_lead_id]["contacts"]
     assert amocrm.chats.unsorted == [] and len(amocrm.account.leads) == 1
     assert chat.user["name"] == "Анна Петрова" and chat.user["phone"]
-    assert [r.status_code for r in fetched] == [200] * len(media) and fetched[2].content == b"PK-sheet"
+    assert [r.status_code for r in fetched] == [200] * len(media) and sheet.content == b"PK-sheet"
     assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in media)
 
 
