@@ -1,12 +1,12 @@
 """The greeting's summary of the quiz answers reads as a sentence: the city and the budget are not "choices"."""
 from __future__ import annotations
 
-from bot.config import PACKAGE_DIR
+from bot.config import DEFAULT_QUIZ
 from bot.db.models import Lead
 from bot.journey.replies import Replies
 from bot.quiz import load_quiz
 
-REPLIES = Replies(load_quiz(PACKAGE_DIR / "quiz.yaml"))
+REPLIES = Replies(load_quiz(DEFAULT_QUIZ))
 
 
 def greeting(language: str, **interests: object) -> str:
