@@ -413,6 +413,28 @@ async def test_prerender_draws_the_bodies_ahead_in_the_background(catalog_copy: 
         renderer.close()
 
 
+async def test_prerender_starts_again_for_a_new_catalogue_version(catalog_copy: Path, tmp_path: Path) -> None:
+    catalog = few_products(catalog_copy, 1)
+    renderer = CatalogRenderer(catalog, tmp_path / "cache", workers=1)
+    try:
+        stop = asyncio.Event()
+        ahead = asyncio.create_task(renderer.prerender(stop, ("ru",), every=0.2))
+        first = variants(load_catalogue(catalog), ("ru",))[0]
+        old = renderer.body_path(first)
+        await eventually(old.is_file, timeout=120)
+        products = catalog / "catalog.yaml"
+        products.write_text(products.read_text(encoding="utf-8").replace("upto100k: 1450", "upto100k: 1490"), encoding="utf-8")
+        new = renderer.body_path(first)
+        assert new.parent != old.parent
+        await eventually(new.is_file, timeout=120)  # the new version's bodies are drawn without a restart…
+        assert "1 490 ₽" in pdf_text(new.read_bytes())
+        await eventually(lambda: not old.parent.exists(), timeout=30)  # …and the old version's are deleted
+        stop.set()
+        await asyncio.wait_for(ahead, 60)
+    finally:
+        renderer.close()
+
+
 def test_the_file_is_named_after_the_supplier_and_the_buyer() -> None:
     assert catalog_filename("ОптЛиния", CatalogRequest(name="Анна Петрова", company="ИП")) == "Каталог ОптЛиния — Анна Петрова.pdf"
     assert catalog_filename("ОптЛиния", CatalogRequest(company="ООО «Ромашка»")) == "Каталог ОптЛиния — ООО «Ромашка».pdf"
