@@ -24,6 +24,7 @@ from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate
 from bot.db.session import open_database
+from bot.followups.service import FollowUps
 from bot.hours import WorkingHours
 from bot.journal import Journal
 from bot.journey.intake import IntakeService
@@ -53,8 +54,9 @@ def create_app(settings: Settings) -> App:
     try:
         return App(settings)
     except ValueError as exc:  # the loaders of the files named by settings say what is wrong, and where
-        named = [field.alias for name, field in Settings.model_fields.items()
-                 if isinstance(getattr(settings, name), Path) and str(getattr(settings, name)) in str(exc)]
+        paths = {field.alias: str(getattr(settings, name)) for name, field in Settings.model_fields.items()
+                 if isinstance(getattr(settings, name), Path)}
+        named = sorted((alias for alias, path in paths.items() if path in str(exc)), key=lambda alias: -len(paths[alias]))  # a file, not its folder
         raise ConfigError(f"optobot: {named[0] + ': ' if named else ''}{first_line(exc)}") from None
 
 
@@ -97,6 +99,9 @@ class App:
         self.journey.relay = self.relay
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
+        self.followups = FollowUps(settings, self.db, self.journal, self.messenger, topic=self.relay)
+        self.journal.subscribe(self.followups.on_record)
+        self.workers += self.followups.workers
         self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)
         self.workers += self.broadcasts.workers

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     catalog_refresh: str = Field(default="off", alias="CATALOG_REFRESH")  # off | 30m | 1h | 1d …
     catalog_max_per_category: int = Field(default=40, ge=1, le=1000, alias="CATALOG_MAX_PER_CATEGORY")
 
+    # Follow-ups (bot/followups/, docs/followups.md): the stage messages file
+    stage_messages: Path = Field(default=PACKAGE_DIR / "followups" / "stage_messages.yaml", alias="STAGE_MESSAGES")
+
     # Sales analytics (bot/analytics/): the weekly digest, in TIMEZONE ("off" = none); where it goes (default: each admin)
     report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")
     report_chat_id: int | None = Field(default=None, alias="REPORT_CHAT_ID")
@@ -156,7 +159,7 @@ class Settings(BaseSettings):
             raise ValueError("unknown time zone; expected an IANA name such as Europe/Moscow or Asia/Novosibirsk") from None
         return value
 
-    @field_validator("quiz_config", "crm_config", "operators_config", "catalog_dir")
+    @field_validator("quiz_config", "crm_config", "operators_config", "catalog_dir", "stage_messages")
     @classmethod
     def _exists(cls, value: Path, info: ValidationInfo) -> Path:
         folder = info.field_name == "catalog_dir"

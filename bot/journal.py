@@ -35,8 +35,11 @@ STAGE_CHANGED = "stage_changed"  # a manager picked a stage on the lead card: {s
 BANNED, UNBANNED = "banned", "unbanned"  # {manager}
 SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, responsible_user_id}; level 2 is the head of sales'
 # Event kinds of the amoCRM sync.
-CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source}
-STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)  # {stage, previous}: the lead's furthest stage is kept up to date
+CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source, fields}
+STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)
+# Event kinds of the follow-ups (bot/followups): what the buyer was sent after a stage move, or why not.
+FOLLOWUP_SENT = "followup_sent"  # {followup (its kind), key, stage}
+FOLLOWUP_SKIPPED = "followup_skipped"  # {followup, key, stage, reason}: blocked, stale (the deal moved on), cancelled  # {stage, previous}: the lead's furthest stage is kept up to date
 
 
 class Journal:

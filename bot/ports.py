@@ -55,6 +55,12 @@ class BuyerRelay(Protocol):
     async def forward(self, lead: Lead, message: Inbound) -> None: ...
 
 
+class OperatorTopic(Protocol):
+    """The lead's topic in the operator chat (``bot/relay``): what the bot tells the managers there."""
+
+    async def notice(self, lead: Lead, text: str) -> None: ...
+
+
 class Journey(Protocol):
     """The lead journey (``bot/journey``): the steps managers and broadcast buttons start."""
 

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.base import utcnow
 from bot.db.models import Lead
+from bot.hours import QuietHours, zone_of
 from bot.journal import BLOCKED, Journal
 from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
@@ -54,7 +55,7 @@ from broadcasts.models import (
     Broadcast,
 )
 from broadcasts.models import BLOCKED as ROW_BLOCKED
-from broadcasts.schedule import Clock, QuietHours, zone_of
+from broadcasts.schedule import Clock
 from broadcasts.segments import Recipient, Segment
 
 log = structlog.get_logger(__name__)

@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.db import leads
 from bot.db.base import utcnow
 from bot.db.models import Lead, Message
+from bot.hours import QuietHours
 from bot.journal import STAGE_EVENTS, UNSUBSCRIBED, Journal, Record
 from bot.loops import Loop
 from bot.messenger import Messenger
@@ -25,7 +26,7 @@ from broadcasts.campaigns import Campaigns
 from broadcasts.content import Renderer
 from broadcasts.engine import Engine
 from broadcasts.progress import Progress
-from broadcasts.schedule import Clock, QuietHours
+from broadcasts.schedule import Clock
 from broadcasts.sequences import Sequences, load_sequences, reached
 
 log = structlog.get_logger(__name__)

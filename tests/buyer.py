@@ -16,11 +16,11 @@ def buttons(message: Message) -> list[tuple[str, str]]:
 
 class Buyer:
     def __init__(self, sandbox: TelegramSandbox, user_id: int, first_name: str, last_name: str | None = None,
-                 username: str | None = None, language_code: str = "ru") -> None:
+                 username: str | None = None, language_code: str = "ru", *, started: bool = False) -> None:
         self.sandbox = sandbox
         self.id = user_id
         self.first_name = first_name
-        sandbox.add_user(user_id, first_name, last_name, username, language_code)
+        sandbox.add_user(user_id, first_name, last_name, username, language_code, started=started)
         self._seen = 0
 
     def send(self, text: str) -> Message:

@@ -8,7 +8,8 @@ from pydantic import ValidationError
 from bot.config import DEFAULT_QUIZ, PROJECT_DIR
 from bot.quiz import load_quiz
 from broadcasts.content import MAX_SKIPPED, Content, Renderer, Validation, Variant
-from broadcasts.schedule import QuietHours, parse_duration, zone_of
+from bot.hours import QuietHours, zone_of
+from broadcasts.schedule import parse_duration
 from broadcasts.segments import Recipient
 
 RENDERER = Renderer(load_quiz(DEFAULT_QUIZ))

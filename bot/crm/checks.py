@@ -16,7 +16,7 @@ from bot.crm.config import CrmConfig
 from bot.crm.discovery import LOST, WON
 from bot.crm.outbox import Clock
 from bot.crm.state import SyncState
-from bot.crm.webhooks import LeadChange, apply_changes
+from bot.crm.webhooks import LeadChange, apply_changes, deal_fields
 from bot.db import leads
 from bot.db.models import Lead
 from bot.funnel import CLOSED
@@ -97,7 +97,7 @@ class Checks:
         changes, latest = [], cursor
         async for found in self.client.pages("/api/v4/leads", "leads", params):
             changes.append(LeadChange(found["id"], found.get("status_id"), found.get("pipeline_id"),
-                                      found.get("responsible_user_id"), found.get("price")))
+                                      found.get("responsible_user_id"), found.get("price"), deal_fields(found.get("custom_fields_values"))))
             latest = max(latest, found.get("updated_at") or latest)
         moved = await apply_changes(self.db, self.journal, account, changes, "reconcile") if changes else 0
         async with self.db.begin() as session:

@@ -6,7 +6,7 @@ amoCRM does not sign webhooks: the URL carries WEBHOOK_SECRET (checked by ``bot.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +33,7 @@ class LeadChange:
     pipeline_id: int | None = None
     responsible_user_id: int | None = None
     price: int | None = None  # the deal's budget
+    fields: dict[str, str] = field(default_factory=dict)  # the deal's custom field values by field name (first value)
 
 
 MAX_ID = 2**63 - 1  # amoCRM ids are 64-bit at most (the database columns too)
@@ -58,6 +59,25 @@ def _price(item: dict[str, Any], where: str) -> int | None:
     return int(value)
 
 
+def _fields(item: dict[str, Any], where: str) -> dict[str, str]:
+    """``custom_fields[i][name|values][j][value]`` → {field name: first value}; a malformed list is :class:`BadBody`."""
+    found = item.get("custom_fields") or []
+    if not isinstance(found, list) or not all(isinstance(f, dict) for f in found):
+        raise BadBody(f"{where}[custom_fields] must be a list of fields (custom_fields[0][name]=…)")
+    values = {}
+    for f in found:
+        first = (f.get("values") or [None])[0] if isinstance(f.get("values"), list) else None
+        value = first.get("value") if isinstance(first, dict) else first
+        if isinstance(f.get("name"), str) and isinstance(value, str):
+            values[f["name"]] = value
+    return values
+
+
+def deal_fields(custom_fields_values: list[dict[str, Any]] | None) -> dict[str, str]:
+    """API v4 ``custom_fields_values`` → {field name: first value as text}."""
+    return {f["field_name"]: str(f["values"][0].get("value")) for f in custom_fields_values or [] if f.get("field_name") and f.get("values")}
+
+
 def parse_changes(form: dict[str, Any]) -> list[LeadChange]:
     """``leads[status|update|add|responsible|restore][i][…]`` items as lead changes; :class:`BadBody` if malformed."""
     found = form.get("leads") or {}
@@ -75,7 +95,7 @@ def parse_changes(form: dict[str, Any]) -> list[LeadChange]:
             crm_id = _id(item, "id", where)
             if crm_id is not None:
                 changes.append(LeadChange(crm_id, _id(item, "status_id", where), _id(item, "pipeline_id", where),
-                                          _id(item, "responsible_user_id", where), _price(item, where)))
+                                          _id(item, "responsible_user_id", where), _price(item, where), _fields(item, where)))
     return changes
 
 
@@ -107,7 +127,7 @@ async def apply_changes(
                 previous, lead.stage = lead.stage, stage
                 moved += 1
                 await journal.event(session, lead, CRM_STAGE_CHANGED, stage=stage, previous=previous,
-                                    status_id=change.status_id, pipeline_id=change.pipeline_id, source=source)
+                                    status_id=change.status_id, pipeline_id=change.pipeline_id, source=source, fields=change.fields)
     return moved
 
 

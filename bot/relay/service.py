@@ -62,6 +62,11 @@ class RelayService:
         """The journey's hook (:class:`bot.ports.BuyerRelay`): a free buyer message for the managers."""
         await self.buyers.forward(lead, message)
 
+    async def notice(self, lead: Lead, text: str) -> None:
+        """:class:`bot.ports.OperatorTopic`: a notice in the lead's topic (nothing without an operator chat)."""
+        if self.chat.chat_id is not None:
+            await self.topics.notice(lead, text)
+
     async def run(self, stop: asyncio.Event) -> None:
         """The relay's background worker (``App.workers``), until ``stop``."""
         if self.chat.chat_id is None:

@@ -149,6 +149,9 @@ class AmoSandbox:
             "modified_user_id": lead["responsible_user_id"], "created_user_id": 0, "date_create": lead["created_at"],
             "account_id": self.account.id, **old,
         }.items()]
+        for i, f in enumerate(lead["fields"]):
+            pairs += [(f"{prefix}[custom_fields][{i}][id]", str(f["field_id"])), (f"{prefix}[custom_fields][{i}][name]", f["field_name"])]
+            pairs += [(f"{prefix}[custom_fields][{i}][values][{j}][value]", str(v["value"])) for j, v in enumerate(f["values"])]
         pairs += [("account[subdomain]", self.account.subdomain), ("account[id]", str(self.account.id)),
                   ("account[_links][self]", self.base_url)]
         body = urlencode(pairs)
