@@ -26,17 +26,20 @@ from bot.db import migrate
 from bot.db.session import open_database
 from bot.followups.service import FollowUps
 from bot.hours import WorkingHours
+from bot.instances import Presence
 from bot.journal import Journal
 from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.inbox import Inbox
 from bot.loops import Worker
 from bot.messenger import Messenger
-from bot.middlewares import PerChatOrder
+from bot.ops import Ops
 from bot.quiz import load_quiz
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
+from bot.sender import Sender
 from bot.telegram import create_bot
 from bot.telegram_webhook import TELEGRAM_WEBHOOK_PATH, telegram_handler
 from bot.texts import LANGUAGES, t
@@ -46,13 +49,13 @@ from broadcasts.service import Broadcasts
 
 log = structlog.get_logger(__name__)
 
-STOP_GRACE = 15.0  # seconds the background workers get to finish their round at shutdown
+STOP_TIMEOUT = 30.0  # seconds from SIGTERM to exit: in-flight updates and the workers' rounds finish within it
 
 
-def create_app(settings: Settings) -> App:
+def create_app(settings: Settings, *, role: str = "all") -> App:
     """The app for a command: a settings file whose content is wrong is a :class:`ConfigError` naming the setting."""
     try:
-        return App(settings)
+        return App(settings, role=role)
     except ValueError as exc:  # the loaders of the files named by settings say what is wrong, and where
         paths = {field.alias: str(getattr(settings, name)) for name, field in Settings.model_fields.items()
                  if isinstance(getattr(settings, name), Path)}
@@ -61,11 +64,18 @@ def create_app(settings: Settings) -> App:
 
 
 class App:
-    """Every part of optobot, wired once. ``start()`` prepares, ``serve()`` runs, ``close()`` releases."""
+    """Every part of optobot, wired once. ``start()`` prepares, ``serve()`` runs, ``close()`` releases.
 
-    def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None) -> None:
+    ``role``: ``web`` takes HTTP and Telegram's updates, ``worker`` runs the background work (its HTTP
+    server answers only ``/healthz``, ``/readyz`` and ``/metrics``), ``all`` both.
+    """
+
+    def __init__(self, settings: Settings, *, bot: Bot | None = None, renderer: CatalogRenderer | None = None,
+                 role: str = "all") -> None:
         self.settings = settings
+        self.role = role
         self.db = open_database(settings.database_url)
+        self.presence = Presence(self.db, role, redis_url=settings.redis_url)
         self.journal = Journal()
         self.quiz = load_quiz(settings.quiz_config)
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
@@ -73,7 +83,8 @@ class App:
         self._owns_renderer = renderer is None
         self.renderer = renderer or CatalogRenderer(settings.catalog_dir, settings.data_dir / "catalogs", workers=settings.render_workers,
                                                     data_dir=settings.data_dir)
-        self.messenger = Messenger(self.bot, self.db, self.journal)
+        self.sender = Sender(self.bot, self.db, retry_for=settings.send_retry_for)
+        self.messenger = Messenger(self.bot, self.db, self.journal, self.sender)
         store = Store(settings.catalog_dir, settings.data_dir)
         self.catalog = Catalog(self.db, self.renderer, store, settings.catalog_max_per_category)
         self.imports = Imports(settings, self.db, store, self.tell_admins)
@@ -112,9 +123,8 @@ class App:
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
         ]
+        self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
-        self.order = PerChatOrder()
-        self.dp.update.outer_middleware(self.order)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
         self.dp["analytics"] = self.analytics
@@ -124,6 +134,7 @@ class App:
         self.dp.include_router(catalog_router())  # an admin's price list, after the broadcast wizard (it takes documents)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
+        self.inbox = Inbox(self.db, self.dp, self.bot)
         self.bot_username = ""
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
@@ -155,6 +166,7 @@ class App:
         A database or Telegram that can't be reached, or a token Telegram refuses, is a :class:`ConfigError` naming the setting.
         """
         await migrate.upgrade(self.db.engine)
+        await self.presence.join()
         try:
             me = await self.bot.me()
         except TelegramNetworkError as exc:
@@ -171,52 +183,72 @@ class App:
         log.info("app.started", bot=self.bot_username)
 
     def web_app(self) -> web.Application:
-        routes = self.routes
+        if self.role == "worker":
+            return create_web_app(self.webhook_secret, self.ops.routes)
+        routes = [*self.ops.routes, *self.routes]
         if self.settings.public_url:
-            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.dp, self.bot, self.telegram_secret_token))]
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.telegram_secret_token))]
         return create_web_app(self.webhook_secret, routes)
+
+    def background(self) -> list[Worker]:
+        """What runs in the background in this role: the heartbeat and the send outbox's resume loop (every role
+        sends to buyers), the inbox's take-over unless ``worker``, and the workers unless ``web``."""
+        return [self.presence.run, self.sender.resume.run, *([self.inbox.replay.run] if self.role != "worker" else []),
+                *(self.workers if self.role != "web" else [])]
 
     @property
     def telegram_secret_token(self) -> str:
         return self.settings.telegram_secret_token
 
     async def serve(self, *, stop: asyncio.Event | None = None) -> None:
-        """Run the HTTP server, Telegram updates (polling or webhook) and the background workers until ``stop``."""
+        """Run the HTTP server, Telegram updates (polling or webhook; not in the ``worker`` role) and the background
+        workers until ``stop``; then stop taking work at once and exit within ``STOP_TIMEOUT``."""
         stop = stop or asyncio.Event()
         runner = web.AppRunner(self.web_app())
         await runner.setup()
         site = web.TCPSite(runner, self.settings.http_host, self.settings.http_port)
         await site.start()
         self.http_port = runner.addresses[0][1]
-        log.info("http.listening", host=self.settings.http_host, port=self.http_port)
+        log.info("http.listening", host=self.settings.http_host, port=self.http_port, role=self.role)
         stop_workers = asyncio.Event()
-        self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.workers]
+        self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.background()]
+        polling: asyncio.Task[None] | None = None
         try:
-            if self.settings.public_url:
+            if self.role != "worker" and self.settings.public_url:
                 await self.bot.set_webhook(
                     self.settings.public_url + TELEGRAM_WEBHOOK_PATH, secret_token=self.telegram_secret_token,
                     allowed_updates=self.dp.resolve_used_update_types(),
                 )
-                self.ready.set()
-                await stop.wait()
-            else:
+            elif self.role != "worker":
                 await self.bot.delete_webhook()
-                polling = asyncio.create_task(self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False))
-                self.ready.set()
-                await stop.wait()
-                await self.dp.stop_polling()
-                await polling
-            await asyncio.wait_for(self.order.idle(), timeout=30)  # let in-flight updates finish
+                polling = asyncio.create_task(self.inbox.poll(stop))
+            self.ready.set()
+            await stop.wait()
         finally:
-            stop_workers.set()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=STOP_GRACE)
-            for task in self._tasks:
-                task.cancel()
-            for task in self._tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await self._stop(stop_workers, polling)
             await runner.cleanup()
+
+    async def _stop(self, stop_workers: asyncio.Event, polling: asyncio.Task[None] | None) -> None:
+        """Stop taking work (no update fetched, no new round; ``/readyz`` says so), let what is under way finish —
+        a broadcast run records its calls and releases its lease as it ends — then cancel what is left."""
+        deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT
+        self.ops.stopping = True
+        stop_workers.set()
+        log.info("app.stopping", role=self.role)
+        if polling is not None:
+            await polling  # ends with ``stop``: what it fetched last is stored, not yet confirmed
+        try:
+            await asyncio.wait_for(self.inbox.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+            await asyncio.wait_for(self.sender.flushed(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+        except TimeoutError:
+            log.warning("app.stop_timeout", waiting="updates under way")
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[App]:
@@ -233,6 +265,7 @@ class App:
             await self.close()
 
     async def close(self) -> None:
+        await self.presence.leave()
         if self._warming is not None:
             await asyncio.gather(self._warming, return_exceptions=True)  # a worker that failed to start is retried by its first render
         if self._owns_renderer:

@@ -15,6 +15,7 @@ from bot.analytics import cli as analytics_cli
 from bot.catalog import cli as catalog_cli
 from bot.config import ConfigError, Settings, first_line, load_settings
 from bot.crm import cli as crm_cli
+from bot.instances import ROLES
 from bot.logs import setup_logging
 from broadcasts import cli as broadcast_cli
 
@@ -33,14 +34,14 @@ def wired_broadcasts(settings: Settings) -> AbstractAsyncContextManager[Broadcas
     return wired_broadcasts(settings)
 
 
-async def run(settings: Settings, _: argparse.Namespace) -> int:
-    """Run the service for real; without BOT_TOKEN, run the sandbox demo instead."""
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the service for real (``--role``: web, worker or all); without BOT_TOKEN, run the sandbox demo instead."""
     if settings.sandbox:
         print("BOT_TOKEN is not set: running the built-in sandbox demo (see README to run for real).\n")
-        return await demo(settings, _)
+        return await demo(settings, args)
     from bot.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, role=getattr(args, "role", "all"))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -90,7 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="optobot", description="Telegram sales assistant and broadcasts for amoCRM suppliers")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("demo", help="play a scripted buyer against the built-in sandbox").set_defaults(func=demo)
-    commands.add_parser("run", help="run the service (the sandbox demo when BOT_TOKEN is unset)").set_defaults(func=run)
+    run_parser = commands.add_parser("run", help="run the service (the sandbox demo when BOT_TOKEN is unset)")
+    run_parser.add_argument("--role", choices=ROLES, default="all",
+                            help="web: HTTP and Telegram updates; worker: the background work; all: both (default)")
+    run_parser.set_defaults(func=run)
     commands.add_parser("check", help="validate the configuration and reach every dependency").set_defaults(func=check)
     db = commands.add_parser("db", help="database migrations").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply all migrations").set_defaults(func=db_upgrade)
@@ -113,7 +117,7 @@ def execute(func: Command, args: argparse.Namespace, *, quiet: bool = False) -> 
         print(exc, file=sys.stderr)
         return 2
     quiet = (quiet and settings.sandbox or func is check) and settings.log_level.upper() != "DEBUG"  # check: its lines are the output
-    setup_logging("WARNING" if quiet else settings.log_level, secrets=settings.secrets())
+    setup_logging("WARNING" if quiet else settings.log_level, secrets=settings.secrets(), json=settings.log_format == "json")
     try:
         return asyncio.run(func(settings, args)) or 0
     except ConfigError as exc:

@@ -62,8 +62,10 @@ class Settings(BaseSettings):
     render_warm: int = Field(default=1, ge=0, le=32, alias="RENDER_WARM")
     catalog_prerender: bool = Field(default=True, alias="CATALOG_PRERENDER")
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
+    send_retry_for: float = Field(default=600, gt=0, le=86400, alias="SEND_RETRY_FOR")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_format: str = Field(default="text", pattern="^(text|json)$", alias="LOG_FORMAT")
 
     amocrm_base_url: str | None = Field(default=None, alias="AMOCRM_BASE_URL")
     amocrm_access_token: SecretStr | None = Field(default=None, alias="AMOCRM_ACCESS_TOKEN")

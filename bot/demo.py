@@ -101,7 +101,7 @@ async def run_demo(settings: Settings) -> int:
 
 async def _show_crm(app: App, amocrm: AmoSandbox) -> None:
     """Let the outbox drain, then print the lead as amoCRM holds it."""
-    await app.order.idle()
+    await app.inbox.idle()
     await app.crm.worker.drain()
     async with app.db() as session:
         lead = await leads.by_tg_user(session, BUYER_ID)

@@ -38,6 +38,7 @@ class Inbound:
     reply_to_message_id: int | None = None
     contact_phone: str | None = None
     contact_user_id: int | None = None
+    sent_at: float | None = None  # Unix time of the message in Telegram (whole seconds)
 
     @classmethod
     def of(cls, message: Message) -> Inbound:
@@ -47,4 +48,5 @@ class Inbound:
             text=message.text, caption=message.caption, media_group_id=message.media_group_id,
             reply_to_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
             contact_phone=contact.phone_number if contact else None, contact_user_id=contact.user_id if contact else None,
+            sent_at=message.date.timestamp(),
         )

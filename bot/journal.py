@@ -1,7 +1,9 @@
 """The journal: lead events and the conversation log, written in the caller's transaction.
 
 Subscribers (the amoCRM outbox, SLA tracking, sequences) are called inside the same
-transaction, so whatever they enqueue commits or rolls back together with the event.
+transaction, so whatever they enqueue commits or rolls back together with the event; so does the
+handled mark of the Telegram update being handled (:func:`bot.db.updates.settle`): an update whose
+records committed is never handled again.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db import updates
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
 from bot.funnel import reach
@@ -61,6 +64,7 @@ class Journal:
         session.add(record)
         await session.flush()
         await self._publish(session, lead, record)
+        await updates.settle(session)
         return record
 
     async def message(
@@ -101,4 +105,5 @@ class Journal:
         session.add(record)
         await session.flush()
         await self._publish(session, lead, record)
+        await updates.settle(session)
         return record

@@ -1,4 +1,4 @@
-"""structlog setup: key=value lines on stderr, with every secret masked in every line.
+"""structlog setup: key=value lines on stderr (or one JSON object a line, ``LOG_FORMAT=json``), every secret masked.
 
 Secrets are never passed to loggers on purpose, and the formatter of the log handler masks
 them anyway — in structlog events, the aiohttp access log (the webhook secret is a path
@@ -45,24 +45,35 @@ class MaskingFormatter(logging.Formatter):
         return mask(self.inner.format(record), self.secrets)
 
 
-def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = ()) -> None:
+def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), json: bool = False) -> None:
+    """Log at ``level`` to stderr; ``json``: every line, third-party loggers' too, one JSON object."""
     logging.basicConfig(level=level.upper(), format="%(message)s")
     secrets = list(secrets)
+    stamped: list[structlog.typing.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     for handler in logging.getLogger().handlers:
         inner = handler.formatter.inner if isinstance(handler.formatter, MaskingFormatter) else handler.formatter
+        if json:
+            inner = structlog.stdlib.ProcessorFormatter(
+                foreign_pre_chain=[*stamped, structlog.stdlib.add_logger_name],
+                processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                            structlog.processors.format_exc_info, structlog.processors.JSONRenderer(ensure_ascii=False)])
+        elif isinstance(inner, structlog.stdlib.ProcessorFormatter):
+            inner = logging.Formatter("%(message)s")
         handler.setFormatter(MaskingFormatter(inner, secrets))
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is logged once, with the answer
     logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # rendering steps, even of its own stylesheets
+    last: list[structlog.typing.Processor] = (
+        [structlog.stdlib.ProcessorFormatter.wrap_for_formatter] if json else
+        [structlog.processors.format_exc_info,
+         structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False)])
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["timestamp", "level", "event"], sort_keys=False),
-        ],
+        processors=[*stamped, *last],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         cache_logger_on_first_use=True,

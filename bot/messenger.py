@@ -1,7 +1,8 @@
-"""Sends to buyers and logs every outgoing message; an unreachable buyer is flagged, not retried."""
+"""Sends to buyers through the send outbox (:mod:`bot.sender`) and logs every outgoing message; an unreachable
+buyer is flagged, not retried."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Lead
 from bot.journal import BLOCKED, Journal
+from bot.sender import SERVICE, Outgoing, Sender, Unknown
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -38,10 +40,13 @@ def unreachable_reason(exc: Exception) -> str | None:
 
 
 class Messenger:
-    def __init__(self, bot: Bot, db: async_sessionmaker[AsyncSession], journal: Journal) -> None:
+    def __init__(self, bot: Bot, db: async_sessionmaker[AsyncSession], journal: Journal, sender: Sender) -> None:
         self.bot = bot
         self.db = db
         self.journal = journal
+        self.sender = sender
+        sender.delivered = self._resumed
+        sender.refused = self._refused
 
     async def _deliver(self, lead: Lead, call: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -52,6 +57,44 @@ class Messenger:
                 raise
             await self.mark_unreachable(lead.id, reason)
             raise BuyerUnreachable(lead.id, reason) from exc
+
+    async def _resumed(self, out: Outgoing, sent: Message) -> None:
+        """A message the sender delivered after a restart or for a stopped instance: logged like any other."""
+        if out.lead_id is not None:
+            await self.log_out(out.lead_id, kind="text", text=sent.text or out.text, tg_message_id=sent.message_id)
+
+    async def _refused(self, out: Outgoing, exc: Exception) -> None:
+        reason = unreachable_reason(exc)
+        if reason is not None and out.lead_id is not None:
+            await self.mark_unreachable(out.lead_id, reason)
+
+    async def stage(self, session: AsyncSession, lead: Lead, items: Sequence[tuple[str, Any]], *, kind: str = SERVICE) -> list[Outgoing]:
+        """Record messages for ``lead`` in ``session``'s transaction; :meth:`deliver` sends them after it commits."""
+        return await self.sender.stage(session, lead.id, lead.tg_user_id, items, kind)
+
+    async def deliver(self, lead: Lead, staged: Sequence[Outgoing], *, log: bool = True, author: str = "bot",
+                      author_name: str | None = None) -> list[Message]:
+        """Send recorded messages in order (through outages, by the sender's rules); the ones delivered, logged
+        unless ``log=False`` (the caller logs them in its own transaction). A final refusal stops the rest."""
+        sent = []
+        for out in staged:
+            try:
+                sent.append(await self._deliver(lead, lambda out=out: self.sender.send(out)))
+            except Unknown:  # the buyer may have it; not sent again (a greeting, a relayed message)
+                continue
+        if log and sent:
+            async with self.db.begin() as session:
+                for message in sent:
+                    await self.log_out(lead.id, kind="text", text=message.text, tg_message_id=message.message_id,
+                                       author=author, author_name=author_name, session=session)
+        return sent
+
+    async def say(self, lead: Lead, items: Sequence[tuple[str, Any]], *, kind: str = SERVICE, log: bool = True,
+                  author: str = "bot", author_name: str | None = None) -> list[Message]:
+        """Record ``items`` (text, reply markup) in one transaction, then :meth:`deliver` them."""
+        async with self.db.begin() as session:
+            staged = await self.stage(session, lead, items, kind=kind)
+        return await self.deliver(lead, staged, log=log, author=author, author_name=author_name)
 
     async def mark_unreachable(self, lead_id: int, reason: str) -> None:
         async with self.db.begin() as session:
@@ -81,13 +124,12 @@ class Messenger:
                 await write(own)
 
     async def send_text(
-        self, lead: Lead, text: str, *, reply_markup: Any = None, author: str = "bot", author_name: str | None = None, log: bool = True
-    ) -> Message:
-        """Send ``text``; ``log=False`` when the caller logs it in its own transaction."""
-        sent = await self._deliver(lead, lambda: self.bot.send_message(lead.tg_user_id, text, reply_markup=reply_markup))
-        if log:
-            await self.log_out(lead.id, kind="text", text=sent.text or text, tg_message_id=sent.message_id, author=author, author_name=author_name)
-        return sent
+        self, lead: Lead, text: str, *, reply_markup: Any = None, author: str = "bot", author_name: str | None = None,
+        log: bool = True, kind: str = SERVICE,
+    ) -> Message | None:
+        """Send ``text`` through the outbox (None when its outcome is unknown); ``log=False`` when the caller logs it."""
+        sent = await self.say(lead, [(text, reply_markup)], kind=kind, log=log, author=author, author_name=author_name)
+        return sent[0] if sent else None
 
     async def send_document(self, lead: Lead, document: str | InputFile, *, caption: str | None = None, reply_markup: Any = None) -> Message:
         sent = await self._deliver(

@@ -11,9 +11,11 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.enums import ParseMode
-from aiogram.exceptions import TelegramRetryAfter
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter
 from aiogram.methods import Response, TelegramMethod
 from aiogram.methods.base import TelegramType
+
+from bot import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -22,16 +24,42 @@ log = structlog.get_logger(__name__)
 _RESPONSE_TYPES: dict[Any, type] = {}
 
 
+def _pin(returning: Any) -> None:
+    if returning not in _RESPONSE_TYPES:
+        _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+
+
 class PinResponseTypes(BaseRequestMiddleware):
     """Keeps every ``Response[ReturnType]`` alive so each is built once per process."""
 
     async def __call__(
         self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
     ) -> Response[TelegramType]:
-        returning = method.__returning__
-        if returning not in _RESPONSE_TYPES:
-            _RESPONSE_TYPES[returning] = Response[returning]  # type: ignore[valid-type]
+        _pin(method.__returning__)
         return await make_request(bot, method)
+
+
+class Reached(BaseRequestMiddleware):
+    """Notes every answer of the Bot API (an error answer too: Telegram was reached) for ``/readyz`` and ``/metrics``."""
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
+    ) -> Response[TelegramType]:
+        try:
+            response = await make_request(bot, method)
+        except TelegramNetworkError:
+            raise
+        except TelegramAPIError:
+            metrics.reached()
+            raise
+        metrics.reached()
+        return response
+
+
+async def call_once(bot: Bot, method: TelegramMethod[TelegramType]) -> TelegramType:
+    """One request, without the session's flood-wait retries: for a caller that waits a 429 out itself (the send outbox)."""
+    _pin(method.__returning__)
+    return await Reached()(bot.session.make_request, bot, method)
 
 
 class RetryAfterMiddleware(BaseRequestMiddleware):
@@ -61,6 +89,7 @@ def create_bot(token: str, api_url: str, *, retry_flood: bool = True) -> Bot:
     """A Bot speaking HTML to ``api_url`` (api.telegram.org, a local Bot API server or the sandbox)."""
     session = AiohttpSession(api=TelegramAPIServer.from_base(api_url))
     session.middleware(PinResponseTypes())
+    session.middleware(Reached())
     if retry_flood:
         session.middleware(RetryAfterMiddleware())
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))

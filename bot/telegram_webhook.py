@@ -1,21 +1,21 @@
-"""The Telegram webhook (``POST /webhooks/telegram``, when ``PUBLIC_URL`` is set): an update in, handled by the dispatcher.
+"""The Telegram webhook (``POST /webhooks/telegram``, when ``PUBLIC_URL`` is set): an update in, stored in the inbox.
 
 :func:`read_update` reads the body like every webhook body (:mod:`bot.bodies`) and validates it, so a
 malformed or hostile update is a 4xx with the reason, never a 500.
 """
 from __future__ import annotations
 
-import asyncio
 import hmac
 
 import structlog
-from aiogram import Bot, Dispatcher
+from aiogram import Bot
 from aiogram.types import Update
 from aiohttp import web
 from pydantic import ValidationError
 
 from bot import bodies
 from bot.bodies import BadBody
+from bot.inbox import Inbox
 from bot.web import Handler, error
 
 log = structlog.get_logger(__name__)
@@ -34,15 +34,9 @@ async def read_update(request: web.Request, bot: Bot) -> Update:
         raise BadBody(f"not a Telegram update: {'.'.join(map(str, first['loc'])) or 'update'}: {first['msg']}") from None
 
 
-def telegram_handler(dp: Dispatcher, bot: Bot, secret_token: str) -> Handler:
+def telegram_handler(inbox: Inbox, bot: Bot, secret_token: str) -> Handler:
     """The secret token header compared in constant time (401), the update read by :func:`read_update` (4xx with
-    the reason), then handled in the background as aiogram's own webhook handler does."""
-    running: set[asyncio.Task[object]] = set()
-
-    def finished(task: asyncio.Task[object]) -> None:
-        running.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("telegram.update_failed", exc_info=task.exception())
+    the reason), then stored in the inbox before the 200 (503 when the database can't take it: Telegram retries)."""
 
     async def handle(request: web.Request) -> web.Response:
         given = request.headers.get(SECRET_HEADER, "").encode()
@@ -53,9 +47,11 @@ def telegram_handler(dp: Dispatcher, bot: Bot, secret_token: str) -> Handler:
         except BadBody as exc:
             log.warning("telegram.webhook_rejected", reason=str(exc), size=request.content_length)
             return error(exc.status, str(exc))
-        task = asyncio.create_task(dp.feed_update(bot, update))
-        running.add(task)
-        task.add_done_callback(finished)
+        try:
+            await inbox.accept([update])
+        except Exception as exc:
+            log.error("telegram.update_not_stored", update_id=update.update_id, error=f"{type(exc).__name__}: {exc}")
+            return error(503, "the update could not be stored; retry later")
         return web.json_response({})
 
     return handle

@@ -1,4 +1,5 @@
-"""The service's own HTTP server: the webhook routes the features hand in (guarded by the secret) and a health check.
+"""The service's own HTTP server: the webhook routes the features hand in, guarded by the secret, and the
+operations endpoints (:mod:`bot.ops`).
 
 Every webhook body is read by :mod:`bot.bodies` (size, depth, text bounded): a body no sender would
 send gets a 4xx with the reason, never a 500.
@@ -31,14 +32,9 @@ def secret_guard(secret: str | None, handler: Handler) -> Handler:
     return guarded
 
 
-async def health(_: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
-
-
 def create_web_app(secret: str | None, routes: list[tuple[str, str, Handler]]) -> web.Application:
     """An aiohttp app; ``routes`` are ``(method, path, handler)``, and paths with ``{secret}`` are guarded."""
     app = web.Application(client_max_size=MAX_BODY)
-    app.router.add_get("/healthz", health)
     for method, path, handler in routes:
         app.router.add_route(method, path, secret_guard(secret, handler) if "{secret}" in path else handler)
     return app

@@ -31,6 +31,7 @@ from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.hours import QuietHours, zone_of
@@ -370,11 +371,13 @@ class _Run:
             message_id = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
             await self.e.limiter.pause(exc.retry_after)
+            metrics.BROADCAST.labels("retry_after").inc()
             self.results.append(_outcome(row.id, SENDING, PENDING))
             log.warning("broadcast.flood_wait", broadcast_id=self.b.id, retry_after=exc.retry_after)
         except Exception as exc:  # every other failure is recorded on the row
             self._failed(row, exc)
         else:
+            metrics.BROADCAST.labels("sent").inc()
             self.streak = 0
             now = self.e.clock()
             self.results.append(_outcome(row.id, SENDING, SENT, message_id=message_id, sent_at=now, tries=1))
@@ -385,6 +388,7 @@ class _Run:
         if reason is not None:
             self.results.append(_outcome(row.id, SENDING, ROW_BLOCKED, error=reason, tries=1))
             self.blocked.append((row.recipient.id, reason))
+            metrics.BROADCAST.labels("blocked").inc()
             return
         error = exc.message if isinstance(exc, TelegramAPIError) else f"{type(exc).__name__}: {exc}"
         never_left = isinstance(exc, TelegramNetworkError) and isinstance(exc.__cause__, ClientConnectorError)
@@ -395,6 +399,7 @@ class _Run:
         else:
             state, due_at = FAILED, None
         self.results.append(_outcome(row.id, SENDING, state, error=error[:500], due_at=due_at, tries=1))
+        metrics.BROADCAST.labels({UNKNOWN: "unknown", PENDING: "retried"}.get(state, "failed")).inc()
         self.streak += 1
         log.warning("broadcast.send_failed", broadcast_id=self.b.id, delivery_id=row.id, state=state, error=error)
         if self.e.max_errors and self.streak >= self.e.max_errors and not self.stop:

@@ -74,7 +74,7 @@ async def marquiz(app: App, name: str, phone: str, utm: dict[str, str] | None = 
 
 
 async def lead_of(app: App, tg_user_id: int) -> Lead:
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         return (await session.execute(select(Lead).where(Lead.tg_user_id == tg_user_id))).scalar_one()
 

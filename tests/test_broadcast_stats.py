@@ -25,7 +25,7 @@ async def test_replies_unsubscribes_and_conversions_are_credited(bapp: App, sand
     async with bapp.db.begin() as session:  # a manager moved the third buyer to «Тестовая партия отправлена»
         lead = await session.get(Lead, buyer)
         await bapp.journal.event(session, lead, CRM_STAGE_CHANGED, stage="test_batch_sent", previous="catalog_sent")
-    await bapp.order.idle()
+    await bapp.inbox.idle()
 
     stats = await bapp.broadcasts.campaigns.stats(broadcast_id)
     assert (stats.total.replies, stats.total.unsubscribes, stats.total.conversions) == (1, 1, 1)
@@ -49,7 +49,7 @@ async def test_a_holdout_gets_nothing_and_is_measured_like_the_recipients(bapp: 
             await bapp.journal.event(session, lead, CRM_STAGE_CHANGED, stage="test_batch_sent", previous="catalog_sent")
     sandbox.send_text(users[held[2]], "Добрый день, пришлите прайс")
     await sandbox.wait_for_messages(users[held[2]], 1)
-    await bapp.order.idle()
+    await bapp.inbox.idle()
 
     stats = await bapp.broadcasts.campaigns.stats(broadcast_id)
     assert (stats.holdout.reached, stats.holdout.conversions, stats.holdout.replies) == (len(held), 2, 1)

@@ -43,7 +43,7 @@ async def app(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[Ap
 
 async def synced(app: App) -> bool:
     """Every CRM operation queued so far has been carried out."""
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         return not await session.scalar(select(func.count()).select_from(OutboxItem).where(OutboxItem.state.in_(UNFINISHED)))
 

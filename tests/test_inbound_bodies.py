@@ -35,7 +35,7 @@ def submission(**contacts: object) -> dict:
 
 
 async def stored(app: App, lead_id: int) -> tuple[Lead, QuizSubmission]:
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         lead = await session.get(Lead, lead_id)
         raw = (await session.execute(select(QuizSubmission).where(QuizSubmission.lead_id == lead_id))).scalar_one()
@@ -127,7 +127,7 @@ async def test_fifty_parallel_quizzes_with_one_phone_make_one_lead(app: App) -> 
     responses = await asyncio.gather(*(post_marquiz(app, body) for body in bodies))
     assert {r.status_code for r in responses} == {200}
     assert len({r.json()["lead_id"] for r in responses}) == 1
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         assert (await session.execute(select(func.count()).select_from(Lead))).scalar_one() == 1
         assert (await session.execute(select(func.count()).select_from(QuizSubmission))).scalar_one() == 50
@@ -158,7 +158,7 @@ async def test_what_a_buyer_types_in_telegram_is_stored_cleaned_and_cut(app: App
     buyer.send("+7 912 345-67-89")
     assert "принята" in (await buyer.reply())["text"]
 
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         lead = (await session.execute(select(Lead).where(Lead.tg_user_id == buyer.id))).scalar_one()
         request = (await session.execute(select(TestBatchRequest))).scalar_one()

@@ -41,7 +41,7 @@ async def test_catalogue_is_personal_and_followed_by_the_test_batch_offer(app: A
     assert "Анна Петрова" in text and "Казань" in text and "Обувь" in text
     assert "тестовая партия" in offer["text"].lower()
     assert any("тестовую партию" in label for label, _ in buttons(offer))
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         kinds = (await session.execute(select(LeadEvent.kind))).scalars().all()
         assert "catalog_sent" in kinds
@@ -83,7 +83,7 @@ async def test_same_personalisation_is_resent_by_file_id(app: App, buyer: Buyer,
     assert uploads[3].params["document"] == first_list["document"]["file_id"]  # …nor of the price list
     assert second["document"]["file_id"] == first["document"]["file_id"]
     assert second_list["document"]["file_id"] == first_list["document"]["file_id"]
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         renders = (await session.execute(select(CatalogRender.file_id))).scalars().all()
         assert sorted(renders) == sorted([first["document"]["file_id"], first_list["document"]["file_id"]])
@@ -119,7 +119,7 @@ async def test_test_batch_request_collects_what_a_manager_needs(app: App, buyer:
     confirmation = await buyer.reply()
 
     assert "Кроссовки SH-101" in confirmation["text"] and "Самара" in confirmation["text"] and "+79990001122" in confirmation["text"]
-    await app.order.idle()
+    await app.inbox.idle()
     async with app.db() as session:
         request = (await session.execute(select(TestBatchRequest))).scalar_one()
         assert (request.assortment, request.city, request.phone) == ("Кроссовки SH-101, 36–41, по 10 пар", "Самара", "+79990001122")

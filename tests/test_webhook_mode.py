@@ -62,7 +62,7 @@ async def test_malformed_updates_with_the_right_secret_get_400_and_a_dirty_name_
         assert answer.status_code == 200, answer.text
         intro = (await sandbox.wait_for_messages(8008, 2))[0]
         assert intro["text"].startswith("Anna, здравствуйте")
-        await app.order.idle()
+        await app.inbox.idle()
         async with app.db() as session:
             assert (await session.execute(select(Lead.first_name).where(Lead.tg_user_id == 8008))).scalar_one() == "Anna"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]

@@ -14,9 +14,10 @@ from aiogram.exceptions import TelegramBadRequest
 from aiogram.types import FSInputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.catalog.model import Catalogue
-from bot.catalog.render import CatalogRenderer, CatalogRequest
 from bot.catalog.pricelist import price_list
+from bot.catalog.render import CatalogRenderer, CatalogRequest
 from bot.catalog.store import Store, write_atomically
 from bot.db import renders
 from bot.messenger import unreachable_reason
@@ -77,7 +78,7 @@ class Catalog:
         before (once per personalisation, even when several buyers share it), else rendered and uploaded."""
         catalogue = self.catalogue()
         request = catalog_request(buyer, catalogue, self.per_category)
-        return await self._deliver(self.renderer.path_for(request).stem, lambda: self.renderer.render(request),
+        return await self._deliver(self.renderer.path_for(request).stem, lambda: self._render(request),
                                    catalog_filename(supplier_name(catalogue, buyer.language), request), send)
 
     async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
@@ -115,6 +116,13 @@ class Catalog:
             async with self.db.begin() as session:
                 await renders.remember(session, key, str(path), message.document.file_id if message.document else None)
             return message
+
+    async def _render(self, request: CatalogRequest) -> Path:
+        """The PDF; a render (not a cached file) is timed and counted while it waits or runs (``/metrics``)."""
+        if self.renderer.path_for(request).exists():
+            return await self.renderer.render(request)
+        with metrics.RENDER_QUEUE.track_inprogress(), metrics.CATALOG_RENDER.time():
+            return await self.renderer.render(request)
 
     def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
         """The name of the buyer's volume tier (the smallest when unknown) and, per catalogue category they want (all when

@@ -16,6 +16,7 @@ import httpx
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from bot import metrics
 from bot.crm.config import ClientTuning
 from bot.ratelimit import RateLimit
 
@@ -165,9 +166,11 @@ class AmoClient:
             except ValueError:
                 raise AmoUnavailable(f"{status} with a body that is not JSON", uncertain=True) from None
         if status == 429:
+            metrics.AMOCRM_ERRORS.labels("429").inc()
             raise AmoUnavailable("429 Too Many Requests")
         if status in (402, 403):
             raise AmoBlocked(f"{status}: {response.text[:200]}")
         if status >= 500:
+            metrics.AMOCRM_ERRORS.labels("5xx").inc()
             raise AmoUnavailable(f"{status} {response.reason_phrase}", uncertain=True)
         raise AmoRejected.from_response(response)

@@ -14,11 +14,14 @@ import httpx
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.config import Settings
 from bot.crm.checks import Checks
 from bot.crm.client import AmoClient, TokenSource
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
+from bot.crm import outbox
+from bot.crm.models import UNFINISHED
 from bot.crm.outbox import Clock, OutboxWriter
 from bot.crm.state import SyncState
 from bot.crm.tokens import OAuthTokens, StaticToken
@@ -72,6 +75,7 @@ class CrmSync:
         self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours)
         self.journal = journal
         self.db = db
+        self.clock = clock
         self.workers: list[Worker] = []
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
@@ -91,6 +95,14 @@ class CrmSync:
         if not self.enabled:
             return []
         return [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+
+    async def probe(self) -> None:
+        """``/metrics``: the outbox's depth and the age of its oldest unfinished operation."""
+        async with self.db() as session:
+            depth = sum(count for state, count in (await outbox.counts(session)).items() if state in UNFINISHED)
+            oldest = await outbox.oldest_pending(session)
+        metrics.CRM_OUTBOX_DEPTH.set(depth)
+        metrics.CRM_OUTBOX_AGE.set(max(0.0, (self.clock() - oldest).total_seconds()) if oldest else 0)
 
     async def start(self) -> None:
         """Discover the account; never fails the app (CRM work waits in the outbox meanwhile)."""

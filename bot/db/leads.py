@@ -31,7 +31,8 @@ async def by_crm_lead(session: AsyncSession, crm_lead_id: int) -> Lead | None:
 
 
 async def latest_by_phone(session: AsyncSession, phone: str) -> Lead | None:
-    query = select(Lead).where(Lead.phone == phone).order_by(Lead.id.desc()).limit(1)
+    """The newest lead holding ``phone`` from a website quiz or a shared contact (a typed phone proves nothing)."""
+    query = select(Lead).where(Lead.phone == phone, Lead.phone_typed.is_(False)).order_by(Lead.id.desc()).limit(1)
     return (await session.execute(query)).scalar_one_or_none()
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from bot.db.base import Base, utcnow
+from bot.db.base import Base, JSONType, utcnow
 
 # How a lead first reached the bot (``Lead.arrival``): the website quiz and its personal link, an ad
 # deep link with UTM-style payload, a website quiz found by the phone shared in the bot, or /start alone.
@@ -32,6 +32,9 @@ class Lead(Base):
     last_name: Mapped[str | None] = mapped_column(String(128))
     company: Mapped[str | None] = mapped_column(String(256))
     phone: Mapped[str | None] = mapped_column(String(32), index=True)
+    # The phone is only what the buyer typed in the bot (not a website quiz's, nor their own shared contact):
+    # it never links them to a website quiz, and a website quiz is never filed under it.
+    phone_typed: Mapped[bool] = mapped_column(default=False)
     email: Mapped[str | None] = mapped_column(String(256))
     language: Mapped[str] = mapped_column(String(8), default="ru")
     # Normalised quiz answers: {"category": ["shoes"], "volume": "100to300k", "channel": "...", "city": "Казань"}
@@ -162,3 +165,62 @@ class KeyValue(Base):
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TgUpdate(Base):
+    """A Telegram update as it arrived (the durable inbox): stored before Telegram is told it arrived,
+    handed to one instance at a time by a lease, marked handled once its handler has run (:mod:`bot.inbox`)."""
+
+    __tablename__ = "tg_updates"
+    __table_args__ = (Index("ix_tg_updates_handled_at_lease_until", "handled_at", "lease_until"),)
+
+    update_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    chat_id: Mapped[int | None]  # the lane: one chat's updates are handled one at a time, in update_id order
+    raw: Mapped[str] = mapped_column(Text)  # the update as JSON
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)  # times an instance took it to handle
+    error: Mapped[str | None] = mapped_column(Text)  # the last handler failure
+    owner: Mapped[str | None] = mapped_column(String(32))  # the instance holding the lease
+    lease_until: Mapped[datetime | None]
+
+
+class TgSend(Base):
+    """A message to a buyer that must outlive a Telegram outage or a restart (the send outbox, :mod:`bot.sender`).
+
+    ``state``: ``sending`` (may be in flight), ``waiting`` (the last try surely failed; next at ``not_before``),
+    ``sent``, ``failed`` (refused for good, or the retry window ran out) or ``unknown`` (in flight when its
+    instance died, of a kind that is not repeated then)."""
+
+    __tablename__ = "tg_sends"
+    __table_args__ = (Index("ix_tg_sends_state_lease_until", "state", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # greeting | catalogue | relay | service (bot.sender.REPEATED_WHEN_UNKNOWN)
+    lead_id: Mapped[int | None] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    chat_id: Mapped[int]
+    text: Mapped[str] = mapped_column(Text)
+    reply_markup: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    state: Mapped[str] = mapped_column(String(8), default="sending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    not_before: Mapped[datetime | None]
+    deadline: Mapped[datetime]  # retried until then (SEND_RETRY_FOR after it was created)
+    owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    tg_message_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class Instance(Base):
+    """A running ``optobot run`` process: its heartbeat (``seen_at``) tells the others it is alive."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    role: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -9,7 +9,7 @@ from bot.funnel import STAGES, absorb
 from bot.inbound import Visitor
 from bot.journal import LEAD_MERGED, Journal
 
-_COPIED = ("company", "phone", "email", "source", "crm_lead_id", "crm_contact_id",
+_COPIED = ("company", "email", "source", "crm_lead_id", "crm_contact_id",
            "crm_status_id", "crm_pipeline_id", "responsible_user_id", "quiz_completed_at")
 
 
@@ -39,6 +39,8 @@ async def merge(session: AsyncSession, journal: Journal, survivor: Lead, other: 
     for name in _COPIED:
         if getattr(survivor, name) is None and getattr(other, name) is not None:
             setattr(survivor, name, getattr(other, name))
+    if other.phone and (survivor.phone is None or (survivor.phone_typed and not other.phone_typed)):
+        survivor.phone, survivor.phone_typed = other.phone, other.phone_typed  # a confirmed phone beats a typed one
     if other.first_name:  # the name typed into the quiz beats the Telegram display name
         survivor.first_name, survivor.last_name = other.first_name, other.last_name
     if other.interests:

@@ -7,8 +7,6 @@ pool after the buyer has been answered, and CRM work only goes into the outbox.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from datetime import timedelta
 from functools import partial
@@ -19,7 +17,7 @@ from aiogram.enums import ChatAction
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import keyboards
+from bot import keyboards, metrics
 from bot.db import leads, submissions
 from bot.db.base import utcnow
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
@@ -29,43 +27,19 @@ from bot.journal import (
     CALLBACK_REQUESTED, CATALOG_SENT, GREETED, LEAD_CREATED, PHONE_SHARED, QUESTION_ASKED, QUIZ_COMPLETED,
     RESUBSCRIBED, TEST_BATCH_REQUESTED, Journal,
 )
-from bot.journey.claims import TokenClaims
 from bot.journey.identity import attach_telegram, merge
 from bot.journey.intake import TOKEN_PREFIX
 from bot.journey.keyboards import DONE, quiz_options
 from bot.journey.replies import Replies, Reply
 from bot.inbound import Inbound, Visitor
 from bot.messenger import Messenger
+from bot.sender import GREETING as GREETING_SEND, Outgoing
 from bot.phones import normalise_phone
 from bot.ports import BuyerRelay, Catalog
 from bot.quiz import Question, Quiz
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
-
-
-class Burst:
-    """Counts replies in progress; record-keeping waits for a quiet moment so that, in a burst of
-    arrivals, every buyer is answered before the bookkeeping of the earlier ones (bounded wait)."""
-
-    def __init__(self, max_wait: float = 2.0) -> None:
-        self.max_wait = max_wait
-        self._active = 0
-        self._quiet = asyncio.Event()
-        self._quiet.set()
-
-    async def __aenter__(self) -> None:
-        self._active += 1
-        self._quiet.clear()
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._active -= 1
-        if not self._active:
-            self._quiet.set()
-
-    async def quiet(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._quiet.wait(), self.max_wait)
 
 
 def parse_ad_payload(payload: str) -> dict[str, str]:
@@ -97,8 +71,6 @@ class JourneyService:
         self.token_ttl = token_ttl
         self.relay = relay
         self.replies = Replies(quiz, hours or ALWAYS)
-        self.replying = Burst()
-        self.claims = TokenClaims(db, lambda: utcnow() - self.token_ttl)
 
     # ------------------------------------------------------------- plumbing
     async def _lead(self, session: AsyncSession, visitor: Visitor, message: Inbound | None = None, *, known: Lead | None = None) -> Lead:
@@ -119,37 +91,30 @@ class JourneyService:
             )
         return lead
 
-    async def _say(self, lead: Lead, reply: Reply, *, log: bool = True) -> list[Message]:
-        """Send what a step decided; ``log=False`` leaves logging to the caller's transaction."""
-        return [await self.messenger.send_text(lead, text, reply_markup=markup, log=log) for text, markup in reply(lead)]
+    async def _say(self, lead: Lead, reply: Reply) -> list[Message]:
+        """Send what a step decided (through the send outbox), logged."""
+        return await self.messenger.say(lead, reply(lead))
 
     # ------------------------------------------------------------- arrival
     async def start(self, visitor: Visitor, message: Inbound, payload: str | None) -> None:
-        """``/start [payload]``: greet at once from what the database knows, then record the visit.
+        """``/start [payload]``: record the visit, then greet.
 
-        The greeting is decided on a read (the lead, the website quiz behind an atomically claimed
-        token) and sent before anything else is written; the visit and the messages are then
-        recorded in one transaction. A known buyer bringing a new website quiz is folded in first.
+        The visit (the lead, the website quiz behind the token, the ``/start`` and the greeting event) commits in
+        one transaction with the update's handled mark before the greeting goes out: a greeted buyer always has
+        a lead, and an update handled again after a crash finds its visit recorded and greets nobody twice.
         """
         began = time.perf_counter()
-        async with self.replying:
-            if payload and payload.startswith(TOKEN_PREFIX):  # claimed first: a token shows one buyer's quiz to one user
-                quiz_lead_id = await self.claims.claim(payload, visitor.tg_user_id)
-            else:
-                quiz_lead_id = None
-            async with self.db() as session:
-                known, quiz_lead = await leads.of_user_or_id(session, visitor.tg_user_id, quiz_lead_id)
-            if known is not None and quiz_lead is not None and quiz_lead.id != known.id:
-                lead, reply = await self._record_start(visitor, message, payload, [])
-                await self._say(lead, reply)
-                return
-            view = known or quiz_lead or Lead(language=self.default_language)
-            attach_telegram(view, visitor)  # a detached view: the transaction below records the real change
-            _, reply = self._start_reply(view, returning=bool(known and known.greeted_at))
-            sent = await self._say(view, reply, log=False)
-        reply_ms = round((time.perf_counter() - began) * 1000)
-        await self.replying.quiet()
-        await self._record_start(visitor, message, payload, sent, reply_ms)
+        lead, staged, first = await self._record_start(visitor, message, payload)
+        sent = await self.messenger.deliver(lead, staged, log=False)
+        replied = time.perf_counter() - began
+        metrics.GREETING.observe(replied)
+        reply_ms = round(replied * 1000)
+        async with self.db.begin() as session:
+            for out in sent:
+                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
+            if first:
+                fresh = await session.get(Lead, lead.id)
+                fresh.first_reply_ms = reply_ms
 
     def _start_reply(self, lead: Lead, *, returning: bool) -> tuple[str, Reply]:
         """Greeting, welcome back, or the intro and the (next) quiz question; with its name for the records."""
@@ -159,11 +124,10 @@ class JourneyService:
             lead.flow = {"step": "quiz", "index": 0, "picked": []}
         return "cold_intro", partial(self.replies.cold_intro, returning=returning)
 
-    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None, sent: list[Message],
-                            reply_ms: int | None = None) -> tuple[Lead, Reply]:
-        """Record a ``/start``: claim the token, create or merge the lead, log the messages; ``reply_ms`` is how
-        long the answer took (the buyer's first reply time when this is their greeting)."""
-        async with self.db.begin() as session:
+    async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None) -> tuple[Lead, list[Outgoing], bool]:
+        """Record a ``/start``: claim the token, create or merge the lead, log the message, record the answer in the
+        send outbox; the lead, the answer to send, and whether this is the buyer's first greeting."""
+        async with self.db.begin(urgent=True) as session:
             known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
             returning = bool(known and known.greeted_at)
             submission = await self._valid_submission(session, visitor, payload)
@@ -184,13 +148,12 @@ class JourneyService:
                 lead.unsubscribed_at = None
                 await self.journal.event(session, lead, RESUBSCRIBED)
             greeting, reply = self._start_reply(lead, returning=returning)
-            if lead.greeted_at is None:
+            first = lead.greeted_at is None
+            if first:
                 lead.greeted_at = utcnow()
-                lead.first_reply_ms = reply_ms
                 await self.journal.event(session, lead, GREETED, reply=greeting)
-            for out in sent:
-                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
-        return lead, reply
+            staged = await self.messenger.stage(session, lead, reply(lead), kind=GREETING_SEND)
+        return lead, staged, first
 
     async def _valid_submission(self, session: AsyncSession, visitor: Visitor, payload: str | None) -> QuizSubmission | None:
         """The website quiz behind a start token, if the token is valid for this user."""
@@ -280,7 +243,7 @@ class JourneyService:
             elif step == "test" and text:
                 reply = await self._test_field(session, lead, text)
             elif step == "phone" and text:
-                reply = await self._phone(session, lead, text)
+                reply = await self._phone(session, lead, text, typed=True)
             else:
                 reply = None
                 if lead.awaiting_reply_since is None:
@@ -301,20 +264,22 @@ class JourneyService:
             if message.contact_user_id != visitor.tg_user_id:
                 reply = self.replies.phone_not_own
             else:
-                reply = await self._phone(session, lead, message.contact_phone)
+                reply = await self._phone(session, lead, message.contact_phone, typed=False)
         await self._say(lead, reply)
         if self.relay is not None:  # managers see shared contacts too
             await self.relay.forward(lead, message)
 
-    async def _phone(self, session: AsyncSession, lead: Lead, raw: str) -> Reply:
+    async def _phone(self, session: AsyncSession, lead: Lead, raw: str, *, typed: bool) -> Reply:
+        """A phone the buyer shared (their own contact) or ``typed``. Only a shared contact links the website quiz
+        with that phone: anyone can type anyone's number, so a typed one is kept as what the buyer told us."""
         phone = normalise_phone(raw)
         if phone is None:
             return self.replies.phone_invalid
         if lead.flow.get("step") == "test" and lead.flow.get("field") == "phone":
-            return await self._test_field(session, lead, phone)
-        lead.phone = phone
-        await self.journal.event(session, lead, PHONE_SHARED, phone=phone)
-        if not lead.interests.get("category"):
+            return await self._test_field(session, lead, phone, typed=typed)
+        lead.phone, lead.phone_typed = phone, typed
+        await self.journal.event(session, lead, PHONE_SHARED, phone=phone, typed=typed)
+        if not typed and not lead.interests.get("category"):
             submission = await submissions.unclaimed_by_phone(session, phone, utcnow() - self.token_ttl)
             if submission is not None:
                 await self._link(session, Visitor(lead.tg_user_id), lead, submission)
@@ -386,8 +351,9 @@ class JourneyService:
             await self.messenger.send_text(lead, t(lead.language, "journey.catalog_failed"))
 
     # ---------------------------------------------------------- test batch
-    async def _test_field(self, session: AsyncSession, lead: Lead, value: str) -> Reply:
-        """Store one field of the test-batch form; ask the next missing one or record the request."""
+    async def _test_field(self, session: AsyncSession, lead: Lead, value: str, *, typed: bool = True) -> Reply:
+        """Store one field of the test-batch form; ask the next missing one or record the request (a phone is
+        ``typed`` unless it came as the buyer's own contact)."""
         data = dict(lead.flow.get("data", {}))
         field_name = lead.flow.get("field")
         if field_name == "phone":
@@ -395,6 +361,7 @@ class JourneyService:
             if phone is None:
                 return self.replies.phone_invalid
             lead.phone = data["phone"] = phone
+            lead.phone_typed = typed
         else:
             data[field_name] = value[:1000]
         city = data.get("city") or lead.interests.get("city")

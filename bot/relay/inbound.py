@@ -2,10 +2,13 @@
 edit onto its copy; in a plain supergroup (no topics) buyer messages are forwarded, so the author shows."""
 from __future__ import annotations
 
+import time
+
 import structlog
 from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 
+from bot import metrics
 from bot.db.models import Lead
 from bot.inbound import Inbound
 from bot.relay import store
@@ -56,6 +59,8 @@ class BuyerMessages:
         except TelegramAPIError as exc:  # the message stays in the conversation log (and amoCRM)
             log.error("relay.in_failed", lead_id=lead.id, message_id=first.message_id, error=str(exc))
             return
+        if first.sent_at is not None:
+            metrics.RELAY.observe(max(0.0, time.time() - first.sent_at))
         async with self.chat.db.begin() as session:
             await store.add_links(session, lead.id, "in", first.chat_id, pairs, self.chat.chat_id)
 

@@ -14,6 +14,7 @@ from statistics import median
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot import metrics
 from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent, Message
 from bot.hours import WorkingHours
@@ -122,6 +123,7 @@ class Sla:
                 assignee = targets[0].amocrm_user_id if targets else lead.responsible_user_id
                 await self.journal.event(session, lead, SLA_BREACHED, level=level, minutes=minutes,
                                          manager=manager.name if manager else None, responsible_user_id=assignee)
+            metrics.SLA_BREACHES.labels(str(level)).inc()
             pings.append(Ping(lead, text))
         return pings
 

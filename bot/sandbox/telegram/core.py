@@ -3,6 +3,7 @@ server and the Python control surface alike."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,12 @@ class FaultInjector:
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
+        self._outages: dict[str, tuple[float, ApiError]] = {}  # lower-case method → (until, the error every call gets)
+
+    def outage(self, method: str, *, error_code: int, seconds: float, retry_after: int | None) -> None:
+        """Every call of ``method`` fails with ``error_code`` for the next ``seconds`` (0 ends the outage)."""
+        error = ApiError(error_code, default_description(error_code, retry_after), retry_after=retry_after)
+        self._outages[method.lower()] = (time.monotonic() + seconds, error)
 
     def add(self, method: str, *, error_code: int, description: str | None, retry_after: int | None,
             count: int, chat_id: int | str | None) -> None:
@@ -70,9 +77,14 @@ class FaultInjector:
 
     def take(self, method: str, chat_id: int | str | None) -> ApiError | None:
         """The error for this call, if a rule matches (consuming one use of it)."""
+        name = method.lower()
+        outage = self._outages.get(name)
+        if outage is not None:
+            if time.monotonic() < outage[0]:
+                return outage[1]
+            del self._outages[name]
         if not self._faults:
             return None
-        name = method.lower()
         for fault in self._faults:
             if fault.method == name and (fault.chat_id is None or fault.chat_id == chat_id):
                 fault.count -= 1

@@ -1,0 +1,68 @@
+"""Queries of the ``tg_sends`` table (the send outbox, :mod:`bot.sender`)."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.models import TgSend
+
+PENDING = ("sending", "waiting")
+
+
+async def stage(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> list[int]:
+    """Record messages about to be sent by ``owner`` (state ``sending``); their ids, in order."""
+    records = [TgSend(**row, state="sending", owner=owner, lease_until=lease_until) for row in rows]
+    session.add_all(records)
+    await session.flush()
+    return [record.id for record in records]
+
+
+async def get(session: AsyncSession, ids: Sequence[int]) -> list[TgSend]:
+    found = {row.id: row for row in (await session.execute(select(TgSend).where(TgSend.id.in_(ids)))).scalars()}
+    return [found[row_id] for row_id in ids if row_id in found]
+
+
+async def settle(session: AsyncSession, changes: Sequence[dict[str, Any]]) -> None:
+    """Apply ``{"id": …, column: value…}`` changes (sent, waiting, failed…), one statement for all."""
+    if changes:
+        await session.execute(update(TgSend), list(changes))
+
+
+def _claimable(now: datetime) -> Any:
+    return (TgSend.state.in_(PENDING), or_(TgSend.lease_until.is_(None), TgSend.lease_until < now))
+
+
+async def any_claimable(session: AsyncSession, now: datetime) -> bool:
+    return (await session.execute(select(TgSend.id).where(*_claimable(now)).limit(1))).first() is not None
+
+
+async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
+    """Lease to ``owner`` up to ``limit`` pending sends nobody holds (oldest first; locked rows skipped on PostgreSQL)."""
+    candidates = select(TgSend.id).where(*_claimable(now)).order_by(TgSend.id).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    query = (
+        update(TgSend)
+        .where(TgSend.id.in_(candidates.scalar_subquery()), *_claimable(now))
+        .values(owner=owner, lease_until=lease_until)
+        .returning(TgSend.id, TgSend.state, TgSend.kind, TgSend.chat_id)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted((await session.execute(query)).all(), key=lambda row: row.id)
+
+
+async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
+    query = (update(TgSend).where(TgSend.id.in_(list(ids)), TgSend.owner == owner, TgSend.state.in_(PENDING))
+             .values(lease_until=lease_until).execution_options(synchronize_session=False))
+    await session.execute(query)
+
+
+async def count(session: AsyncSession, state: str) -> int:
+    """How many sends are in ``state`` (checks, tests)."""
+    return len((await session.execute(select(TgSend.id).where(TgSend.state == state))).all())
+
+

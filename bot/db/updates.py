@@ -1,0 +1,112 @@
+"""Queries of the ``tg_updates`` table (the durable inbox), and the update being handled in this task.
+
+:data:`HANDLING` names the update whose handler is running; :func:`settle` marks it handled inside the
+handler's own transaction (the journal calls it), so an update whose effects committed is never handled again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db.base import utcnow
+from bot.db.models import TgUpdate
+from bot.db.sql import insert_ignore
+
+
+@dataclass
+class Handling:
+    """The update a handler is working on; ``settled`` once its handled mark is in a transaction."""
+
+    update_id: int
+    settled: bool = False
+
+
+HANDLING: ContextVar[Handling | None] = ContextVar("handling_update", default=None)
+
+
+async def settle(session: AsyncSession) -> None:
+    """Mark the update being handled (if any) as handled in ``session``'s transaction (once per update)."""
+    handling = HANDLING.get()
+    if handling is not None and not handling.settled:
+        await mark_handled(session, [handling.update_id])
+        handling.settled = True
+
+
+async def store(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> set[int]:
+    """Insert ``rows`` (``update_id``, ``chat_id``, ``raw``) leased to ``owner``, in one statement; an update
+    already stored is left as it is. Returns the ids that were new."""
+    if not rows:
+        return set()
+    now = utcnow()
+    values = [{**row, "received_at": now, "attempts": 1, "owner": owner, "lease_until": lease_until} for row in rows]
+    query = insert_ignore(session, TgUpdate).values(values).returning(TgUpdate.update_id)
+    return set((await session.execute(query)).scalars().all())
+
+
+def _claimable(now: datetime) -> Any:
+    return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
+
+
+async def any_claimable(session: AsyncSession, now: datetime) -> bool:
+    """Whether some update waits to be handled with no live lease (a read)."""
+    query = select(TgUpdate.update_id).where(*_claimable(now)).limit(1)
+    return (await session.execute(query)).first() is not None
+
+
+async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
+    """Lease to ``owner`` up to ``limit`` unhandled updates nobody holds (oldest first; locked rows skipped on
+    PostgreSQL); returns their ``update_id, chat_id, raw``."""
+    candidates = select(TgUpdate.update_id).where(*_claimable(now)).order_by(TgUpdate.update_id).limit(limit)
+    if session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    query = (
+        update(TgUpdate)
+        .where(TgUpdate.update_id.in_(candidates.scalar_subquery()), *_claimable(now))
+        .values(owner=owner, lease_until=lease_until, attempts=TgUpdate.attempts + 1)
+        .returning(TgUpdate.update_id, TgUpdate.chat_id, TgUpdate.raw)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted((await session.execute(query)).all(), key=lambda row: row.update_id)
+
+
+async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
+    """Extend ``owner``'s lease on the updates ``ids`` it is still handling."""
+    query = (update(TgUpdate).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.owner == owner, TgUpdate.handled_at.is_(None))
+             .values(lease_until=lease_until).execution_options(synchronize_session=False))
+    await session.execute(query)
+
+
+async def mark_handled(session: AsyncSession, ids: Iterable[int]) -> None:
+    query = (update(TgUpdate).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.handled_at.is_(None))
+             .values(handled_at=utcnow()).execution_options(synchronize_session=False))
+    await session.execute(query)
+
+
+async def fail(session: AsyncSession, update_id: int, error: str, *, max_attempts: int, backoff: float) -> None:
+    """Record a handler failure: the update is taken again ``backoff`` × 2^attempts seconds later, or, after
+    ``max_attempts`` attempts, given up (marked handled, the error kept)."""
+    row = await session.get(TgUpdate, update_id)
+    if row is None:
+        return
+    row.error = error[:2000]
+    if row.handled_at is None and row.attempts >= max_attempts:
+        row.handled_at = utcnow()
+    elif row.handled_at is None:
+        row.lease_until = utcnow() + timedelta(seconds=backoff * 2 ** row.attempts)
+
+
+async def prune(session: AsyncSession, before: datetime) -> None:
+    """Forget updates handled before ``before``."""
+    await session.execute(delete(TgUpdate).where(TgUpdate.handled_at < before))
+
+
+async def unhandled(session: AsyncSession) -> int:
+    """How many updates wait to be handled (checks, tests)."""
+    query = select(func.count()).select_from(TgUpdate).where(TgUpdate.handled_at.is_(None))
+    return (await session.execute(query)).scalar_one()
