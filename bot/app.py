@@ -144,6 +144,7 @@ class App:
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._warming: asyncio.Future[None] | None = None
 
     async def tell_admins(self, text: str) -> None:
         """A notice (e.g. a catalogue refresh that was not applied) to every admin; one who can't be reached is logged."""
@@ -183,7 +184,8 @@ class App:
         except TelegramAPIError as exc:
             raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
-        await self.renderer.warm_up(self.settings.render_warm)
+        # the workers start in the background: the service answers meanwhile, a render waits for its worker
+        self._warming = asyncio.ensure_future(self.renderer.warm_up(self.settings.render_warm))
         await self.crm.start()
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
@@ -273,6 +275,8 @@ class App:
 
     async def close(self) -> None:
         await self.presence.leave()
+        if self._warming is not None:
+            await asyncio.gather(self._warming, return_exceptions=True)  # a worker that failed to start is retried by its first render
         if self._owns_renderer:
             self.renderer.close()
         await self.bot.session.close()
