@@ -4,7 +4,7 @@ For each catalogue size, a real ``optobot run`` (its own process and render pool
 ``RENDER_WARM=1`` (the default), ``CATALOG_PRERENDER=off``) runs against the sandbox Bot API in another process. Buyers come
 from the website quiz (shoes and women's clothing, 100–300 k ₽, Kazan), open the bot and tap «Прислать
 каталог». Every buyer is new, so each tap draws that buyer's cover; the catalogue they get holds every
-product of the folder. Timed, on the machine's monotonic clock: from just before the bench asks the
+product of the folder (``CATALOG_MAX_PER_CATEGORY=1000``). Timed, on the machine's monotonic clock: from just before the bench asks the
 sandbox to press the button to the sandbox having received the bot's ``sendDocument`` (the upload read and
 answered). Measured:
 
@@ -72,6 +72,19 @@ def memory(pid: int) -> dict[str, float]:
     return {"processes": len(pids), "rss_mb": round(rss / 1024), "pss_mb": round(pss / 1024)}
 
 
+async def settled(pid: int, processes: int, timeout: float = 120) -> dict[str, float]:
+    """:func:`memory` once ``processes`` run and their RSS has not moved by 1 MB for 2 s (the workers started)."""
+    deadline, previous = time.monotonic() + timeout, None
+    while True:
+        current = memory(pid)
+        if current["processes"] == processes and previous and abs(current["rss_mb"] - previous["rss_mb"]) < 1:
+            return current
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the service did not settle: {current}")
+        previous = current if current["processes"] == processes else None
+        await asyncio.sleep(2)
+
+
 def _parent(entry: Path) -> int | None:
     try:
         return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -86,7 +99,8 @@ async def service(sandbox: RemoteSandbox, catalog: Path, workdir: Path) -> Async
     env = {**os.environ, "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "WEBHOOK_SECRET": SECRET,
            "HTTP_PORT": str(port), "DATA_DIR": str(workdir / "data"), "CATALOG_DIR": str(catalog),
            "DATABASE_URL": f"sqlite+aiosqlite:///{workdir / 'bench.sqlite3'}", "LOG_LEVEL": "WARNING",
-           "RENDER_WORKERS": "2", "CATALOG_PRERENDER": "off", "REPORT_SCHEDULE": "off"}
+           "RENDER_WORKERS": "2", "CATALOG_PRERENDER": "off", "REPORT_SCHEDULE": "off",
+           "CATALOG_MAX_PER_CATEGORY": "1000"}
     with (workdir / "optobot.log").open("w") as log:
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=workdir, env=env,
                                                        stdout=log, stderr=log)
@@ -164,7 +178,7 @@ async def measure(size: int, taps: int) -> dict[str, Any]:
             started = time.perf_counter()
             async with service(sandbox, catalog, workdir) as (base, pid):
                 start_s = time.perf_counter() - started
-                idle = memory(pid)
+                idle = await settled(pid, processes=2)  # the service and its RENDER_WARM=1 worker, ready
                 buyers = Buyers(sandbox, base)
                 users = await buyers.arrive(3 + taps + 30)
                 first = await buyers.tap(users[0])

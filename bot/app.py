@@ -35,6 +35,7 @@ from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
 from bot.inbox import Inbox
 from bot.loops import Worker
+from bot.media import MEDIA_PATH, MediaLinks
 from bot.messenger import Messenger
 from bot.ops import Ops
 from bot.quiz import load_quiz
@@ -101,7 +102,8 @@ class App:
             default_language=settings.default_language, token_ttl=timedelta(days=settings.start_token_ttl_days),
             hours=WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone),
         )
-        self.crm = CrmSync(settings, self.db, self.journal, self.quiz)
+        self.media = MediaLinks(settings.amocrm_channel_secret.get_secret_value().encode(), self.public_base) if settings.channel else None  # type: ignore[union-attr]
+        self.crm = CrmSync(settings, self.db, self.journal, self.quiz, media=self.media, messenger=self.messenger)
         self.journal.subscribe(self.crm.writer)
         self.workers: list[Worker] = [*self.crm.workers]
         if settings.catalog_prerender:
@@ -109,6 +111,8 @@ class App:
             self.workers.append(lambda stop: self.renderer.prerender(stop, languages, settings.catalog_max_per_category))
         self.relay = RelayService(settings, self.db, self.journal, self.messenger, self.journey, self.catalog, self.quiz)
         self.journey.relay = self.relay
+        if self.crm.replies is not None:
+            self.crm.replies.topic = self.relay  # replies from amoCRM's chat shown in the lead's topic
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
         self.followups = FollowUps(settings, self.db, self.journal, self.messenger, topic=self.relay)
@@ -123,6 +127,7 @@ class App:
         self.routes: list[tuple[str, str, Handler]] = [
             ("POST", "/webhooks/marquiz/{secret}", marquiz_handler(self.intake, self.start_link)),
             *self.crm.routes,
+            *([("GET", MEDIA_PATH, self.media.handler(self.bot))] if self.media else []),
         ]
         self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
@@ -142,6 +147,7 @@ class App:
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._warming: asyncio.Future[None] | None = None
 
     async def tell_admins(self, text: str) -> None:
         """A notice (e.g. a catalogue refresh that was not applied) to every admin; one who can't be reached is logged."""
@@ -154,6 +160,10 @@ class App:
     def manager_names(self) -> dict[int, str]:
         """amoCRM user → name of the managers in the operators file (for analytics)."""
         return {o.amocrm_user_id: o.name for o in self.relay.chat.roster.operators if o.amocrm_user_id}
+
+    def public_base(self) -> str:
+        """The service's address as others reach it: ``PUBLIC_URL``, else the HTTP server's own."""
+        return self.settings.public_url or f"http://{self.settings.http_host}:{self.http_port}"
 
     def start_link(self, payload: str) -> str:
         return f"https://t.me/{self.bot_username}?start={payload}"
@@ -177,7 +187,8 @@ class App:
         except TelegramAPIError as exc:
             raise ConfigError(f"optobot: BOT_TOKEN: Telegram refused the token ({exc.message}); copy it again from @BotFather") from None
         self.bot_username = me.username or ""
-        await self.renderer.warm_up(self.settings.render_warm)
+        # the workers start in the background: the service answers meanwhile, a render waits for its worker
+        self._warming = asyncio.ensure_future(self.renderer.warm_up(self.settings.render_warm))
         await self.crm.start()
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
@@ -267,6 +278,8 @@ class App:
 
     async def close(self) -> None:
         await self.presence.leave()
+        if self._warming is not None:
+            await asyncio.gather(self._warming, return_exceptions=True)  # a worker that failed to start is retried by its first render
         if self._owns_renderer:
             self.renderer.close()
         await self.bot.session.close()

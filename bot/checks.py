@@ -26,12 +26,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from bot.catalog.model import CatalogError, mapping_problems
 from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
+from bot.crm import channel
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient, AmoError
 from bot.crm.config import CrmConfig, load_crm_config
 from bot.crm.discovery import discover
 from bot.crm.service import amo_client
 from bot.db import migrate
-from bot.db.session import open_database
+from bot.db.session import Database, open_database
 from bot.quiz import Quiz, load_quiz
 from bot.ratelimit import Window
 from bot.relay.config import load_roster
@@ -263,10 +264,10 @@ class Checks:
         """Two lines: the token (and the account behind it), then the pipelines, stages, fields and users named in CRM_CONFIG."""
         s = self.settings
         if not s.amocrm_base_url:
-            for name in ("amoCRM", "amoCRM funnel"):
+            for name in ("amoCRM", "amoCRM funnel", "amoCRM chat channel"):
                 self.lines.append((name, "SKIP", "AMOCRM_BASE_URL not set: CRM work is queued, not sent"))
             return
-        async with _amocrm(s) as (client, config):
+        async with _amocrm(s) as (client, config, db, http):
             account: dict[str, Any] = {}
 
             async def reach() -> str:
@@ -293,8 +294,26 @@ class Checks:
                     raise Warn(f"{summary}; " + "; ".join(found.warnings))
                 return summary
 
+            async def chat_channel() -> str:
+                if not s.channel:
+                    raise Skip("AMOCRM_CHANNEL_ID / AMOCRM_CHANNEL_SECRET not set: the conversation reaches amoCRM as notes")
+                async with db() as session:
+                    stored = await channel.connected(session)
+                if stored is None or stored["channel_id"] != s.amocrm_channel_id:
+                    raise Fail("the channel is not connected to the account: run `optobot amocrm connect-channel`")
+                chats = channel.channel_client(s, http, Window(s.amocrm_rps), config.client)
+                try:
+                    answer = await chats.connect(stored["amojo_id"], stored.get("title") or "Telegram")
+                except AmoError as exc:
+                    raise Fail(f"{first_line(exc)} (AMOJO_BASE_URL={s.amojo_base_url})") from None
+                if answer.get("scope_id") != stored["scope_id"]:
+                    raise Fail("amoCRM answers another scope_id than the stored one: run `optobot amocrm connect-channel`")
+                notes = "on" if s.message_notes else "off"
+                return f"connected, scope {stored['scope_id']}: amoCRM hooks to /webhooks/amojo/<scope_id>; message notes {notes}"
+
             await self.one("amoCRM", reach)
             await self.one("amoCRM funnel", funnel)
+            await self.one("amoCRM chat channel", chat_channel)
 
 
 def _loaded(what: str, path: object) -> str:
@@ -302,14 +321,14 @@ def _loaded(what: str, path: object) -> str:
 
 
 @asynccontextmanager
-async def _amocrm(settings: Settings) -> AsyncIterator[tuple[AmoClient, CrmConfig]]:
+async def _amocrm(settings: Settings) -> AsyncIterator[tuple[AmoClient, CrmConfig, Database, httpx.AsyncClient]]:
     """An amoCRM client for one quick look: no retries, a short timeout."""
     config = load_crm_config(settings.crm_config)
     config = config.model_copy(update={"client": config.client.model_copy(update={"attempts": 1, "timeout": TIMEOUT})})
     db = open_database(settings.database_url)
     async with httpx.AsyncClient(timeout=TIMEOUT) as http:
         try:
-            yield amo_client(settings, db, http, Window(settings.amocrm_rps), config), config
+            yield amo_client(settings, db, http, Window(settings.amocrm_rps), config), config, db, http
         finally:
             await db.close()
 

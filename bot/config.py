@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     amocrm_redirect_uri: str | None = Field(default=None, alias="AMOCRM_REDIRECT_URI")
     amocrm_rps: int = Field(default=6, ge=1, le=50, alias="AMOCRM_RPS")
     crm_config: Path = Field(default=PACKAGE_DIR / "crm" / "crm.yaml", alias="CRM_CONFIG")
+    # amoCRM Chats API channel (bot/crm/README.md, "The conversation as an amoCRM chat")
+    amocrm_channel_id: str | None = Field(default=None, alias="AMOCRM_CHANNEL_ID")
+    amocrm_channel_secret: SecretStr | None = Field(default=None, alias="AMOCRM_CHANNEL_SECRET")
+    amocrm_channel_code: str | None = Field(default=None, alias="AMOCRM_CHANNEL_CODE")
+    amojo_base_url: str = Field(default="https://amojo.amocrm.ru", alias="AMOJO_BASE_URL")
+    amocrm_message_notes: bool | None = Field(default=None, alias="AMOCRM_MESSAGE_NOTES")  # None: off when the channel is on
 
     # Operator chat (bot/relay/): managers and templates, topic on /start or on the first question, answer SLA
     operators_config: Path = Field(default=PACKAGE_DIR / "relay" / "operators.yaml", alias="OPERATORS_CONFIG")
@@ -127,7 +133,7 @@ class Settings(BaseSettings):
             return 1000 if value.strip().lower() in ("true", "yes", "on") else 0
         return value
 
-    @field_validator("telegram_api_url", "public_url", "amocrm_base_url")
+    @field_validator("telegram_api_url", "public_url", "amocrm_base_url", "amojo_base_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is None or value == "":
@@ -231,10 +237,20 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value in the settings (the log masks them)."""
         values = [self.telegram_secret_token if self.webhook_secret else ""]
-        for value in (self.bot_token, self.webhook_secret, self.amocrm_access_token, self.amocrm_client_secret):
+        for value in (self.bot_token, self.webhook_secret, self.amocrm_access_token, self.amocrm_client_secret, self.amocrm_channel_secret):
             if value is not None:
                 values.append(value.get_secret_value())
         return [value for value in values if value]
+
+    @property
+    def channel(self) -> bool:
+        """The amoCRM chat channel is on: its id and secret are set (and amoCRM itself)."""
+        return bool(self.amocrm_base_url and self.amocrm_channel_id and self.amocrm_channel_secret)
+
+    @property
+    def message_notes(self) -> bool:
+        """Every message a note on the lead: by default only while the conversation is not an amoCRM chat."""
+        return not self.channel if self.amocrm_message_notes is None else self.amocrm_message_notes
 
     @property
     def sandbox(self) -> bool:

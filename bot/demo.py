@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from bot.app import App
 from bot.config import Settings
+from bot.crm import channel
 from bot.db import leads
 from bot.sandbox.amocrm import AmoSandbox, start_sandbox_amocrm
 from bot.sandbox.telegram import TelegramSandbox
@@ -78,6 +79,7 @@ async def run_demo(settings: Settings) -> int:
     OUTPUT.mkdir(exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="optobot-demo-"))
     amocrm, amocrm_url, amocrm_token = await start_sandbox_amocrm()
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/webhooks/amojo/:scope_id")  # as amoCRM's support would
     try:
         async with TelegramSandbox(token=DEMO_TOKEN, bot_username="optobot_demo_bot") as sandbox:
             demo = settings.model_copy(update={
@@ -85,11 +87,14 @@ async def run_demo(settings: Settings) -> int:
                 "database_url": f"sqlite+aiosqlite:///{workdir / 'demo.sqlite3'}", "data_dir": workdir,
                 "webhook_secret": SecretStr(secrets.token_urlsafe(24)), "http_port": 0, "public_url": None,
                 "amocrm_base_url": amocrm_url, "amocrm_access_token": SecretStr(amocrm_token),
+                "amocrm_channel_id": registered.id, "amocrm_channel_secret": SecretStr(registered.secret), "amojo_base_url": amocrm_url,
                 "catalog_prerender": False,  # one buyer: their body is drawn on their tap
             })
             sandbox.add_user(BUYER_ID, "Анна", "Петрова", "anna_boutique")
             started = time.perf_counter()
             async with App(demo).running() as app:
+                registered.hook_url = f"http://127.0.0.1:{app.http_port}/webhooks/amojo/:scope_id"
+                await channel.connect(app.db, app.crm.client, app.crm.chats_api, "Telegram")
                 print(f"optobot demo — sandbox Telegram at {sandbox.base_url}, sandbox amoCRM at {amocrm_url}; "
                       f"service ready in {time.perf_counter() - started:.1f} s")
                 code = await _play(app, sandbox)
@@ -107,6 +112,8 @@ async def _show_crm(app: App, amocrm: AmoSandbox) -> None:
         lead = await leads.by_tg_user(session, BUYER_ID)
     print("\n— In amoCRM (sandbox) —")
     print(amocrm.describe_lead(lead.crm_lead_id) if lead and lead.crm_lead_id else "(the lead has not reached amoCRM yet)")
+    print("\n— The conversation as amoCRM's chat on the lead holds it —")
+    print("\n".join(amocrm.chats.transcript(f"tg-{BUYER_ID}")) or "(not in the chat yet)")
 
 
 async def _play(app: App, sandbox: TelegramSandbox) -> int:

@@ -5,7 +5,8 @@ so the rules can be exercised without Telegram.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiogram.types import Message, User
 
@@ -39,14 +40,38 @@ class Inbound:
     contact_phone: str | None = None
     contact_user_id: int | None = None
     sent_at: float | None = None  # Unix time of the message in Telegram (whole seconds)
+    attachment: dict[str, Any] = field(default_factory=dict, compare=False)  # see :func:`attachment`
 
     @classmethod
     def of(cls, message: Message) -> Inbound:
         contact = message.contact
         return cls(
+            attachment=attachment(message),
             chat_id=message.chat.id, message_id=message.message_id, content_type=message.content_type.value,
             text=message.text, caption=message.caption, media_group_id=message.media_group_id,
             reply_to_message_id=message.reply_to_message.message_id if message.reply_to_message else None,
             contact_phone=contact.phone_number if contact else None, contact_user_id=contact.user_id if contact else None,
             sent_at=message.date.timestamp(),
         )
+
+
+FILE_KINDS = ("document", "video", "voice", "audio", "animation", "video_note", "sticker")
+
+
+def attachment(message: Message) -> dict[str, Any]:
+    """What a message carries besides text, as plain values for the conversation log: ``{"file": {id, name, mime,
+    size}}`` (the largest photo size), ``{"location": {lat, lon}}``, ``{"contact": {name, phone}}`` or ``{}``."""
+    if message.photo:
+        largest = message.photo[-1]
+        return {"file": {"id": largest.file_id, "name": None, "mime": "image/jpeg", "size": largest.file_size}}
+    for kind in FILE_KINDS:
+        media = getattr(message, kind, None)
+        if media is not None:
+            mime = getattr(media, "mime_type", None) or ("image/webp" if kind == "sticker" else None)
+            return {"file": {"id": media.file_id, "name": getattr(media, "file_name", None), "mime": mime, "size": media.file_size}}
+    if message.location:
+        return {"location": {"lat": message.location.latitude, "lon": message.location.longitude}}
+    if message.contact:
+        name = " ".join(part for part in (message.contact.first_name, message.contact.last_name) if part)
+        return {"contact": {"name": name, "phone": message.contact.phone_number}}
+    return {}

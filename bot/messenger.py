@@ -12,6 +12,7 @@ from aiogram.types import InputFile, Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Lead
+from bot.inbound import attachment
 from bot.journal import BLOCKED, Journal
 from bot.sender import SERVICE, Outgoing, Sender, Unknown
 
@@ -131,10 +132,17 @@ class Messenger:
         sent = await self.say(lead, [(text, reply_markup)], kind=kind, log=log, author=author, author_name=author_name)
         return sent[0] if sent else None
 
+    async def send_media(self, lead: Lead, kind: str, media: str | InputFile, *, caption: str | None = None) -> Message:
+        """Send a ``photo``, ``document``, ``video`` or ``voice`` (not logged: the caller logs it)."""
+        send = {"photo": self.bot.send_photo, "document": self.bot.send_document, "video": self.bot.send_video,
+                "voice": self.bot.send_voice}[kind]
+        return await self._deliver(lead, lambda: send(lead.tg_user_id, media, caption=caption))
+
     async def send_document(self, lead: Lead, document: str | InputFile, *, caption: str | None = None, reply_markup: Any = None) -> Message:
         sent = await self._deliver(
             lead, lambda: self.bot.send_document(lead.tg_user_id, document, caption=caption, reply_markup=reply_markup)
         )
         name = sent.document.file_name if sent.document else None
-        await self.log_out(lead.id, kind="document", text=sent.caption or caption, tg_message_id=sent.message_id, meta={"file_name": name})
+        await self.log_out(lead.id, kind="document", text=sent.caption or caption, tg_message_id=sent.message_id,
+                           meta={"file_name": name, **attachment(sent)})
         return sent

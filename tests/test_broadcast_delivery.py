@@ -288,7 +288,7 @@ async def test_the_buyers_own_catalogue_goes_as_the_attachment(bapp: App, sandbo
     await until_done(bapp, broadcast_id)
     first, second = (sandbox.messages(user_id, from_bot=True) for user_id in (5000, 5001))
     assert len(first) == len(second) == 1 and first[0]["caption"] == "Анна, ваш каталог с оптовыми ценами"
-    assert first[0]["document"]["file_name"] == "Каталог.pdf"
+    assert first[0]["document"]["file_name"].startswith("Каталог ОптЛиния — Анна")
     assert first[0]["document"]["file_id"] == second[0]["document"]["file_id"]
     uploads = [c for c in sandbox.calls if c.method == "sendDocument" and c.params["document"].startswith("attach://")]
     assert len(uploads) == 1  # the second one went by file_id

@@ -20,6 +20,7 @@ from pypdf import PdfReader
 from bot.catalog.fetcher import RefusedURL, SafeFetcher
 from bot.catalog.model import load_catalogue, mapping_problems
 from bot.catalog.render import TEMPLATES_DIR, CatalogRenderer, CatalogRequest, cache_key, render_pdf, variants
+from bot.catalog.service import catalog_filename
 from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.config import DEFAULT_QUIZ
 from bot.quiz import load_quiz
@@ -159,7 +160,7 @@ def test_unknown_volume_lists_every_tier() -> None:
     assert "Объём закупки не указан" in text
     # W-101: all four tiers with their prices
     for tier, price in (("до 100 тыс ₽", "1 450 ₽"), ("100–300 тыс ₽", "1 350 ₽"),
-                        ("300 тыс – 1 млн ₽", "1 260 ₽"), ("более 1 млн ₽", "1 170 ₽")):
+                        ("300 тыс–1 млн ₽", "1 260 ₽"), ("более 1 млн ₽", "1 170 ₽")):
         assert f"{tier} {price}" in text
     assert "Ваша цена" not in text
     assert skus(text) == ["W-101", "W-102", "W-103"]  # limit caps the product count
@@ -363,7 +364,7 @@ async def test_buyers_of_one_variant_share_one_body(renderer: CatalogRenderer) -
     assert pdf_text_of(one.pages[1:]) == pdf_text_of(two.pages[1:])  # the same body…
     rest = pdf_text_of(one.pages[1:])
     assert skus(rest)[0] == "K-301" and "Ваша цена" in rest and "Вера" not in rest  # …with nothing personal
-    assert one.metadata.title == "ОптЛиния — оптовый каталог для Вера Первая"
+    assert one.metadata.title == "Оптовый каталог ОптЛиния — Вера Первая"
 
 
 async def test_a_new_catalogue_version_renders_new_bodies(catalog_copy: Path, tmp_path: Path) -> None:
@@ -410,3 +411,43 @@ async def test_prerender_draws_the_bodies_ahead_in_the_background(catalog_copy: 
         assert renderer.bodies == drawn  # only the cover was drawn for this buyer
     finally:
         renderer.close()
+
+
+async def test_prerender_starts_again_for_a_new_catalogue_version(catalog_copy: Path, tmp_path: Path) -> None:
+    catalog = few_products(catalog_copy, 1)
+    renderer = CatalogRenderer(catalog, tmp_path / "cache", workers=1)
+    try:
+        stop = asyncio.Event()
+        ahead = asyncio.create_task(renderer.prerender(stop, ("ru",), every=0.2))
+        first = variants(load_catalogue(catalog), ("ru",))[0]
+        old = renderer.body_path(first)
+        await eventually(old.is_file, timeout=120)
+        products = catalog / "catalog.yaml"
+        products.write_text(products.read_text(encoding="utf-8").replace("upto100k: 1450", "upto100k: 1490"), encoding="utf-8")
+        new = renderer.body_path(first)
+        assert new.parent != old.parent
+        await eventually(new.is_file, timeout=120)  # the new version's bodies are drawn without a restart…
+        assert "1 490 ₽" in pdf_text(new.read_bytes())
+        await eventually(lambda: not old.parent.exists(), timeout=30)  # …and the old version's are deleted
+        stop.set()
+        await asyncio.wait_for(ahead, 60)
+    finally:
+        renderer.close()
+
+
+def test_the_file_is_named_after_the_supplier_and_the_buyer() -> None:
+    assert catalog_filename("ОптЛиния", CatalogRequest(name="Анна Петрова", company="ИП")) == "Каталог ОптЛиния — Анна Петрова.pdf"
+    assert catalog_filename("ОптЛиния", CatalogRequest(company="ООО «Ромашка»")) == "Каталог ОптЛиния — ООО «Ромашка».pdf"
+    assert catalog_filename("OptLine", CatalogRequest(name="Jane", language="en")) == "OptLine catalogue — Jane.pdf"
+    assert catalog_filename("ОптЛиния", CatalogRequest()) == "Каталог ОптЛиния.pdf"
+    hostile = catalog_filename("ОптЛиния", CatalogRequest(name="../../etc/passwd\x00 <b>" + "я" * 300))
+    assert hostile.startswith("Каталог ОптЛиния — .._.._etc_passwd_ _b_я") and hostile.endswith("я.pdf") and len(hostile) <= 124
+
+
+def test_the_pdf_reads_as_a_buyer_would_read_it(women_shoes_pdf: bytes) -> None:
+    """Issue 8's polish: no «Размеры: единый размер», one dash style, a labelled next-tier price, no case after «для»."""
+    text = pdf_text(women_shoes_pdf)
+    assert "единый размер" not in text and "300 тыс – 1 млн" not in text
+    assert "Цена при закупке 300 тыс–1 млн ₽: 1 260 ₽" in text  # W-101, the buyer's tier is 100–300 тыс ₽
+    assert "Подготовлен для" not in text and "Получатель Ирина Волкова" in text
+    assert "64 модели в каталоге" in text and "ТЕСТОВАЯ ПАРТИЯ Условия — на последней странице" in text

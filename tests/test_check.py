@@ -64,7 +64,7 @@ async def test_a_good_configuration_reaches_every_dependency(tmp_path: Path, san
     statuses = {name: status for name, (status, _) in lines.items()}
     assert statuses == {
         "telegram": "OK", "telegram webhook": "OK", "operator group": "OK", "amoCRM": "OK", "amoCRM funnel": "OK",
-        "database": "OK", "redis": "SKIP", "webhooks": "OK", "QUIZ_CONFIG": "OK", "CATALOG_DIR": "OK", "quiz → catalogue": "OK",
+        "amoCRM chat channel": "SKIP", "database": "OK", "redis": "SKIP", "webhooks": "OK", "QUIZ_CONFIG": "OK", "CATALOG_DIR": "OK", "quiz → catalogue": "OK",
         "CRM_CONFIG": "OK", "OPERATORS_CONFIG": "OK", "BROADCAST_SEQUENCES": "OK", "BROADCAST_SEGMENTS": "OK", "DATA_DIR": "OK",
     }
     assert "@optobot_sandbox_bot" in lines["telegram"][1]
@@ -150,5 +150,22 @@ async def test_without_amocrm_or_a_token_the_dependencies_they_need_are_skipped_
     code, lines = await check(tmp_path, DATABASE_URL=sqlite_url)
     assert code == 0
     for name, setting in (("telegram", "BOT_TOKEN"), ("telegram webhook", "PUBLIC_URL"), ("operator group", "OPERATOR_CHAT_ID"),
-                          ("amoCRM", "AMOCRM_BASE_URL"), ("amoCRM funnel", "AMOCRM_BASE_URL")):
+                          ("amoCRM", "AMOCRM_BASE_URL"), ("amoCRM funnel", "AMOCRM_BASE_URL"),
+                          ("amoCRM chat channel", "AMOCRM_BASE_URL")):
         assert lines[name][0] == "SKIP" and setting in lines[name][1], (name, lines[name])
+
+
+async def test_the_chat_channel_is_reported_connected_or_what_to_run(tmp_path: Path, amocrm: AmoSandbox, sqlite_url: str) -> None:  # noqa: F811
+    registered = amocrm.chats.register_channel("https://bot.example.com/webhooks/amojo/:scope_id")
+    env = {"DATABASE_URL": sqlite_url, "AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token,
+           "AMOCRM_CHANNEL_ID": registered.id, "AMOCRM_CHANNEL_SECRET": registered.secret, "AMOJO_BASE_URL": amocrm.base_url}
+    code, lines = await check(tmp_path, **env)
+    assert code == 1 and lines["amoCRM chat channel"][0] == "FAIL" and "optobot amocrm connect-channel" in lines["amoCRM chat channel"][1]
+
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "amocrm", "connect-channel", cwd=tmp_path,
+                                                   env=environment(tmp_path, **env), stdout=asyncio.subprocess.PIPE)
+    await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0
+    code, lines = await check(tmp_path, **env)
+    assert lines["amoCRM chat channel"][0] == "OK" and "message notes off" in lines["amoCRM chat channel"][1], lines
+    assert registered.secret not in str(lines)

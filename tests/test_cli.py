@@ -187,7 +187,8 @@ def child_commands(pid: int) -> list[str]:
 async def test_run_keeps_render_warm_lean_workers_ready(tmp_path: Path, sandbox: TelegramSandbox) -> None:
     """RENDER_WARM workers (of RENDER_WORKERS) are started with the service, as ``python -m bot.workers``."""
     async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, RENDER_WORKERS="2") as (_, _, pid):
-        assert [command.split(" ", 1)[1] for command in child_commands(pid)] == ["-m bot.workers"]  # RENDER_WARM=1
+        await eventually(lambda: [command.split(" ", 1)[1] for command in child_commands(pid)] == ["-m bot.workers"],
+                         timeout=30)  # RENDER_WARM=1, started as the service starts
     async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, RENDER_WORKERS="2",
                        RENDER_WARM="0") as (_, _, pid):
         assert child_commands(pid) == []

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
 from bot.config import Settings
+from bot.crm import cards
 from bot.crm.models import DONE, MERGE, RETRY, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
 from bot.journal import PHONE_SHARED
@@ -240,3 +241,13 @@ async def test_without_the_duplicate_loss_reason_the_duplicate_closes_without_on
         closed = account.leads[bot_deal]
         assert closed["status_id"] == LOST and closed.get("loss_reason_id") is None
         await assert_conversation_on(app, amocrm, await lead_of(app, buyer), quiz_deal)
+
+
+def test_a_phone_only_typed_in_the_bot_finds_no_amocrm_contact() -> None:
+    """Anyone can type anyone's number: the deal of a buyer who typed one must not join that person's contact."""
+    contact = {"custom_fields_values": [{"field_code": "PHONE", "values": [{"value": "8 (912) 345-67-89"}]}]}
+    shared, typed = Lead(phone=PHONE, phone_typed=False), Lead(phone=PHONE, phone_typed=True)
+    assert cards.contact_query(shared) == "9123456789" and cards.is_buyer(contact, shared)
+    assert cards.contact_query(typed) is None and not cards.is_buyer(contact, typed)
+    with_email = Lead(phone=PHONE, phone_typed=True, email="anna@opt.example")
+    assert cards.contact_query(with_email) == "anna@opt.example"

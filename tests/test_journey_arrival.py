@@ -58,7 +58,8 @@ async def test_quiz_webhook_then_deep_link_greets_by_name_and_interests(app: App
     buyer.send(f"/start {payload}")
     greeting = await buyer.reply()
 
-    assert greeting["text"].startswith("Анна, здравствуйте! Вы выбрали: Обувь, 100–300 тыс ₽, Маркетплейсы, Казань")
+    assert greeting["text"].startswith("Анна, здравствуйте! Спасибо за ответы: вас интересует обувь, "
+                                       "объём закупки 100–300 тыс ₽, город доставки — Казань.")
     labels = [text for text, _ in buttons(greeting)]
     assert any("каталог" in label for label in labels)
     assert any("Перезвоните" in label for label in labels)
@@ -123,7 +124,7 @@ async def test_ad_link_records_source_and_runs_the_quiz(app: App, buyer: Buyer) 
     buyer.send("Екатеринбург")
     done = await buyer.reply()
 
-    assert "Обувь, Аксессуары, 300 тыс – 1 млн ₽, Свой магазин, Екатеринбург" in done["text"]
+    assert "вас интересуют обувь и аксессуары, объём закупки 300 тыс – 1 млн ₽, город доставки — Екатеринбург" in done["text"]
     assert any("каталог" in text for text, _ in buttons(done))
     await app.inbox.idle()
     async with app.db() as session:
@@ -155,7 +156,7 @@ async def test_shared_phone_links_the_website_quiz(app: App, sandbox) -> None:
     found, greeting = await buyer.replies(2)
 
     assert "Нашёл вашу заявку" in found["text"]
-    assert greeting["text"].startswith("Анна, здравствуйте! Вы выбрали: Обувь")
+    assert greeting["text"].startswith("Анна, здравствуйте! Спасибо за ответы: вас интересует обувь")
     await app.inbox.idle()
     async with app.db() as session:
         lead = (await session.execute(select(Lead).where(Lead.tg_user_id == buyer.id))).scalar_one()
@@ -182,7 +183,7 @@ async def test_forged_start_payload_is_a_cold_start(app: App, buyer: Buyer, payl
     await post_marquiz(app, MARQUIZ)
     buyer.send(f"/start {payload}")
     intro, question = await buyer.replies(2)
-    assert "Вы выбрали" not in intro["text"] and question["text"].startswith("Вопрос 1 из 4")
+    assert "Спасибо за ответы" not in intro["text"] and question["text"].startswith("Вопрос 1 из 4")
 
 
 async def test_expired_or_taken_token_is_never_someone_elses_lead(app: App, buyer: Buyer, sandbox) -> None:
@@ -194,7 +195,7 @@ async def test_expired_or_taken_token_is_never_someone_elses_lead(app: App, buye
 
     buyer.send(f"/start {payload}")  # the link forwarded to someone else
     intro, _ = await buyer.replies(2)
-    assert "Вы выбрали" not in intro["text"]
+    assert "Спасибо за ответы" not in intro["text"]
 
     other = (await post_marquiz(app, {**MARQUIZ, "created": "2026-01-01T00:00:00Z"})).json()
     await app.inbox.idle()
@@ -204,7 +205,7 @@ async def test_expired_or_taken_token_is_never_someone_elses_lead(app: App, buye
     late = Buyer(sandbox, 4004, "Late")
     late.send(f"/start {payload_of(other['start_link'])}")
     intro, _ = await late.replies(2)
-    assert "Вы выбрали" not in intro["text"]
+    assert "Спасибо за ответы" not in intro["text"]
 
 
 async def test_returning_lead_is_welcomed_back(app: App, buyer: Buyer) -> None:

@@ -95,7 +95,7 @@ async def test_flood_wait_while_sending_the_pdf_is_retried_and_sent_once(app: Ap
     buyer.click("каталог")
     document, _, _ = await buyer.replies(3, timeout=30)
 
-    assert document["document"]["file_name"].endswith(".pdf")
+    assert document["document"]["file_name"].startswith("Каталог ОптЛиния — ") and document["document"]["file_name"].endswith(".pdf")
     attempts = [call for call in sandbox.calls if call.method.lower() == "senddocument"]
     assert [call.ok for call in attempts] == [False, True, True]  # the PDF twice, then the price list
     assert len([m for m in sandbox.messages(buyer.id, from_bot=True) if "document" in m]) == 2

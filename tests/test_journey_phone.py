@@ -44,5 +44,5 @@ async def test_a_typed_phone_takes_over_nothing_and_the_victims_link_still_works
 
     victim = Buyer(sandbox, 6007, "Аня")
     victim.send(f"/start {payload_of(victim_quiz['start_link'])}")
-    assert (await victim.reply())["text"].startswith("Анна, здравствуйте! Вы выбрали: Обувь")
+    assert (await victim.reply())["text"].startswith("Анна, здравствуйте! Спасибо за ответы: вас интересует обувь")
 

@@ -16,6 +16,7 @@ imports no aiogram, SQLAlchemy or app code.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import itertools
@@ -95,6 +96,8 @@ class CatalogRequest:
 
 #: Quiz category options beyond which only single options and pairs are prerendered (the sets grow fast).
 MANY_OPTIONS = 6
+#: How often the prerender looks for a new catalogue version once every body of the current one is drawn (seconds).
+PRERENDER_CHECK_S = 30
 
 
 def variants(catalogue: Catalogue, languages: tuple[str, ...] = texts.LANGUAGES,
@@ -120,11 +123,11 @@ def fingerprint(catalog_dir: Path, data_dir: Path | None = None) -> str:
     return digest.hexdigest()
 
 
-def cache_key(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None) -> str:
+def cache_key(request: CatalogRequest, catalog_dir: Path, data_dir: Path | None = None, *, version: str | None = None) -> str:
     """sha256 hex of the request and the catalogue folder's :func:`fingerprint`."""
     payload = json.dumps(
         [request.name, request.company, request.city, request.categories,
-         request.volume, request.language, request.limit, request.per_category, fingerprint(catalog_dir, data_dir)],
+         request.volume, request.language, request.limit, request.per_category, version or fingerprint(catalog_dir, data_dir)],
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -358,14 +361,18 @@ class CatalogRenderer:
         self.pool = WorkerPool(workers, initializer=_warm_worker, initargs=(self.catalog_dir, self.data_dir))
         self._inflight: dict[Path, asyncio.Task[Path]] = {}
 
-    def path_for(self, request: CatalogRequest) -> Path:
-        """Where the PDF for ``request`` is (or will be) cached."""
-        return self.cache_dir / f"{cache_key(request, self.catalog_dir, self.data_dir)}.pdf"
+    def version(self) -> str:
+        """The :func:`fingerprint` of the catalogue in use (a few ms: the folder is listed)."""
+        return fingerprint(self.catalog_dir, self.data_dir)
 
-    def body_path(self, request: CatalogRequest) -> Path:
+    def path_for(self, request: CatalogRequest, version: str | None = None) -> Path:
+        """Where the PDF for ``request`` is (or will be) cached."""
+        return self.cache_dir / f"{cache_key(request, self.catalog_dir, version=version or self.version())}.pdf"
+
+    def body_path(self, request: CatalogRequest, version: str | None = None) -> Path:
         """Where the body of ``request``'s catalogue is (or will be) cached, under its catalogue version."""
-        version = fingerprint(self.catalog_dir, self.data_dir)[:16]
-        return self.cache_dir / "bodies" / version / f"{cache_key(request.impersonal, self.catalog_dir, self.data_dir)}.pdf"
+        version = version or self.version()
+        return self.cache_dir / "bodies" / version[:16] / f"{cache_key(request.impersonal, self.catalog_dir, version=version)}.pdf"
 
     async def _once(self, target: Path, make: Callable[[], Awaitable[None]]) -> Path:
         """``target`` if it exists, else made by ``make()``; made once however many wait for it."""
@@ -383,18 +390,19 @@ class CatalogRenderer:
 
     async def render(self, request: CatalogRequest) -> Path:
         """The cached PDF for ``request``: the buyer's cover composed with the cached body."""
-        target = self.path_for(request)
+        version = self.version()  # once per tap: listing the folder takes a few ms
+        target = self.path_for(request, version)
 
         async def make() -> None:
-            body = await self.body(request)
+            body = await self.body(request, version=version)
             self.rendered += 1
             await asyncio.wrap_future(self.pool.submit(_compose_to_file, request, self.catalog_dir, self.data_dir, body, target))
         return await self._once(target, make)
 
-    async def body(self, request: CatalogRequest, *, background: bool = False) -> Path:
+    async def body(self, request: CatalogRequest, *, background: bool = False, version: str | None = None) -> Path:
         """The cached body of ``request``'s catalogue, rendered first if needed (``background``: only
         while no other render waits)."""
-        target = self.body_path(request)
+        target = self.body_path(request, version)
         submit = self.pool.submit_background if background else self.pool.submit
 
         async def make() -> None:
@@ -407,27 +415,35 @@ class CatalogRenderer:
         return Store(self.catalog_dir, self.data_dir).current() if self.data_dir else load_catalogue(self.catalog_dir)
 
     async def prerender(self, stop: asyncio.Event, languages: tuple[str, ...] = texts.LANGUAGES,
-                        per_category: int | None = None) -> None:
-        """Render every variant's body of the current catalogue version one after another, in the
-        background, until done or ``stop``; bodies of other versions are deleted first. ``per_category``
-        as the buyers' requests carry it (``CATALOG_MAX_PER_CATEGORY``)."""
-        current = self.body_path(CatalogRequest()).parent
+                        per_category: int | None = None, *, every: float = PRERENDER_CHECK_S) -> None:
+        """Render every variant's body of the catalogue version in use one after another, in the background (only
+        while no buyer's render waits), until ``stop``; again after a new version (an import or an edit, looked for
+        every ``every`` seconds). Bodies of other versions are deleted. ``per_category`` as the buyers' requests
+        carry it (``CATALOG_MAX_PER_CATEGORY``)."""
+        done: str | None = None
+        while not stop.is_set():
+            version = await asyncio.to_thread(self.version)
+            if version != done:
+                done = version if await self._prerender(version, languages, per_category, stop) else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+
+    async def _prerender(self, version: str, languages: tuple[str, ...], per_category: int | None,
+                         stop: asyncio.Event) -> bool:
+        """One pass over the variants of ``version``; False when stopped or the version changed under way."""
+        current = self.body_path(CatalogRequest(), version).parent
         for old in current.parent.glob("*"):
             if old != current:
                 shutil.rmtree(old, ignore_errors=True)
         try:
             catalogue = await asyncio.to_thread(self.catalogue)
-        except Exception:  # a broken catalogue: the buyers' renders report it
+            for request in variants(catalogue, languages, per_category):
+                if stop.is_set() or await asyncio.to_thread(self.version) != version:
+                    return False
+                await self.body(request, background=True, version=version)
+        except Exception:  # a broken catalogue: the buyers' renders report it; tried again once it changes
             log.exception("catalogue body prerender failed")
-            return
-        for request in variants(catalogue, languages, per_category):
-            if stop.is_set():
-                return
-            try:
-                await self.body(request, background=True)
-            except Exception:  # a broken catalogue: the buyers' renders report it
-                log.exception("catalogue body prerender failed")
-                return
+        return True
 
     async def warm_up(self, count: int | None = None) -> None:
         """Start ``count`` workers (default: all) now; each loads the catalogue and draws a tiny PDF."""

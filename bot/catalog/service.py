@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,12 @@ from bot.catalog.store import Store, write_atomically
 from bot.db import renders
 from bot.messenger import unreachable_reason
 from bot.ports import Buyer, PriceRange, SendDocument
-from bot.texts import t
+from bot.texts import raw, t
 
 log = structlog.get_logger(__name__)
+
+#: Characters a file name sent to Telegram should not hold (path separators, control characters, quotes).
+UNSAFE_IN_FILENAMES = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
 
 
 def catalog_request(buyer: Buyer, catalogue: Catalogue, per_category: int | None = None) -> CatalogRequest:
@@ -39,6 +43,21 @@ def catalog_request(buyer: Buyer, catalogue: Catalogue, per_category: int | None
         language=buyer.language,
         per_category=per_category,
     )
+
+
+def supplier_name(catalogue: Catalogue, language: str) -> str:
+    """The supplier's name from the company file, in ``language``."""
+    name = catalogue.company["name"]
+    return str(name.get(language, name.get("ru")) if isinstance(name, dict) else name)
+
+
+def catalog_filename(supplier: str, request: CatalogRequest) -> str:
+    """«Каталог ОптЛиния — Анна Петрова.pdf»: the PDF's name in the chat, after the supplier and the buyer (no
+    grammatical case needed; characters a file name can't hold replaced)."""
+    buyer = request.name or request.company
+    key = "journey.catalog_filename" if buyer else "journey.catalog_filename_anonymous"
+    name = raw(request.language, key).format(supplier=supplier, buyer=buyer)
+    return UNSAFE_IN_FILENAMES.sub("_", name[:-4])[:120].strip() + ".pdf"
 
 
 class Catalog:
@@ -57,9 +76,10 @@ class Catalog:
     async def send(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer``'s catalogue through ``send``: by ``file_id`` if this personalisation was uploaded
         before (once per personalisation, even when several buyers share it), else rendered and uploaded."""
-        request = catalog_request(buyer, self.catalogue(), self.per_category)
+        catalogue = self.catalogue()
+        request = catalog_request(buyer, catalogue, self.per_category)
         return await self._deliver(self.renderer.path_for(request).stem, lambda: self._render(request),
-                                   t(buyer.language, "journey.catalog_filename"), send)
+                                   catalog_filename(supplier_name(catalogue, buyer.language), request), send)
 
     async def send_price_list(self, buyer: Buyer, send: SendDocument) -> Message:
         """Send ``buyer`` the XLSX price list of the whole assortment at their tier (the first when unknown); one file per
@@ -74,9 +94,7 @@ class Catalog:
                 write_atomically(target, await asyncio.to_thread(price_list, catalogue, tier, lang))
             return target
 
-        supplier = catalogue.company["name"]
-        supplier = supplier.get(lang, supplier.get("ru")) if isinstance(supplier, dict) else supplier
-        return await self._deliver(key, build, t(lang, "catalog.price_list.filename", supplier=supplier), send)
+        return await self._deliver(key, build, t(lang, "catalog.price_list.filename", supplier=supplier_name(catalogue, lang)), send)
 
     async def _deliver(self, key: str, build: Callable[[], Awaitable[Path]], filename: str, send: SendDocument) -> Message:
         """Send the file ``key`` by its ``file_id`` once uploaded, else ``build`` it and upload it (one at a time per key)."""

@@ -82,19 +82,22 @@ def new_contact(lead: Lead, account: AccountMap, composer: Composer) -> dict[str
 
 
 def contact_query(lead: Lead) -> str | None:
-    """What to search the buyer's contacts by: the phone's national digits (``+7`` vs ``8`` would not match), else the email."""
-    if lead.phone:
+    """What to search the buyer's contacts by: the phone's national digits (``+7`` vs ``8`` would not match), else the email.
+
+    A phone the buyer only typed in the bot finds nobody: anyone can type anyone's number, and the deal would join that
+    person's contact (the same rule as the website quiz, which a typed phone never claims)."""
+    if lead.phone and not lead.phone_typed:
         return "".join(ch for ch in lead.phone if ch.isdigit())[-10:]
     return lead.email
 
 
 def is_buyer(contact: dict[str, Any], lead: Lead) -> bool:
-    """Whether the contact has the lead's phone (normalised), or its email when the lead has no phone."""
+    """Whether the contact has the lead's confirmed phone (normalised), or else its email."""
     def values(code: str) -> list[str]:
         return [str(value.get("value")) for field in contact.get("custom_fields_values") or [] if field.get("field_code") == code
                 for value in field.get("values") or []]
 
-    if lead.phone:
+    if lead.phone and not lead.phone_typed:
         return any(normalise_phone(value) == lead.phone for value in values("PHONE"))
     return bool(lead.email) and any(value.strip().lower() == lead.email.lower() for value in values("EMAIL"))
 

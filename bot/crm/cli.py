@@ -1,4 +1,4 @@
-"""``optobot crm status|retry`` and ``optobot amocrm login <code>``.
+"""``optobot crm status|retry`` and ``optobot amocrm login <code> | connect-channel | disconnect-channel``.
 
 :func:`register` adds the sub-commands; each sets ``func``: ``async (Settings, Namespace) -> int``.
 """
@@ -10,10 +10,11 @@ from datetime import datetime
 import httpx
 
 from bot.config import Settings
-from bot.crm import outbox, store
+from bot.crm import channel, outbox, store
 from bot.crm.client import AmoError
+from bot.crm.config import load_crm_config
 from bot.crm.models import FAILED, PENDING, RETRY, SENDING
-from bot.crm.service import oauth_tokens
+from bot.crm.service import amo_client, oauth_tokens
 from bot.db.base import utcnow
 from bot.db.session import database
 from bot.ratelimit import Window
@@ -31,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     login_parser = amocrm_commands.add_parser("login", help="exchange an authorization code for the token pair")
     login_parser.add_argument("code", help="the authorization code from the integration (valid 20 minutes)")
     login_parser.set_defaults(func=login)
+    connect_parser = amocrm_commands.add_parser("connect-channel", help="connect the chat channel (AMOCRM_CHANNEL_*) to the account")
+    connect_parser.add_argument("--title", default="Telegram", help="the channel's name in amoCRM (default: Telegram)")
+    connect_parser.set_defaults(func=connect_channel)
+    amocrm_commands.add_parser("disconnect-channel", help="disconnect the chat channel").set_defaults(func=disconnect_channel)
 
 
 def _ago(moment: datetime | None, now: datetime) -> str:
@@ -87,4 +92,34 @@ async def login(settings: Settings, args: argparse.Namespace) -> int:
             print(f"amoCRM login failed: {exc}")
             return 1
     print(f"amoCRM tokens stored; the access token is refreshed automatically (this one expires {expires.isoformat(timespec='minutes')})")
+    return 0
+
+
+async def connect_channel(settings: Settings, args: argparse.Namespace) -> int:
+    """Read the account's amojo_id, connect the channel, store its scope_id (nothing secret is printed)."""
+    settings.require("AMOCRM_BASE_URL", "AMOCRM_CHANNEL_ID", "AMOCRM_CHANNEL_SECRET")
+    config = load_crm_config(settings.crm_config)
+    async with database(settings.database_url, upgrade=True) as db, httpx.AsyncClient(timeout=config.client.timeout) as http:
+        limiter = Window(settings.amocrm_rps)
+        rest = amo_client(settings, db, http, limiter, config)
+        try:
+            value = await channel.connect(db, rest, channel.channel_client(settings, http, limiter, config.client), args.title)
+        except AmoError as exc:
+            print(f"connecting the amoCRM chat channel failed: {exc}")
+            return 1
+    print(f"amoCRM chat channel connected: scope_id {value['scope_id']} (account {value['amojo_id']}); "
+          f"amoCRM sends managers' replies to <PUBLIC_URL>/webhooks/amojo/{value['scope_id']}")
+    return 0
+
+
+async def disconnect_channel(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require("AMOCRM_CHANNEL_ID", "AMOCRM_CHANNEL_SECRET")
+    config = load_crm_config(settings.crm_config)
+    async with database(settings.database_url, upgrade=True) as db, httpx.AsyncClient(timeout=config.client.timeout) as http:
+        try:
+            value = await channel.disconnect(db, channel.channel_client(settings, http, Window(settings.amocrm_rps), config.client))
+        except AmoError as exc:
+            print(f"disconnecting the amoCRM chat channel failed: {exc}")
+            return 1
+    print("the amoCRM chat channel was not connected" if value is None else f"amoCRM chat channel disconnected (scope_id {value['scope_id']})")
     return 0

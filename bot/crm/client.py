@@ -133,21 +133,20 @@ class AmoClient:
 
     async def _authorised(self, method: str, path: str, params: Params, body: Any) -> Any:
         token = await self.tokens.get()
-        response = await self._send(method, path, params, body, token)
+        response = await self._send(method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"})
         if response.status_code == 401:
             token = await self.tokens.refresh(token)
-            response = await self._send(method, path, params, body, token)
+            response = await self._send(method, path, params=params, json=body, headers={"Authorization": f"Bearer {token}"})
             if response.status_code == 401:
                 raise AmoAuthError(f"401 after a token refresh: {response.text[:200]}")
         return self._result(method, response)
 
-    async def _send(self, method: str, path: str, params: Params, body: Any, token: str) -> httpx.Response:
+    async def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
+        """One HTTP request under the rate limit; network failures become :class:`AmoUnavailable`."""
         started = time.monotonic()
         try:
             async with self.limiter.slot():
-                response = await self.http.request(
-                    method, self.base_url + path, params=params, json=body, headers={"Authorization": f"Bearer {token}"},
-                )
+                response = await self.http.request(method, self.base_url + path, **request)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AmoUnavailable(f"cannot connect: {exc!r}") from None
         except httpx.TransportError as exc:

@@ -19,7 +19,7 @@ PENDING, SENDING, RETRY, DONE, FAILED = "pending", "sending", "retry", "done", "
 UNFINISHED = (PENDING, SENDING, RETRY)
 READY = (PENDING, RETRY)
 
-LEAD, NOTE, TASK, MERGE = "lead", "note", "task", "merge"
+LEAD, NOTE, TASK, MERGE, CHAT = "lead", "note", "task", "merge", "chat"
 
 
 class OutboxItem(Base):
@@ -31,7 +31,7 @@ class OutboxItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
-    op: Mapped[str] = mapped_column(String(16))  # "lead" | "note" | "task" | "merge"
+    op: Mapped[str] = mapped_column(String(16))  # "lead" | "note" | "task" | "merge" | "chat" (the amoCRM chat)
     key: Mapped[str | None] = mapped_column(String(64))  # note or task kind
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     state: Mapped[str] = mapped_column(String(16), default=PENDING)
@@ -42,5 +42,40 @@ class OutboxItem(Base):
     claimed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+
+class AmojoChat(Base):
+    """A buyer's amoCRM chat (the Chats API): created once, linked to their amoCRM contact before its first message."""
+
+    __tablename__ = "amojo_chats"
+
+    conversation_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "tg-<Telegram user id>"
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    chat_id: Mapped[str | None] = mapped_column(String(64))  # amoCRM's chat id
+    user_id: Mapped[str | None] = mapped_column(String(64))  # amoCRM's id of the buyer in the chat
+    contact_id: Mapped[int | None]  # the amoCRM contact the chat is linked to
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AmojoReply(Base):
+    """A manager's reply from amoCRM (the Chats API hook), kept before it is answered and delivered from here.
+
+    States: ``pending`` → ``sending`` (claimed) → ``done`` | ``failed`` (the buyer cannot be reached: reason kept).
+    """
+
+    __tablename__ = "amojo_replies"
+    __table_args__ = (Index("ix_amojo_replies_state_next_attempt_at", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    message_id: Mapped[str] = mapped_column(String(64), unique=True)  # amoCRM's message id: a repeated hook is one reply
+    conversation_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the hook's "message"
+    state: Mapped[str] = mapped_column(String(16), default=PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]

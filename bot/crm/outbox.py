@@ -23,7 +23,7 @@ from sqlalchemy.orm import aliased
 from bot.crm import store
 from bot.crm.compose import Composer
 from bot.crm.config import CHOSEN_STAGE, CrmConfig, EventRule, OutboxTuning
-from bot.crm.models import DONE, FAILED, LEAD, MERGE, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
+from bot.crm.models import CHAT, DONE, FAILED, LEAD, MERGE, NOTE, PENDING, READY, RETRY, SENDING, TASK, UNFINISHED, OutboxItem
 from bot.db.models import Lead, Message
 from bot.hours import ALWAYS, WorkingHours
 from bot.journal import LEAD_MERGED, Record
@@ -73,8 +73,11 @@ class OutboxWriter:
     """The journal subscriber: one event or message → the outbox items the configuration asks for."""
 
     def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None,
-                 hours: WorkingHours = ALWAYS) -> None:
+                 hours: WorkingHours = ALWAYS, *, message_notes: bool = True,
+                 chat: Callable[[Lead, Message], list[tuple[str, str, dict[str, Any]]]] | None = None) -> None:
         self.config = config
+        self.chat = chat  # the amoCRM chat's items of a message (bot/crm/conversation.py), when the channel is on
+        self.message_notes = message_notes  # off: the conversation reaches amoCRM as its chat, not as notes
         self.composer = composer
         self.clock = clock
         self.wake = wake
@@ -102,7 +105,8 @@ class OutboxWriter:
     async def _items(self, session: AsyncSession, lead: Lead, record: Record, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
         """(op, key, payload) of what the configuration asks for this record."""
         if isinstance(record, Message):
-            return [(NOTE, "message", {"text": self.composer.message_note(record)})]
+            notes = [(NOTE, "message", {"text": self.composer.message_note(record)})] if self.message_notes else []
+            return notes + (self.chat(lead, record) if self.chat else [])
         merged = record.kind == LEAD_MERGED
         if merged:
             await adopt(session, record.data["from_lead_id"], lead.id)
@@ -195,21 +199,33 @@ async def switch_deal(db: async_sessionmaker[AsyncSession], lead_id: int, column
 
 
 # -------------------------------------------------------------------- claiming
-def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime, tuning: OutboxTuning) -> list[OutboxItem]:
-    """Choose what to send now from each lead's unfinished items (in id order), within the batch sizes."""
+def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime, tuning: OutboxTuning, *,
+         chats: bool = False) -> list[OutboxItem]:
+    """Choose what to send now from each lead's unfinished items (in id order), within the batch sizes.
+
+    With ``chats`` only the ``chat`` items (the amoCRM chat's own round): strictly in order per lead, once amoCRM
+    knows the lead; without, everything else.
+    """
     def ready(item: OutboxItem) -> bool:
         return item.state in READY and (item.next_attempt_at is None or item.next_attempt_at <= now)
 
     chosen: list[OutboxItem] = []
-    leads_left, notes_left, tasks_left = tuning.lead_batch, tuning.note_batch, tuning.task_batch
+    leads_left, notes_left, tasks_left, chats_left = tuning.lead_batch, tuning.note_batch, tuning.task_batch, tuning.note_batch
     for lead_id, group in groupby(items, key=lambda item: item.lead_id):
         own = list(group)
         known = crm_ids.get(lead_id) is not None
         merging = known and any(item.op == MERGE for item in own)  # the deal may change: cards and tasks wait
         cards = [item for item in own if item.op == LEAD]
-        if cards and leads_left and not merging and all(ready(item) for item in cards):
+        if cards and not chats and leads_left and not merging and all(ready(item) for item in cards):
             chosen += cards
             leads_left -= 1
+        if chats:
+            for item in (item for item in own if item.op == CHAT and known):
+                if not ready(item) or not chats_left:
+                    break
+                chosen.append(item)
+                chats_left -= 1
+            continue
         if not known:
             continue
         for item in (item for item in own if item.op in (NOTE, MERGE)):
@@ -231,14 +247,16 @@ def plan(items: list[OutboxItem], crm_ids: dict[int, int | None], now: datetime,
     return chosen
 
 
-async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime, tuning: OutboxTuning) -> list[Job]:
-    """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances."""
+async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime, tuning: OutboxTuning, *,
+                chats: bool = False) -> list[Job]:
+    """Mark a round's items ``sending`` for ``worker``; one claimer at a time across instances (``chats``: the chat's round, see :func:`plan`)."""
     async with db.begin() as session:
-        await store.lock(session, store.CLAIM)
+        await store.lock(session, store.CHAT_CLAIM if chats else store.CLAIM)  # the two rounds claim disjoint items
         due = or_(OutboxItem.next_attempt_at.is_(None), OutboxItem.next_attempt_at <= now)
         heads = (
             select(OutboxItem.lead_id).join(Lead, Lead.id == OutboxItem.lead_id)
-            .where(OutboxItem.state.in_(READY), due, or_(OutboxItem.op == LEAD, Lead.crm_lead_id.is_not(None)))
+            .where(OutboxItem.state.in_(READY), due, or_(OutboxItem.op == LEAD, Lead.crm_lead_id.is_not(None)),
+                   (OutboxItem.op == CHAT) if chats else (OutboxItem.op != CHAT))
             .group_by(OutboxItem.lead_id).order_by(func.min(OutboxItem.id)).limit(tuning.note_batch)
         )
         lead_ids = list((await session.scalars(heads)).all())
@@ -252,7 +270,7 @@ async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime
         row = aliased(OutboxItem, ranked)
         items = list((await session.scalars(select(row).where(ranked.c.n <= tuning.note_batch).order_by(ranked.c.lead_id, ranked.c.id))).all())
         crm_ids = {row.id: row.crm_lead_id for row in await session.execute(select(Lead.id, Lead.crm_lead_id).where(Lead.id.in_(lead_ids)))}
-        chosen = plan(items, crm_ids, now, tuning)
+        chosen = plan(items, crm_ids, now, tuning, chats=chats)
         if chosen:
             await session.execute(
                 update(OutboxItem).where(OutboxItem.id.in_([item.id for item in chosen]))

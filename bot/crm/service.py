@@ -16,11 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
 from bot.config import Settings
+from bot.crm import outbox
+from bot.crm.channel import channel_client, channel_limiter
 from bot.crm.checks import Checks
 from bot.crm.client import AmoClient, TokenSource
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig, load_crm_config
-from bot.crm import outbox
+from bot.crm.conversation import Conversations, chat_items
+from bot.crm.hook import HOOK_PATH, hook_handler
 from bot.crm.models import UNFINISHED
 from bot.crm.outbox import Clock, OutboxWriter
 from bot.crm.state import SyncState
@@ -34,7 +37,10 @@ from bot.loops import Worker
 from bot.quiz import Quiz
 from bot.ratelimit import RateLimit, rate_limit
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # aiogram (behind these) stays out of the CRM commands: its import takes seconds
+    from bot.crm.replies import Replies
+    from bot.media import MediaLinks
+    from bot.messenger import Messenger
     from bot.web import Handler
 
 log = structlog.get_logger(__name__)
@@ -67,16 +73,22 @@ class CrmSync:
     def __init__(
         self, settings: Settings, db: async_sessionmaker[AsyncSession], journal: Journal, quiz: Quiz, *,
         config: CrmConfig | None = None, clock: Clock = utcnow, transport: httpx.AsyncBaseTransport | None = None,
+        media: MediaLinks | None = None, messenger: Messenger | None = None,
     ) -> None:
         self.config = config or load_crm_config(settings.crm_config)
         self.composer = Composer(self.config.language, quiz, ZoneInfo(settings.timezone))
         self.wakeup = asyncio.Event()
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wakeup.set, hours)
+        self.channel = settings.channel  # the conversation as an amoCRM chat (bot/crm/conversation.py)
+        self.chat_wakeup = asyncio.Event()
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.wake, hours, message_notes=settings.message_notes,
+                                   chat=chat_items if self.channel else None)
         self.journal = journal
         self.db = db
         self.clock = clock
         self.workers: list[Worker] = []
+        self.conversations: Conversations | None = None  # the amoCRM chat, with the channel on
+        self.replies: Replies | None = None
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return
@@ -85,16 +97,35 @@ class CrmSync:
         self.http = httpx.AsyncClient(timeout=self.config.client.timeout, transport=transport)
         self.client = amo_client(settings, db, self.http, self.limiter, self.config, clock)
         self.state = SyncState(db, self.client, self.config, quiz, clock, on_discovered=self.composer.follow)
-        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup)
+        if self.channel:
+            self.channel_secret = settings.amocrm_channel_secret.get_secret_value()  # type: ignore[union-attr]
+            self.channel_limiter = channel_limiter(settings)
+            self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
+            self.conversations = Conversations(db, self.client, self.chats_api, media)
+            if messenger is not None:
+                from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
+
+                self.replies = Replies(db, journal, messenger, self.http, self.wake, lang=settings.default_language)
+                self.workers.append(self.replies.run)
+        self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
+                                   self.chat_wakeup)
         self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
-        self.workers += [self.worker.run, self.checks.run]
+        self.workers += [self.worker.run, self.checks.run, *([self.worker.run_chats] if self.channel else [])]
+
+    def wake(self) -> None:
+        """Something was queued (after its commit): both rounds look at once."""
+        self.wakeup.set()
+        self.chat_wakeup.set()
 
     @property
     def routes(self) -> list[tuple[str, str, Handler]]:
-        """The inbound amoCRM webhook (only when the sync is on)."""
+        """The inbound amoCRM webhook (only when the sync is on) and the chat channel's hook (when it is on)."""
         if not self.enabled:
             return []
-        return [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        if self.replies is not None:  # signed by amoCRM: no secret in the path
+            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.replies.wakeup.set)))
+        return routes
 
     async def probe(self) -> None:
         """``/metrics``: the outbox's depth and the age of its oldest unfinished operation."""
@@ -120,3 +151,5 @@ class CrmSync:
         if self.enabled:
             await self.http.aclose()
             await self.limiter.close()
+            if self.channel:
+                await self.channel_limiter.close()

@@ -1,4 +1,4 @@
-"""The sync's durable facts in the ``kv`` table: token pair, sync state, reconcile cursor, claim lock."""
+"""The sync's durable facts in the ``kv`` table: token pair, sync state, reconcile cursor, claim lock, chat channel."""
 from __future__ import annotations
 
 from typing import Any
@@ -14,6 +14,9 @@ TOKENS = "crm.tokens"
 STATE = "crm.state"
 RECONCILE = "crm.reconcile"
 CLAIM = "crm.claim"
+CHAT_CLAIM = "crm.claim.chat"  # the amoCRM chat's round
+REPLIES = "crm.replies"  # the claim lock of managers' replies from amoCRM
+CHANNEL = "crm.channel"  # the connected Chats API channel: scope_id, amojo_id, channel_id
 
 
 async def read(session: AsyncSession, key: str) -> dict[str, Any] | None:

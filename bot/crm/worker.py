@@ -18,6 +18,7 @@ from bot.crm import outbox
 from bot.crm.client import AmoAuthError, AmoBlocked, AmoClient
 from bot.crm.compose import Composer
 from bot.crm.config import CrmConfig
+from bot.crm.conversation import Conversations
 from bot.crm.models import LEAD, MERGE, NOTE, TASK
 from bot.crm.operations import Operations
 from bot.crm.outbox import Clock, Job, Outcome
@@ -32,9 +33,12 @@ PRUNE_EVERY = timedelta(hours=1)
 class OutboxWorker:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, config: CrmConfig,
-        composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None,
+        composer: Composer, clock: Clock, wakeup: asyncio.Event | None = None, conversations: Conversations | None = None,
+        chat_wakeup: asyncio.Event | None = None,
     ) -> None:
         self.db = db
+        self.conversations = conversations  # the amoCRM chat (when the channel is on)
+        self.chat_wakeup = chat_wakeup or asyncio.Event()
         self.client = client
         self.state = state
         self.config = config
@@ -83,15 +87,48 @@ class OutboxWorker:
             if not outcome.decided(job):
                 outcome.postpone(job, reason, uncertain=True)
 
+    async def run_chats_once(self) -> int:
+        """One round of the amoCRM chat's items (their own loop: a buyer's message never waits behind a REST batch)."""
+        if self.conversations is None or await self.state.known() is None:  # (a stopped sync stops here at its next REST call)
+            return 0
+        scope_id = await self.conversations.scope()
+        if scope_id is None:
+            return 0
+        tuning = self.config.outbox
+        jobs = await outbox.claim(self.db, self.id, self.clock(), tuning, chats=True)
+        if not jobs:
+            return 0
+        outcome = Outcome()
+        try:
+            await self.conversations.send(scope_id, jobs, outcome)
+        except (AmoBlocked, AmoAuthError) as exc:
+            await self.state.stop(exc)
+        except asyncio.CancelledError:
+            self._postpone_rest(jobs, outcome, "stopped while sending")
+            raise
+        except Exception as exc:
+            log.exception("crm.chat_round_failed")
+            self._postpone_rest(jobs, outcome, f"internal error: {exc!r}")
+        finally:
+            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), tuning))
+        return len(jobs)
+
     async def drain(self, max_rounds: int = 1000) -> int:
-        """Run rounds until one claims nothing; returns the items claimed in total."""
+        """Run rounds (both kinds) until neither claims anything; returns the items claimed in total."""
         total = 0
         for _ in range(max_rounds):
-            claimed = await self.run_once()
+            claimed = await self.run_once() + await self.run_chats_once()
             if not claimed:
                 break
             total += claimed
         return total
+
+    async def run_chats(self, stop: asyncio.Event) -> None:
+        """The chat's rounds until ``stop``, woken like the others."""
+        async def chat_round() -> bool:
+            return await self.run_chats_once() > 0
+
+        await Loop("crm.chats", chat_round, every=self.config.outbox.poll, wake=self.chat_wakeup).run(stop)
 
     async def round(self) -> bool:
         """A round, and the hourly pruning; True if it claimed work (more may be waiting)."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from aiogram.types import ReplyKeyboardRemove
+from babel.lists import format_list
 
 from bot import keyboards
 from bot.db.base import utcnow
@@ -115,9 +116,23 @@ class Replies:
     def _when(self, lead: Lead, minutes: int) -> str:
         return self.hours.answer_by(self.clock(), minutes, lead.language)
 
-    def _interests(self, lead: Lead) -> str:
-        return ", ".join(self.quiz.describe(lead.interests, lead.language))
+    def _interests(self, lead: Lead) -> Safe:
+        """The answers as a phrase: «вас интересуют обувь и аксессуары, объём закупки — 100–300 тыс ₽, город
+        доставки — Казань» (the city and the volume not as choices); every answer when none of those is known."""
+        lang, interests = lead.language, lead.interests
+        categories = [_lower_first(label) for label in self.quiz.labels_of("category", interests, lang)]
+        parts = [t(lang, "journey.summary_category" if len(categories) == 1 else "journey.summary_categories",
+                   categories=format_list(categories, locale=lang))] if categories else []
+        parts += [t(lang, f"journey.summary_{key}", value=", ".join(labels))
+                  for key in ("volume", "city") if (labels := self.quiz.labels_of(key, interests, lang))]
+        return Safe(", ".join(parts)) if parts else Safe(t(lang, "journey.summary_answers", answers=", ".join(
+            self.quiz.describe(interests, lang))))
 
     @staticmethod
     def _asking_phone(lead: Lead, key: str) -> list[Outgoing]:
         return [(t(lead.language, f"journey.{key}"), keyboards.share_phone(lead.language))]
+
+
+def _lower_first(label: str) -> str:
+    """«Обувь» → «обувь» inside a sentence; «ТВ и аудио» stays as it is."""
+    return label[:1].lower() + label[1:] if label[1:2].islower() else label

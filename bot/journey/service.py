@@ -87,7 +87,7 @@ class JourneyService:
             await self.journal.message(
                 session, lead, direction="in", author="buyer", author_name=lead.display_name,
                 kind=message.content_type, text=message.text or message.caption,
-                tg_chat_id=message.chat_id, tg_message_id=message.message_id,
+                tg_chat_id=message.chat_id, tg_message_id=message.message_id, meta=dict(message.attachment),
             )
         return lead
 

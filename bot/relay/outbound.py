@@ -12,7 +12,7 @@ from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import Message, User
 
 from bot.db.models import Lead
-from bot.inbound import Inbound
+from bot.inbound import Inbound, attachment
 from bot.messenger import BuyerUnreachable, unreachable_reason
 from bot.relay import store
 from bot.relay.albums import Albums
@@ -123,7 +123,7 @@ class ManagerMessages:
             for message, buyer_message_id in logged:
                 await self.chat.messenger.log_out(lead.id, kind=message.content_type.value, text=message.text or message.caption,
                                                   tg_message_id=buyer_message_id, author="manager", author_name=name,
-                                                  meta={"manager_tg_id": user.id, **meta}, session=session)
+                                                  meta={"manager_tg_id": user.id, **attachment(message), **meta}, session=session)
 
     async def on_edit(self, message: Message) -> None:
         """A manager edited a relayed message: edit the buyer's copy; a failure is reported."""

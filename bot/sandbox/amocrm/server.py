@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from bot.sandbox.amocrm.account import Account, ApiError
+from bot.sandbox.amocrm.chats import FILES, PREFIX, ChatsApi
 
 NGINX_PAGE = "<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
 HTML_429 = NGINX_PAGE.format(status="429 Too Many Requests")
@@ -70,6 +71,7 @@ class AmoSandbox:
         self.client_id, self.client_secret = "sandbox-integration", secrets.token_urlsafe(24)
         self.redirect_uri = "https://example.com/amocrm/oauth"
         self.webhook_urls: list[str] = []
+        self.chats = ChatsApi(self.account)  # the Chats API ("amojo"), served on the same address
         self._access: dict[str, float] = {self.long_lived_token: float("inf")}
         self._refresh: set[str] = set()
         self._codes: dict[str, float] = {}
@@ -191,7 +193,7 @@ class AmoSandbox:
             ("POST", "/api/v4/tasks", self._batch("tasks", a.add_tasks)),
             ("PATCH", "/api/v4/tasks", self._batch("tasks", a.update_tasks)),
         ]
-        for method, path, handler in routes:
+        for method, path, handler in [*routes, *self.chats.routes()]:
             app.router.add_route(method, path, handler)
         return app
 
@@ -203,6 +205,10 @@ class AmoSandbox:
         return response
 
     async def _answer(self, request: web.Request, handler: Any, now: float) -> web.StreamResponse:
+        if request.path.startswith(PREFIX):
+            return await self._chats_api(request, handler)
+        if request.path.startswith(FILES):
+            return await handler(request)
         if self.outage:
             return web.Response(text=NGINX_PAGE.format(status="503 Service Temporarily Unavailable"), status=503, content_type="text/html")
         if self.blocked:
@@ -224,6 +230,23 @@ class AmoSandbox:
             self._holds.remove(held)
             held.reached.set()
             await held.release.wait()
+        return self._fault_response(fault) if fault is not None else response
+
+    async def _chats_api(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """The Chats API: its own outage switch (``chats.outage``, or the whole sandbox's), signatures instead of tokens."""
+        if self.outage or self.chats.outage:
+            return web.Response(text=NGINX_PAGE.format(status="503 Service Temporarily Unavailable"), status=503, content_type="text/html")
+        refused = self.chats.check(request, await request.read())
+        if refused is not None:
+            return refused
+        fault = self._fault(request, after=False)
+        if fault is not None:
+            return self._fault_response(fault)
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            return _json(exc.body, exc.status, "application/json")
+        fault = self._fault(request, after=True)
         return self._fault_response(fault) if fault is not None else response
 
     def _over_limit(self, now: float) -> bool:
@@ -305,6 +328,8 @@ class AmoSandbox:
     async def _account(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"id": self.account.id, "name": "Sandbox", "subdomain": self.account.subdomain, "country": "RU",
                                 "is_loss_reason_enabled": True}
+        if "amojo_id" in request.query.get("with", "").split(","):
+            body["amojo_id"] = self.chats.amojo_id
         if "datetime_settings" in request.query.get("with", "").split(","):
             body["_embedded"] = {"datetime_settings": self.account.datetime_settings()}
         return _json(body)
@@ -391,7 +416,7 @@ class AmoSandbox:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://{host}:{bound}"
+        self.base_url = self.chats.base_url = f"http://{host}:{bound}"
         return self.base_url
 
     async def close(self) -> None:

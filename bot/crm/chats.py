@@ -1,0 +1,67 @@
+"""Every query of ``amojo_chats`` (buyers' amoCRM chats) and ``amojo_replies`` (managers' replies from amoCRM)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.crm import store
+from bot.crm.models import DONE, FAILED, PENDING, SENDING, AmojoChat, AmojoReply
+
+
+async def by_conversation(session: AsyncSession, conversation_id: str) -> AmojoChat | None:
+    return await session.get(AmojoChat, conversation_id, populate_existing=True)
+
+
+async def save(session: AsyncSession, conversation_id: str, lead_id: int, **columns: Any) -> AmojoChat:
+    """Create or update the chat row of ``conversation_id``."""
+    row = await session.get(AmojoChat, conversation_id)
+    if row is None:
+        row = AmojoChat(conversation_id=conversation_id, lead_id=lead_id, **columns)
+        session.add(row)
+    else:
+        row.lead_id = lead_id
+        for name, value in columns.items():
+            setattr(row, name, value)
+    await session.flush()
+    return row
+
+
+async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conversation_id: str, payload: dict[str, Any]) -> bool:
+    """Store a reply from the hook; False if it was stored before (amoCRM sent the hook again)."""
+    try:
+        async with db.begin() as session:
+            session.add(AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload, state=PENDING))
+    except IntegrityError:
+        return False
+    return True
+
+
+async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lease: float, limit: int = 50) -> list[AmojoReply]:
+    """Mark due replies ``sending`` (or ones whose claimer died) and return them, oldest first."""
+    async with db.begin() as session:
+        await store.lock(session, store.REPLIES)  # one claimer at a time across instances
+        due = or_(
+            (AmojoReply.state == PENDING) & or_(AmojoReply.next_attempt_at.is_(None), AmojoReply.next_attempt_at <= now),
+            (AmojoReply.state == SENDING) & (AmojoReply.claimed_at < now - timedelta(seconds=lease)),
+        )
+        query = select(AmojoReply).where(due).order_by(AmojoReply.id).limit(limit)
+        rows = list((await session.scalars(query)).all())
+        for row in rows:
+            row.state, row.claimed_at = SENDING, now
+        session.expunge_all()
+        return rows
+
+
+async def finish_reply(session: AsyncSession, reply_id: int, now: datetime, *, error: str | None = None,
+                       retry_at: datetime | None = None) -> None:
+    """Done, failed for good (``error``), or back to pending until ``retry_at`` (in the caller's transaction)."""
+    if retry_at is not None:
+        values: dict[str, Any] = {"state": PENDING, "next_attempt_at": retry_at, "last_error": error,
+                                  "attempts": AmojoReply.attempts + 1}
+    else:
+        values = {"state": FAILED if error else DONE, "last_error": error, "done_at": now}
+    await session.execute(update(AmojoReply).where(AmojoReply.id == reply_id).values(claimed_at=None, **values))

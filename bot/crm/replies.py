@@ -1,0 +1,195 @@
+"""Managers' replies from amoCRM's chat panel delivered to the buyer in Telegram (stored by :mod:`bot.crm.hook`).
+
+The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
+downloaded from amoCRM with a size cap and a timeout), logs it as the manager's message (so the SLA wait
+closes, and it is not sent back to the chat), shows it in the lead's operator topic «из amoCRM: <manager>»
+and queues the delivery status for amoCRM (delivered, or an error with the reason).
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+from aiogram.exceptions import TelegramAPIError, TelegramNetworkError
+from aiogram.types import BufferedInputFile
+from aiogram.types import Message as TgMessage
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.crm import chats
+from bot.crm.amojo import DELIVERED, ERROR
+from bot.crm.conversation import STATUS
+from bot.crm.models import CHAT, PENDING, AmojoReply, OutboxItem
+from bot.db.base import utcnow
+from bot.db.models import Lead
+from bot.journal import Journal
+from bot.loops import Loop
+from bot.messenger import BuyerUnreachable, Messenger
+from bot.ports import OperatorTopic
+from bot.texts import t
+
+log = structlog.get_logger(__name__)
+
+MAX_FILE = 20 * 1024 * 1024  # bytes a manager's file may have (Telegram bots may upload 50 MB)
+FILE_TIMEOUT = 30.0  # seconds to download it from amoCRM
+LEASE = 120.0  # seconds before a claimed reply whose worker died is taken again
+RETRY = timedelta(seconds=5)
+MEDIA_KINDS = {"picture": "photo", "file": "document", "video": "video", "voice": "voice", "audio": "document", "sticker": "photo"}
+
+
+# ------------------------------------------------------------------ formatting
+_MARKS = [(re.compile(r"\*\*(.+?)\*\*|\*(.+?)\*"), "b"), (re.compile(r"(?<!\w)_(.+?)_(?!\w)"), "i"),
+          (re.compile(r"~(.+?)~"), "s"), (re.compile(r"`(.+?)`"), "code")]
+
+
+def telegram_html(text: str) -> str:
+    """amoCRM chat text (plain, with ``*bold*``, ``_italic_``, ``~strike~``, `` `code` ``) as Telegram HTML, everything else escaped."""
+    plain = html.escape(text, quote=False)
+    result = plain
+    for pattern, tag in _MARKS:
+        result = pattern.sub(lambda m, tag=tag: f"<{tag}>{next(g for g in m.groups() if g is not None)}</{tag}>", result)
+    return result if _nested(result) else plain
+
+
+def _nested(text: str) -> bool:
+    """The tags open and close in order (marks that overlap would make Telegram refuse the message)."""
+    stack: list[str] = []
+    for closing, tag in re.findall(r"<(/?)(b|i|s|code)>", text):
+        if not closing:
+            stack.append(tag)
+        elif not stack or stack.pop() != tag:
+            return False
+    return not stack
+
+
+# ------------------------------------------------------------------ delivery
+async def send_to_buyer(messenger: Messenger, lead: Lead, kind: str, text: str, file: BufferedInputFile | None) -> TgMessage:
+    """The one place a reply from amoCRM leaves for Telegram."""
+    if file is None:
+        return await messenger.send_text(lead, text, log=False)
+    return await messenger.send_media(lead, kind, file, caption=text or None)
+
+
+class Replies:
+    """Delivers stored replies, oldest first; each once (claimed through the database)."""
+
+    def __init__(self, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger, http: httpx.AsyncClient,
+                 wake_outbox: Callable[[], None], clock: Callable[[], datetime] = utcnow, *, lang: str = "ru") -> None:
+        self.db = db
+        self.journal = journal
+        self.messenger = messenger
+        self.http = http
+        self.wake_outbox = wake_outbox
+        self.clock = clock
+        self.wakeup = asyncio.Event()
+        self.topic: OperatorTopic | None = None  # the operator chat, when there is one (app.py)
+        self.lang = lang  # of the notice in the topic
+        self.sent_at: dict[str, float] = {}  # amoCRM message id → when its Telegram send was issued (bench)
+
+    async def round(self) -> bool:
+        """Deliver what is due: each buyer's replies in order, buyers side by side."""
+        replies = await chats.claim_replies(self.db, self.clock(), LEASE)
+        by_buyer: dict[str, list[AmojoReply]] = {}
+        for reply in replies:
+            by_buyer.setdefault(reply.conversation_id, []).append(reply)
+
+        async def in_order(group: list[AmojoReply]) -> None:
+            for reply in group:
+                await self._deliver(reply)
+
+        await asyncio.gather(*(in_order(group) for group in by_buyer.values()))
+        return bool(replies)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await Loop("crm.replies", self.round, every=1.0, wake=self.wakeup).run(stop)
+
+    async def _deliver(self, reply: AmojoReply) -> None:
+        content = reply.payload.get("message") or {}
+        manager = (reply.payload.get("sender") or {}).get("name") or "amoCRM"
+        async with self.db() as session:
+            lead = await self._lead(session, reply.conversation_id)
+        if lead is None:
+            await self._close(reply, None, f"no buyer for conversation {reply.conversation_id}", manager)
+            return
+        kind = MEDIA_KINDS.get(content.get("type") or "text")
+        text = telegram_html(content.get("text") or "")
+        try:
+            file = await self._download(content) if kind else None
+            self.sent_at[reply.message_id] = time.perf_counter()
+            sent = await send_to_buyer(self.messenger, lead, kind or "text", text, file)
+        except BuyerUnreachable as exc:
+            await self._close(reply, lead, exc.reason, manager)
+            return
+        except (TelegramNetworkError, httpx.TransportError) as exc:  # try again shortly; the status waits
+            log.warning("amojo.reply_retry", reply_id=reply.id, error=str(exc))
+            async with self.db.begin() as session:
+                await chats.finish_reply(session, reply.id, self.clock(), error=str(exc), retry_at=self.clock() + RETRY)
+            return
+        except (TelegramAPIError, ValueError) as exc:
+            await self._close(reply, lead, str(exc), manager)
+            return
+        await self._delivered(reply, lead, sent, manager, content.get("text") or "", kind or "text")
+
+    async def _lead(self, session: AsyncSession, conversation_id: str) -> Lead | None:
+        row = await chats.by_conversation(session, conversation_id)
+        if row is not None:
+            return await session.get(Lead, row.lead_id)
+        if conversation_id.startswith("tg-") and conversation_id[3:].isdigit():
+            return (await session.scalars(select(Lead).where(Lead.tg_user_id == int(conversation_id[3:])))).first()
+        return None
+
+    async def _download(self, content: dict[str, Any]) -> BufferedInputFile:
+        """The reply's file from amoCRM: at most :data:`MAX_FILE` bytes within :data:`FILE_TIMEOUT` seconds."""
+        url = content.get("media") or ""
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("the reply's file has no URL")
+        data = bytearray()
+        async with asyncio.timeout(FILE_TIMEOUT), self.http.stream("GET", url) as response:
+            if response.status_code != 200:
+                raise ValueError(f"amoCRM answered {response.status_code} for the reply's file")
+            async for chunk in response.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_FILE:
+                    raise ValueError(f"the reply's file is larger than {MAX_FILE // 1024 // 1024} MB")
+        return BufferedInputFile(bytes(data), filename=content.get("file_name") or url.rsplit("/", 1)[-1] or "file")
+
+    async def _delivered(self, reply: AmojoReply, lead: Lead, sent: TgMessage, manager: str, text: str, kind: str) -> None:
+        """Log it as the manager's message (the SLA wait closes), queue «delivered», show it in the topic."""
+        async with self.db.begin() as session:
+            fresh = await session.get(Lead, lead.id)
+            if fresh is not None:
+                await self.journal.message(session, fresh, direction="out", author="manager", author_name=manager, kind=kind,
+                                           text=sent.text or sent.caption or text, tg_chat_id=lead.tg_user_id,
+                                           tg_message_id=sent.message_id, meta={"amojo_message_id": reply.message_id, "via": "amocrm"})
+            self._status(session, lead.id, reply.message_id, DELIVERED)
+            await chats.finish_reply(session, reply.id, self.clock())
+        self.wake_outbox()
+        await self._show(lead, manager, text or f"[{kind}]")
+
+    async def _close(self, reply: AmojoReply, lead: Lead | None, reason: str, manager: str) -> None:
+        """Not deliverable (the buyer blocked the bot, a file too large…): the error status goes back to amoCRM."""
+        log.info("amojo.reply_failed", reply_id=reply.id, reason=reason)
+        async with self.db.begin() as session:
+            if lead is not None:
+                self._status(session, lead.id, reply.message_id, ERROR, reason)
+            await chats.finish_reply(session, reply.id, self.clock(), error=reason)
+        self.wake_outbox()
+
+    def _status(self, session: AsyncSession, lead_id: int, message_id: str, status: int, error: str | None = None) -> None:
+        payload = {"msgid": message_id, "status": status, **({"error": error} if error else {})}
+        session.add(OutboxItem(lead_id=lead_id, op=CHAT, key=STATUS, payload=payload, state=PENDING, created_at=self.clock()))
+
+    async def _show(self, lead: Lead, manager: str, text: str) -> None:
+        if self.topic is None:
+            return
+        try:
+            await self.topic.notice(lead, t(self.lang, "relay.from_amocrm", manager=manager, text=text))
+        except TelegramAPIError as exc:
+            log.warning("amojo.topic_failed", lead_id=lead.id, error=str(exc))

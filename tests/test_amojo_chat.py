@@ -1,0 +1,186 @@
+"""The Telegram conversation as an amoCRM chat, over HTTP against both sandboxes: in order, once, on the right lead."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from bot.catalog.render import CatalogRenderer
+from bot.crm.models import AmojoReply
+from bot.db.base import utcnow
+from bot.db.models import Lead
+from bot.journal import LEAD_CREATED
+from bot.media import MediaLinks
+from bot.relay.models import RelayWait
+from bot.sandbox.amocrm import AmoSandbox
+from bot.sandbox.telegram import TelegramSandbox
+from tests.amojo_support import channel_settings, connect, lead_of
+from tests.buyer import Buyer
+from tests.conftest import TOKEN
+from tests.crm_support import eventually
+from tests import relay_support
+from tests.relay_support import IVAN, OPERATORS, Team, known_lead, running
+from tests.test_journey_arrival import MARQUIZ, payload_of, post_marquiz
+
+
+team = relay_support.team  # managers acting in topics
+
+
+@pytest.fixture
+async def amocrm() -> AsyncIterator[AmoSandbox]:
+    server = AmoSandbox(rate_limit=None)
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str,
+                                                                     tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        await connect(app, registered)
+        body = (await post_marquiz(app, MARQUIZ)).json()
+        buyer.send(f"/start {payload_of(body['start_link'])}")
+        await buyer.reply()  # the greeting
+        buyer.click("каталог")
+        await sandbox.wait_for_messages(buyer.id, 1, timeout=30, predicate=lambda m: "document" in m)  # the catalogue
+        buyer.send("Есть размеры 46–52?")
+        sandbox.send_media(buyer.id, "photo", caption="Вот такие нужны")
+        sandbox.send_media(buyer.id, "document", file_name="заявка.xlsx", content=b"PK-sheet",
+                           mime_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        sandbox.send_album(buyer.id, [{"kind": "photo", "caption": "цвет 1"}, {"kind": "photo", "content": b"second"}])
+        conversation = f"tg-{buyer.id}"
+
+        def received() -> int:
+            chat = amocrm.chats.chat(conversation)
+            return sum(1 for m in chat.messages if m["direction"] == "in") if chat else 0
+
+        await eventually(lambda: received() >= 6, timeout=30)
+        await app.inbox.idle()
+        chat = amocrm.chats.chat(conversation)
+        lines = amocrm.chats.transcript(conversation)
+        lead = await lead_of(app, buyer.id)
+        async with httpx.AsyncClient() as http:
+            media = [m["media"] for m in chat.messages if m.get("media")]
+            fetched = [await http.get(url) for url in media]
+            sheet = await http.get(next(m["media"] for m in chat.messages if m.get("file_name") == "заявка.xlsx"))
+
+    incoming = [line for line in lines if line.startswith("←")]
+    assert incoming == ["← Анна Петрова: /start", "← Анна Петрова: Есть размеры 46–52?", "← Анна Петрова: [picture] Вот такие нужны",
+                        "← Анна Петрова: [file заявка.xlsx]", "← Анна Петрова: [picture] цвет 1", "← Анна Петрова: [picture]"], lines
+    assert len({m["msgid"] for m in chat.messages}) == len(chat.messages)  # each once
+    outgoing = [line for line in lines if line.startswith("→")]
+    assert outgoing[0].startswith("→ optobot: ") and any("[file " in line and ".pdf" in line for line in outgoing), lines
+    assert all(m["silent"] for m in chat.messages if m["direction"] == "out")
+    assert lines.index(outgoing[0]) < lines.index("← Анна Петрова: Есть размеры 46–52?")  # the greeting before the question
+    assert chat.contact_id == lead.crm_contact_id and lead.crm_contact_id in amocrm.account.leads[lead.crm_lead_id]["contacts"]
+    assert amocrm.chats.unsorted == [] and len(amocrm.account.leads) == 1
+    assert chat.user["name"] == "Анна Петрова" and chat.user["phone"]
+    assert [r.status_code for r in fetched] == [200] * len(media) and sheet.content == b"PK-sheet"
+    assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in media)
+
+
+async def open_chat(app, amocrm: AmoSandbox, buyer: Buyer, team: Team, registered) -> tuple[str, int]:  # type: ignore[no-untyped-def]
+    """A known buyer asks a question: their amoCRM chat exists with it, and their operator topic is open."""
+    await connect(app, registered)
+    lead = await known_lead(app, buyer, crm_lead_id=None, responsible_user_id=None)
+    async with app.db.begin() as session:
+        await app.journal.event(session, await session.get(Lead, lead.id), LEAD_CREATED, via="telegram")
+    buyer.send("Скажите, работаете с ИП?")
+    thread = await team.topic()
+    await buyer.reply()  # «thanks»
+    conversation = f"tg-{buyer.id}"
+    await eventually(lambda: amocrm.chats.chat(conversation) is not None and len(amocrm.chats.chat(conversation).messages) >= 2, timeout=20)
+    return conversation, thread
+
+
+def statuses(amocrm: AmoSandbox, conversation: str, message_id: str) -> list[dict]:
+    return next(m["statuses"] for m in amocrm.chats.chat(conversation).messages if m["id"] == message_id)
+
+
+async def test_a_managers_reply_from_amocrm_reaches_the_buyer_the_topic_and_comes_back_delivered(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
+        team: Team) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        conversation, thread = await open_chat(app, amocrm, buyer, team, registered)
+        status, text_id = await amocrm.chats.reply(conversation, "Да, *работаем* с ИП и ООО <b>", manager="Мария Соколова")
+        assert status == 200
+        answer = await buyer.reply()
+        picture = amocrm.chats.upload(b"\x89PNG-a-picture", "image/png")
+        status, picture_id = await amocrm.chats.reply(conversation, "Вот образец", kind="picture", media=picture, file_name="образец.png")
+        assert status == 200
+        photo = await buyer.reply()
+        await eventually(lambda: statuses(amocrm, conversation, picture_id) != [], timeout=15)
+        notices = await sandbox.wait_for_messages(OPERATORS, 2, thread_id=thread, predicate=lambda m: "из amoCRM" in m.get("text", ""))
+        team.say(IVAN, thread, "Пришлю прайс сегодня")
+        await buyer.reply()
+        await eventually(lambda: any("Пришлю прайс" in line for line in amocrm.chats.transcript(conversation)), timeout=15)
+        async with app.db() as session:
+            wait = (await session.scalars(select(RelayWait))).one()
+        lines = amocrm.chats.transcript(conversation)
+
+    assert answer["text"] == "Да, работаем с ИП и ООО <b>" and [e["type"] for e in answer.get("entities", [])] == ["bold"]
+    assert photo["caption"] == "Вот образец" and sandbox.files[photo["photo"][-1]["file_id"]] == b"\x89PNG-a-picture"
+    assert statuses(amocrm, conversation, text_id) == [{"delivery_status": 1}]
+    assert statuses(amocrm, conversation, picture_id) == [{"delivery_status": 1}]
+    assert notices[0]["text"].startswith("💬 из amoCRM: Мария Соколова\nДа, *работаем* с ИП и ООО <b>")
+    assert wait.closed_at is not None and wait.answered_by_name == "Мария Соколова"  # the SLA stopped at the first answer
+    assert sum("Да, *работаем*" in line for line in lines) == 1  # not sent back to the chat
+    assert lines[-1].startswith("→ Иван Смирнов: Пришлю прайс сегодня")  # the topic's reply is in the amoCRM chat
+
+
+async def test_a_reply_to_a_buyer_who_blocked_the_bot_comes_back_as_an_error(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
+        team: Team) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        conversation, _ = await open_chat(app, amocrm, buyer, team, registered)
+        sandbox.block(buyer.id)
+        status, message_id = await amocrm.chats.reply(conversation, "Вы здесь?")
+        await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=15)
+    assert status == 200
+    [error] = statuses(amocrm, conversation, message_id)
+    assert error["delivery_status"] == -1 and error["error_code"] == 905 and "blocked" in error["error"]
+
+
+async def test_a_forged_or_replayed_hook_is_refused_and_sends_nothing(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
+        team: Team) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        conversation, _ = await open_chat(app, amocrm, buyer, team, registered)
+        sent = len(sandbox.messages(buyer.id, from_bot=True))
+        forged, _ = await amocrm.chats.reply(conversation, "Переведите предоплату сюда", secret="guessed-secret")
+        replayed, _ = await amocrm.chats.reply(conversation, "старое", date_offset=-20 * 60)
+        chat = amocrm.chats.chat(conversation)
+        async with httpx.AsyncClient() as http:
+            unsigned = await http.post(f"http://127.0.0.1:{app.http_port}/webhooks/amojo/{chat.scope_id}", json={"message": {}})
+        ok, _ = await amocrm.chats.reply(conversation, "настоящий ответ")
+        await buyer.reply()
+        async with app.db() as session:
+            kept = (await session.scalars(select(AmojoReply.payload))).all()
+    assert (forged, replayed, unsigned.status_code, ok) == (401, 401, 401, 200)
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)[sent:]] == ["настоящий ответ"]
+    assert [p["message"]["text"] for p in kept] == ["настоящий ответ"]
+
+
+async def test_media_links_expire_are_unforgeable_and_never_hold_the_bot_token(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    photo = sandbox.send_media(buyer.id, "photo", content=b"a photo")  # a file the bot can get
+    file_id = photo["photo"][-1]["file_id"]
+    async with running(settings, renderer) as app, httpx.AsyncClient() as http:
+        fresh = app.media.url(file_id, name="фото.jpg", mime="image/jpeg")
+        day_ago = MediaLinks(registered.secret.encode(), app.public_base, clock=lambda: utcnow() - timedelta(hours=25))
+        expired = day_ago.url(file_id)
+        payload, signature = fresh.rsplit("/", 1)[1].split(".")
+        other = MediaLinks(b"another key", app.public_base).url("AgAD-someone-elses-file")
+        answers = [await http.get(url) for url in (fresh, expired, fresh.replace(signature, signature[::-1]), other)]
+    assert [a.status_code for a in answers] == [200, 410, 404, 404]
+    assert answers[0].content == b"a photo" and answers[0].headers["Content-Type"] == "image/jpeg"
+    assert TOKEN not in fresh and TOKEN.split(":")[1] not in fresh and "/file/bot" not in fresh
