@@ -9,6 +9,7 @@ import asyncio
 import os
 import socket
 import uuid
+from collections.abc import Awaitable
 from datetime import datetime, timedelta
 
 import structlog
@@ -61,25 +62,33 @@ class OutboxWorker:
         if not jobs:
             return 0
         outcome = Outcome()
-        try:
+
+        async def carry_out() -> None:
             operations = Operations(self.db, self.client, self.config, self.composer, account)
             notes = [job for job in jobs if job.op == NOTE]
             await operations.cards([job for job in jobs if job.op == LEAD], outcome)
             await operations.notes(notes, outcome)
             await operations.merges([job for job in jobs if job.op == MERGE], outcome, notes)
             await operations.tasks([job for job in jobs if job.op == TASK], outcome)
+
+        await self._settle(jobs, outcome, carry_out(), "crm.round_failed")
+        log.info("crm.round", claimed=len(jobs), done=len(outcome.done), failed=len(outcome.failed), retry=len(outcome.retry))
+        return len(jobs)
+
+    async def _settle(self, jobs: list[Job], outcome: Outcome, work: Awaitable[None], failure: str) -> None:
+        """Run a round's ``work``, then record every job's outcome, whatever happened (undecided jobs are postponed)."""
+        try:
+            await work
         except (AmoBlocked, AmoAuthError) as exc:
             await self.state.stop(exc)
         except asyncio.CancelledError:
             self._postpone_rest(jobs, outcome, "stopped while sending")
             raise
         except Exception as exc:
-            log.exception("crm.round_failed")
+            log.exception(failure)
             self._postpone_rest(jobs, outcome, f"internal error: {exc!r}")
         finally:
-            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), tuning))
-        log.info("crm.round", claimed=len(jobs), done=len(outcome.done), failed=len(outcome.failed), retry=len(outcome.retry))
-        return len(jobs)
+            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), self.config.outbox))
 
     @staticmethod
     def _postpone_rest(jobs: list[Job], outcome: Outcome, reason: str) -> None:
@@ -99,18 +108,7 @@ class OutboxWorker:
         if not jobs:
             return 0
         outcome = Outcome()
-        try:
-            await self.conversations.send(scope_id, jobs, outcome)
-        except (AmoBlocked, AmoAuthError) as exc:
-            await self.state.stop(exc)
-        except asyncio.CancelledError:
-            self._postpone_rest(jobs, outcome, "stopped while sending")
-            raise
-        except Exception as exc:
-            log.exception("crm.chat_round_failed")
-            self._postpone_rest(jobs, outcome, f"internal error: {exc!r}")
-        finally:
-            await asyncio.shield(outbox.finish(self.db, jobs, outcome, self.clock(), tuning))
+        await self._settle(jobs, outcome, self.conversations.send(scope_id, jobs, outcome), "crm.chat_round_failed")
         return len(jobs)
 
     async def drain(self, max_rounds: int = 1000) -> int:
