@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from bot.catalog import sources
 from bot.catalog.model import CatalogError, Catalogue, Product, describe
-from bot.catalog.pictures import PictureError, Pictures
+from bot.catalog.pictures import PictureError, Pictures, read_capped
 from bot.catalog.store import Store
 from bot.texts import plural, raw
 
@@ -238,12 +238,7 @@ async def fetch_source(client: httpx.AsyncClient, url: str, etag: str | None = N
                 return Fetched(None, etag, last_modified)
             if response.status_code != 200:
                 raise CatalogError(f"{url[:120]}: HTTP {response.status_code}")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > MAX_FEED_BYTES:
-                    raise CatalogError(f"{url[:120]}: larger than {MAX_FEED_BYTES // 1024 // 1024} MB")
-                chunks.append(chunk)
-            return Fetched(b"".join(chunks), response.headers.get("etag"), response.headers.get("last-modified"))
+            body = await read_capped(response, MAX_FEED_BYTES, url, CatalogError)
+            return Fetched(body, response.headers.get("etag"), response.headers.get("last-modified"))
     except httpx.HTTPError as error:
         raise CatalogError(f"{url[:120]}: {type(error).__name__}: {error}") from None

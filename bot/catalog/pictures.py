@@ -25,6 +25,17 @@ class PictureError(ValueError):
     """One picture could not be used; the message says why."""
 
 
+async def read_capped(response: httpx.Response, limit: int, url: str, error: type[ValueError]) -> bytes:
+    """A streamed response's body, refused with ``error`` as soon as it grows past ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise error(f"{url[:120]}: larger than {limit // 1024 // 1024} MB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 @dataclass
 class Pictures:
     """Turns picture references into files under ``store/pictures``; counts what it fetched and what failed."""
@@ -81,13 +92,7 @@ class Pictures:
                     raise PictureError(f"{url[:120]}: not an image ({kind or 'no content type'})")
                 if int(response.headers.get("content-length") or 0) > MAX_BYTES:
                     raise PictureError(f"{url[:120]}: larger than {MAX_BYTES // 1024 // 1024} MB")
-                chunks, size = [], 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > MAX_BYTES:
-                        raise PictureError(f"{url[:120]}: larger than {MAX_BYTES // 1024 // 1024} MB")
-                    chunks.append(chunk)
-                data = b"".join(chunks)
+                data = await read_capped(response, MAX_BYTES, url, PictureError)
                 etag = response.headers.get("etag")
         except httpx.HTTPError as error:
             raise PictureError(f"{url[:120]}: {type(error).__name__}") from None
