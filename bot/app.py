@@ -22,7 +22,7 @@ from bot.catalog.service import Catalog
 from bot.catalog.store import Store
 from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
-from bot.db import migrate
+from bot.db import migrate, webhook
 from bot.db.session import open_database
 from bot.followups.router import create_router as followups_router
 from bot.followups.service import FollowUps
@@ -39,6 +39,7 @@ from bot.media import MEDIA_PATH, MediaLinks
 from bot.messenger import Messenger
 from bot.ops import Ops
 from bot.quiz import load_quiz
+from bot.receiver import Receiver, receiver_lock
 from bot.relay.router import create_router as relay_router
 from bot.relay.service import RelayService
 from bot.sender import Sender
@@ -129,7 +130,6 @@ class App:
             *self.crm.routes,
             *([("GET", MEDIA_PATH, self.media.handler(self.bot))] if self.media else []),
         ]
-        self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe])
         self.dp = Dispatcher(journey=self.journey, settings=settings, db=self.db)
         self.dp["relay"] = self.relay
         self.dp["broadcasts"] = self.broadcasts
@@ -143,6 +143,9 @@ class App:
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
         self.inbox = Inbox(self.db, self.dp, self.bot)
+        self.receiver = Receiver(receiver_lock(self.db.engine), self.bot, self.inbox, public_url=settings.public_url,
+                                 allowed_updates=self.dp.resolve_used_update_types())
+        self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe, self.inbox.probe])
         self.bot_username = ""
         self.http_port = settings.http_port
         self.ready = asyncio.Event()
@@ -190,6 +193,9 @@ class App:
         # the workers start in the background: the service answers meanwhile, a render waits for its worker
         self._warming = asyncio.ensure_future(self.renderer.warm_up(self.settings.render_warm))
         await self.crm.start()
+        if self.role != "worker" and self.settings.public_url:
+            async with self.db.begin() as session:
+                self.receiver.secret_token = await webhook.secret_token(session)
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
         log.info("app.started", bot=self.bot_username)
@@ -199,7 +205,7 @@ class App:
             return create_web_app(self.webhook_secret, self.ops.routes)
         routes = [*self.ops.routes, *self.routes]
         if self.settings.public_url:
-            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.telegram_secret_token))]
+            routes = [*routes, ("POST", TELEGRAM_WEBHOOK_PATH, telegram_handler(self.inbox, self.bot, self.receiver.secret_token))]
         return create_web_app(self.webhook_secret, routes)
 
     def background(self) -> list[Worker]:
@@ -210,11 +216,13 @@ class App:
 
     @property
     def telegram_secret_token(self) -> str:
-        return self.settings.telegram_secret_token
+        """The Telegram webhook's secret token (from the database, at :meth:`start`; ``PUBLIC_URL`` set)."""
+        return self.receiver.secret_token
 
     async def serve(self, *, stop: asyncio.Event | None = None) -> None:
-        """Run the HTTP server, Telegram updates (polling or webhook; not in the ``worker`` role) and the background
-        workers until ``stop``; then stop taking work at once and exit within ``STOP_TIMEOUT``."""
+        """Run the HTTP server, the receiver of Telegram's updates (polling or registering the webhook when elected;
+        not in the ``worker`` role) and the background workers until ``stop``; then stop taking work at once and
+        exit within ``STOP_TIMEOUT``."""
         stop = stop or asyncio.Event()
         runner = web.AppRunner(self.web_app())
         await runner.setup()
@@ -224,31 +232,23 @@ class App:
         log.info("http.listening", host=self.settings.http_host, port=self.http_port, role=self.role)
         stop_workers = asyncio.Event()
         self._tasks = [asyncio.create_task(worker(stop_workers)) for worker in self.background()]
-        polling: asyncio.Task[None] | None = None
+        receiving = asyncio.create_task(self.receiver.run(stop)) if self.role != "worker" else None
         try:
-            if self.role != "worker" and self.settings.public_url:
-                await self.bot.set_webhook(
-                    self.settings.public_url + TELEGRAM_WEBHOOK_PATH, secret_token=self.telegram_secret_token,
-                    allowed_updates=self.dp.resolve_used_update_types(),
-                )
-            elif self.role != "worker":
-                await self.bot.delete_webhook()
-                polling = asyncio.create_task(self.inbox.poll(stop))
             self.ready.set()
             await stop.wait()
         finally:
-            await self._stop(stop_workers, polling)
+            await self._stop(stop_workers, receiving)
             await runner.cleanup()
 
-    async def _stop(self, stop_workers: asyncio.Event, polling: asyncio.Task[None] | None) -> None:
+    async def _stop(self, stop_workers: asyncio.Event, receiving: asyncio.Task[None] | None) -> None:
         """Stop taking work (no update fetched, no new round; ``/readyz`` says so), let what is under way finish —
         a broadcast run records its calls and releases its lease as it ends — then cancel what is left."""
         deadline = asyncio.get_running_loop().time() + STOP_TIMEOUT
         self.ops.stopping = True
         stop_workers.set()
         log.info("app.stopping", role=self.role)
-        if polling is not None:
-            await polling  # ends with ``stop``: what it fetched last is stored, not yet confirmed
+        if receiving is not None:
+            await receiving  # ends with ``stop``: what polling fetched last is stored (not yet confirmed), the lock released
         try:
             await asyncio.wait_for(self.inbox.idle(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))
             await asyncio.wait_for(self.sender.flushed(), timeout=max(deadline - asyncio.get_running_loop().time(), 0.1))

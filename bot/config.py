@@ -1,7 +1,6 @@
 """One ``Settings`` object, read from environment variables and ``.env``."""
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 from typing import Annotated
@@ -215,12 +214,6 @@ class Settings(BaseSettings):
             raise ValueError("must be a weekday and a time in TIMEZONE, like 'mon 09:00', or 'off'")
         return "off" if value == "" else value
 
-    @model_validator(mode="after")
-    def _telegram_webhook(self) -> Settings:
-        if self.public_url and self.webhook_secret is None:
-            raise ValueError("PUBLIC_URL needs WEBHOOK_SECRET: the Telegram webhook's secret token is derived from it")
-        return self
-
     @field_validator("webhook_secret")
     @classmethod
     def _secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -228,19 +221,10 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters (it is the only guard of the webhook URLs)")
         return value
 
-    @property
-    def telegram_secret_token(self) -> str:
-        """The ``X-Telegram-Bot-Api-Secret-Token`` of the Telegram webhook, derived from WEBHOOK_SECRET (A-Za-z0-9_- only)."""
-        secret = self.webhook_secret.get_secret_value() if self.webhook_secret else ""
-        return hashlib.sha256(f"telegram:{secret}".encode()).hexdigest()
-
     def secrets(self) -> list[str]:
         """Every secret value in the settings (the log masks them)."""
-        values = [self.telegram_secret_token if self.webhook_secret else ""]
-        for value in (self.bot_token, self.webhook_secret, self.amocrm_access_token, self.amocrm_client_secret, self.amocrm_channel_secret):
-            if value is not None:
-                values.append(value.get_secret_value())
-        return [value for value in values if value]
+        values = (self.bot_token, self.webhook_secret, self.amocrm_access_token, self.amocrm_client_secret, self.amocrm_channel_secret)
+        return [value.get_secret_value() for value in values if value is not None and value.get_secret_value()]
 
     @property
     def channel(self) -> bool:

@@ -24,6 +24,7 @@ from aiogram.dispatcher.middlewares.user_context import UserContextMiddleware
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
 
+from bot import metrics
 from bot.db import updates
 from bot.db.base import utcnow
 from bot.db.session import Database
@@ -200,7 +201,7 @@ class Inbox:
             self._renewed = time.monotonic()
         now = utcnow()
         async with self.db() as session:
-            if not await updates.any_claimable(session, now):
+            if not await updates.any_claimable(session, self.owner, now):
                 return False
         async with self.db.begin() as session:
             taken = await updates.claim(session, self.owner, now, self._lease_end(), CLAIM_BATCH)
@@ -210,6 +211,12 @@ class Inbox:
         for row in taken:
             self._enqueue(row.update_id, row.chat_id, row.raw)
         return len(taken) == CLAIM_BATCH
+
+    async def probe(self) -> None:
+        """Refresh the inbox's lag gauge (at a scrape of ``/metrics``)."""
+        async with self.db() as session:
+            oldest = await updates.oldest_unhandled(session)
+        metrics.INBOX_LAG.set((utcnow() - oldest).total_seconds() if oldest is not None else 0.0)
 
     async def idle(self) -> None:
         """Wait until no update is being handled and every handled mark is written (shutdown, tests)."""

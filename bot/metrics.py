@@ -3,7 +3,7 @@
 Each instance exports its own series (Prometheus scrapes every instance). Only the service process
 records into them: a catalogue render is timed around its call to the worker pool (waiting included),
 so the render worker processes need no shared metric files. The gauges read from the database
-(the CRM outbox) are refreshed by the probes the features register, at each scrape.
+(the CRM outbox, the inbox's lag) are refreshed by the probes the features register, at each scrape.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ CRM_OUTBOX_AGE = Gauge("optobot_crm_outbox_oldest_seconds", "age of the oldest u
 AMOCRM_ERRORS = Counter("optobot_amocrm_errors", "amoCRM answers that make the client back off", ["status"])  # 429 | 5xx
 BROADCAST = Counter("optobot_broadcast_messages", "broadcast sends by outcome", ["outcome"])  # sent | retry_after | retried | unknown | failed | blocked
 SLA_BREACHES = Counter("optobot_sla_breaches", "operator-chat answers overdue (level 1: the manager pinged, 2: escalated)", ["level"])
+INBOX_LAG = Gauge("optobot_inbox_lag_seconds", "age of the oldest Telegram update stored and not yet handled (0: none)")
+RECEIVER = Gauge("optobot_update_receiver", "1 on the one instance elected to receive Telegram's updates (it polls or registers the webhook)")
 TELEGRAM_REACHED = Gauge("optobot_telegram_reached_timestamp_seconds", "when a Bot API call last got an answer (Unix time)")
 
 _last_reached = 0.0

@@ -172,7 +172,8 @@ class TgUpdate(Base):
     handed to one instance at a time by a lease, marked handled once its handler has run (:mod:`bot.inbox`)."""
 
     __tablename__ = "tg_updates"
-    __table_args__ = (Index("ix_tg_updates_handled_at_lease_until", "handled_at", "lease_until"),)
+    __table_args__ = (Index("ix_tg_updates_handled_at_lease_until", "handled_at", "lease_until"),
+                      Index("ix_tg_updates_chat_id_update_id", "chat_id", "update_id"))
 
     update_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     chat_id: Mapped[int | None]  # the lane: one chat's updates are handled one at a time, in update_id order
@@ -183,6 +184,17 @@ class TgUpdate(Base):
     error: Mapped[str | None] = mapped_column(Text)  # the last handler failure
     owner: Mapped[str | None] = mapped_column(String(32))  # the instance holding the lease
     lease_until: Mapped[datetime | None]
+
+
+class TelegramWebhook(Base):
+    """The Telegram webhook's secret token (one row): random, made by the first instance that needs it, registered
+    by the elected receiver (:mod:`bot.receiver`) and checked by every instance."""
+
+    __tablename__ = "telegram_webhook"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # always 1
+    secret_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class TgSend(Base):

@@ -11,12 +11,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, delete, func, or_, select, update
+from sqlalchemy import Row, and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.db.base import utcnow
 from bot.db.models import TgUpdate
 from bot.db.sql import insert_ignore
+
+_CLAIM_LOCK = 0x0B07_0920  # the advisory lock that orders claims of the inbox (PostgreSQL)
 
 
 @dataclass
@@ -39,35 +42,50 @@ async def settle(session: AsyncSession) -> None:
 
 
 async def store(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> set[int]:
-    """Insert ``rows`` (``update_id``, ``chat_id``, ``raw``) leased to ``owner``, in one statement; an update
-    already stored is left as it is. Returns the ids that were new."""
+    """Insert ``rows`` (``update_id``, ``chat_id``, ``raw``) leased to ``owner``; an update already stored is left
+    as it is. Returns the new ids that are ``owner``'s to handle now: a new update whose chat has an earlier one
+    not ``owner``'s (held by another instance, or waiting) waits unleased behind it, and :func:`claim` takes it
+    once the earlier one is handled — one chat's updates run in order across instances."""
     if not rows:
         return set()
     now = utcnow()
     values = [{**row, "received_at": now, "attempts": 1, "owner": owner, "lease_until": lease_until} for row in rows]
     query = insert_ignore(session, TgUpdate).values(values).returning(TgUpdate.update_id)
-    return set((await session.execute(query)).scalars().all())
+    new = set((await session.execute(query)).scalars().all())
+    if not new:
+        return new
+    earlier = aliased(TgUpdate)
+    behind = exists().where(earlier.chat_id == TgUpdate.chat_id, earlier.update_id < TgUpdate.update_id, earlier.handled_at.is_(None),
+                            or_(earlier.owner != owner, and_(earlier.owner.is_(None), earlier.lease_until.is_(None))))
+    waiting = (update(TgUpdate).where(TgUpdate.update_id.in_(new), behind).values(owner=None, lease_until=None, attempts=0)
+               .returning(TgUpdate.update_id).execution_options(synchronize_session=False))
+    return new - set((await session.execute(waiting)).scalars().all())
 
 
-def _claimable(now: datetime) -> Any:
-    return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
+def _claimable(now: datetime, owner: str) -> Any:
+    """Unhandled, nobody's lease live, and no earlier update of its chat under another instance's live lease."""
+    earlier = aliased(TgUpdate)
+    held_before = exists().where(earlier.chat_id == TgUpdate.chat_id, earlier.update_id < TgUpdate.update_id, earlier.handled_at.is_(None),
+                                 earlier.owner != owner, earlier.lease_until >= now)
+    return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now), ~held_before)
 
 
-async def any_claimable(session: AsyncSession, now: datetime) -> bool:
-    """Whether some update waits to be handled with no live lease (a read)."""
-    query = select(TgUpdate.update_id).where(*_claimable(now)).limit(1)
+async def any_claimable(session: AsyncSession, owner: str, now: datetime) -> bool:
+    """Whether some update waits for ``owner`` to take it (a read)."""
+    query = select(TgUpdate.update_id).where(*_claimable(now, owner)).limit(1)
     return (await session.execute(query)).first() is not None
 
 
 async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
-    """Lease to ``owner`` up to ``limit`` unhandled updates nobody holds (oldest first; locked rows skipped on
-    PostgreSQL); returns their ``update_id, chat_id, raw``."""
-    candidates = select(TgUpdate.update_id).where(*_claimable(now)).order_by(TgUpdate.update_id).limit(limit)
+    """Lease to ``owner`` up to ``limit`` unhandled updates nobody holds (oldest first); returns their ``update_id,
+    chat_id, raw``. On PostgreSQL claims run one at a time (a transaction lock), so two instances never split a chat."""
     if session.bind.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK})
+    candidates = select(TgUpdate.update_id).where(*_claimable(now, owner)).order_by(TgUpdate.update_id).limit(limit)
     query = (
         update(TgUpdate)
-        .where(TgUpdate.update_id.in_(candidates.scalar_subquery()), *_claimable(now))
+        .where(TgUpdate.update_id.in_(candidates.scalar_subquery()), TgUpdate.handled_at.is_(None),
+               or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
         .values(owner=owner, lease_until=lease_until, attempts=TgUpdate.attempts + 1)
         .returning(TgUpdate.update_id, TgUpdate.chat_id, TgUpdate.raw)
         .execution_options(synchronize_session=False)
@@ -97,13 +115,19 @@ async def fail(session: AsyncSession, update_id: int, error: str, *, max_attempt
     row.error = error[:2000]
     if row.handled_at is None and row.attempts >= max_attempts:
         row.handled_at = utcnow()
-    elif row.handled_at is None:
-        row.lease_until = utcnow() + timedelta(seconds=backoff * 2 ** row.attempts)
+    elif row.handled_at is None:  # nobody's until then: it holds up no later update of its chat
+        row.owner, row.lease_until = None, utcnow() + timedelta(seconds=backoff * 2 ** row.attempts)
 
 
 async def prune(session: AsyncSession, before: datetime) -> None:
     """Forget updates handled before ``before``."""
     await session.execute(delete(TgUpdate).where(TgUpdate.handled_at < before))
+
+
+async def oldest_unhandled(session: AsyncSession) -> datetime | None:
+    """When the oldest update still to be handled arrived (the inbox's lag); ``None``: none waits."""
+    query = select(func.min(TgUpdate.received_at)).where(TgUpdate.handled_at.is_(None))
+    return (await session.execute(query)).scalar_one()
 
 
 async def unhandled(session: AsyncSession) -> int:
