@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -32,6 +31,7 @@ from bench.common import percentile
 from bot.app import App
 from bot.config import load_settings
 from bot.logs import setup_logging
+from bot.sandbox.balancer import free_port
 
 TOKEN = "424242:BENCH"
 SECRET = "bench-webhook-secret-0123456789"
@@ -45,12 +45,6 @@ QUIZ = {
         {"q": "Ваш город доставки?", "a": "Казань"},
     ],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RemoteSandbox:
@@ -87,10 +81,10 @@ class RemoteSandbox:
         await self.process.wait()
 
 
-async def website_quizzes(app: App, sandbox: RemoteSandbox, leads: int) -> list[str]:
-    """Post ``leads`` Marquiz webhooks; the start payload of each (its buyer is added to the sandbox)."""
+async def website_quizzes(base_url: str, sandbox: RemoteSandbox, leads: int) -> list[str]:
+    """Post ``leads`` Marquiz webhooks to the service at ``base_url``; the start payload of each (its buyer is added to the sandbox)."""
     payloads = []
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.http_port}", timeout=60) as site:
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as site:
         for index in range(leads):
             body = {**QUIZ, "contacts": {"name": f"Покупатель {index}", "phone": f"7999{index:07d}"}, "created": f"bench-{index}"}
             response = await site.post(f"/webhooks/marquiz/{SECRET}", content=json.dumps(body, ensure_ascii=False),
@@ -173,7 +167,7 @@ async def main(leads: int, in_flight: int, database_url: str | None = None, rate
                 DATABASE_URL=database_url or f"sqlite+aiosqlite:///{Path(workdir) / 'bench.sqlite3'}", DATA_DIR=workdir,
             )
             async with App(settings).running() as app:
-                greeting, per_second = await greetings(sandbox, await website_quizzes(app, sandbox, leads), in_flight, rate)
+                greeting, per_second = await greetings(sandbox, await website_quizzes(f"http://127.0.0.1:{app.http_port}", sandbox, leads), in_flight, rate)
                 resend = None if greetings_only else await cached_resends(sandbox, 20)
     finally:
         await sandbox.close()

@@ -11,9 +11,9 @@ from sqlalchemy import func, select
 
 from bot.catalog.render import CatalogRenderer
 from bot.db.models import Message, TgUpdate
+from bot.sandbox.balancer import free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import REDIS_URL, make_settings, running
-from tests.test_webhook_mode import free_port
 
 
 def start_update(update_id: int, user_id: int) -> dict[str, object]:

@@ -4,7 +4,6 @@ within seconds with nothing lost, a buyer mid-quiz carried on by the other insta
 from __future__ import annotations
 
 import asyncio
-import itertools
 import os
 import signal
 import sys
@@ -12,10 +11,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import aiohttp
 import httpx
 import pytest
-from aiohttp import web
 from sqlalchemy import select
 
 from bot.catalog.render import CatalogRenderer
@@ -23,12 +20,12 @@ from bot.config import PROJECT_DIR
 from bot.db.models import Message, TgUpdate
 from bot.db.session import open_database
 from bot.receiver import FileLock
+from bot.sandbox.balancer import Balancer, free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.conftest import REDIS_URL, SECRET, TOKEN, make_settings, running
 from tests.test_inbox_crash import until
 from tests.test_cli import environment
-from tests.test_webhook_mode import free_port
 
 BUYERS = 12
 MESSAGES = 8  # each after its /start
@@ -92,43 +89,6 @@ async def elected(instances: list[Instance]) -> Instance:
 
     await until(one_receives, 120, "one instance to be elected receiver")
     return found[0]
-
-
-class Balancer:
-    """The load balancer in front of the web instances: each webhook request to the next one that answers."""
-
-    def __init__(self, ports: list[int]) -> None:
-        self.ports = ports
-        self.turns = itertools.count()
-        self.session: aiohttp.ClientSession | None = None
-        self.runner: web.AppRunner | None = None
-        self.port = free_port()
-
-    async def forward(self, request: web.Request) -> web.Response:
-        assert self.session is not None
-        body = await request.read()
-        for _ in self.ports:
-            port = self.ports[next(self.turns) % len(self.ports)]
-            try:
-                async with self.session.post(f"http://127.0.0.1:{port}{request.path}", data=body, headers=request.headers) as answer:
-                    return web.Response(status=answer.status, body=await answer.read(), content_type="application/json")
-            except aiohttp.ClientConnectionError:
-                continue  # a dead instance: the next one
-        return web.Response(status=502)
-
-    async def __aenter__(self) -> Balancer:
-        self.session = aiohttp.ClientSession()
-        app = web.Application()
-        app.router.add_post("/{path:.*}", self.forward)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self.runner is not None and self.session is not None
-        await self.runner.cleanup()
-        await self.session.close()
 
 
 async def delivered(sandbox: TelegramSandbox) -> bool:

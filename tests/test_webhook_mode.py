@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from pathlib import Path
 
 import httpx
@@ -11,15 +10,10 @@ from sqlalchemy import select
 
 from bot.catalog.render import CatalogRenderer
 from bot.db.models import Lead
+from bot.sandbox.balancer import free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.conftest import make_settings, running
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 async def test_updates_arrive_by_webhook_with_the_secret_token(sandbox: TelegramSandbox, sqlite_url: str, tmp_path: Path,
