@@ -12,12 +12,13 @@ from sqlalchemy import select
 from bot.catalog.render import CatalogRenderer
 from bot.crm.models import AmojoReply
 from bot.db.base import utcnow
-from bot.db.models import Lead
+from bot.db.models import Lead, TgSend
 from bot.journal import LEAD_CREATED
 from bot.media import MediaLinks
 from bot.relay.models import RelayWait
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
+from bot.sender import RELAY
 from tests.amojo_support import channel_settings, connect, lead_of
 from tests.buyer import Buyer
 from tests.conftest import TOKEN
@@ -41,6 +42,7 @@ async def amocrm() -> AsyncIterator[AmoSandbox]:
 async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str,
                                                                      tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
     settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    sandbox.set_profile_photo(buyer.id, b"JPEG-avatar")
     async with running(settings, renderer) as app:
         await connect(app, registered)
         body = (await post_marquiz(app, MARQUIZ)).json()
@@ -68,6 +70,7 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
             media = [m["media"] for m in chat.messages if m.get("media")]
             fetched = [await http.get(url) for url in media]
             sheet = await http.get(next(m["media"] for m in chat.messages if m.get("file_name") == "заявка.xlsx"))
+            avatar = await http.get(chat.user["avatar"])
 
     incoming = [line for line in lines if line.startswith("←")]
     assert incoming == ["← Анна Петрова: /start", "← Анна Петрова: Есть размеры 46–52?", "← Анна Петрова: [picture] Вот такие нужны",
@@ -81,7 +84,8 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
     assert amocrm.chats.unsorted == [] and len(amocrm.account.leads) == 1
     assert chat.user["name"] == "Анна Петрова" and chat.user["phone"]
     assert [r.status_code for r in fetched] == [200] * len(media) and sheet.content == b"PK-sheet"
-    assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in media)
+    assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in [*media, chat.user["avatar"]])
+    assert avatar.content == b"JPEG-avatar" and chat.user["profile_link"] == "https://t.me/anna_opt"
 
 
 async def open_chat(app, amocrm: AmoSandbox, buyer: Buyer, team: Team, registered) -> tuple[str, int]:  # type: ignore[no-untyped-def]
@@ -122,11 +126,13 @@ async def test_a_managers_reply_from_amocrm_reaches_the_buyer_the_topic_and_come
         await eventually(lambda: any("Пришлю прайс" in line for line in amocrm.chats.transcript(conversation)), timeout=15)
         async with app.db() as session:
             wait = (await session.scalars(select(RelayWait))).one()
+            recorded = (await session.scalars(select(TgSend).where(TgSend.text.contains("работаем")))).one()
         lines = amocrm.chats.transcript(conversation)
 
     assert answer["text"] == "Да, работаем с ИП и ООО <b>" and [e["type"] for e in answer.get("entities", [])] == ["bold"]
     assert photo["caption"] == "Вот образец" and sandbox.files[photo["photo"][-1]["file_id"]] == b"\x89PNG-a-picture"
     assert statuses(amocrm, conversation, text_id) == [{"delivery_status": 1}]
+    assert recorded.kind == RELAY  # through the send outbox, never sent twice when its outcome is unknown
     assert statuses(amocrm, conversation, picture_id) == [{"delivery_status": 1}]
     assert notices[0]["text"].startswith("💬 из amoCRM: Мария Соколова\nДа, *работаем* с ИП и ООО <b>")
     assert wait.closed_at is not None and wait.answered_by_name == "Мария Соколова"  # the SLA stopped at the first answer

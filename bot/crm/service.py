@@ -101,7 +101,8 @@ class CrmSync:
             self.channel_secret = settings.amocrm_channel_secret.get_secret_value()  # type: ignore[union-attr]
             self.channel_limiter = channel_limiter(settings)
             self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
-            self.conversations = Conversations(db, self.client, self.chats_api, media)
+            avatar = (lambda user_id: media.profile_photo(messenger.bot, user_id)) if media and messenger else None
+            self.conversations = Conversations(db, self.client, self.chats_api, media, avatar=avatar)
             if messenger is not None:
                 from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
 
@@ -124,7 +125,7 @@ class CrmSync:
             return []
         routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
         if self.replies is not None:  # signed by amoCRM: no secret in the path
-            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.replies.wakeup.set)))
+            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.conversations.scope, self.replies.dispatch)))
         return routes
 
     async def probe(self) -> None:
