@@ -47,6 +47,8 @@ TEST_BATCH_RATED = "test_batch_rated"  # the survey after the test batch: {ratin
 TEST_BATCH_COMMENTED = "test_batch_commented"  # … what the buyer would change: {comment, test_batch_comment}
 TEST_BATCH_UNHAPPY = "test_batch_unhappy"  # a rating of 3 or less: {rating}
 MAIN_BATCH_NUDGE = "main_batch_nudge"  # rated 4–5 and no main batch agreed days later: {rating, days}
+REORDER_REQUESTED = "reorder_requested"  # «Повторить заказ» under the reorder offer: {followup, new_products}
+REORDER_SNOOZED = "reorder_snoozed"  # «Пока не нужно»: {days}
 REQUIRED_DATA_RECEIVED = "required_data_received"  # what a stage requires, all in: {for_stage, delivery_city, company_name, inn, contact_phone}  # {stage, previous}: the lead's furthest stage is kept up to date
 
 
