@@ -105,6 +105,16 @@ def converse(buyers: list[Buyer], first: int, last: int) -> None:
             buyer.send(f"сообщение {number}")
 
 
+async def first_half(sandbox: TelegramSandbox, first_user: int) -> list[Buyer]:
+    """:data:`BUYERS` buyers: each ``/start`` and half of their messages, taken from the sandbox."""
+    buyers = [Buyer(sandbox, user_id=first_user + index, first_name=f"Покупатель{index}") for index in range(BUYERS)]
+    for buyer in buyers:
+        buyer.send("/start")
+    converse(buyers, 0, MESSAGES // 2)
+    await until(lambda: delivered(sandbox), 60, "the first half to be taken")
+    return buyers
+
+
 async def logged_in_order(database_url: str, buyers: list[Buyer], messages: int) -> None:
     """Every buyer message logged once, each chat's in the order it was written."""
     db = open_database(database_url)
@@ -147,11 +157,7 @@ async def test_two_pollers_never_poll_at_once_and_the_survivor_takes_over(
             await instance.start()
         receiver = await elected(instances)
         other = next(instance for instance in instances if instance is not receiver)
-        buyers = [Buyer(sandbox, user_id=7100 + index, first_name=f"Покупатель{index}") for index in range(BUYERS)]
-        for buyer in buyers:
-            buyer.send("/start")
-        converse(buyers, 0, MESSAGES // 2)
-        await until(lambda: delivered(sandbox), 60, "the receiver to take the first half")
+        buyers = await first_half(sandbox, 7100)
         assert conflicts(sandbox) == (0, 0)
 
         sandbox.set_delay(0.2, method="sendMessage")  # replies under way when the kill lands
@@ -193,17 +199,12 @@ async def test_behind_one_webhook_one_instance_registers_it_and_every_update_is_
             other = next(instance for instance in instances if instance is not receiver)
             webhook = (await sandbox.wait_for_call("setWebhook", timeout=30)).params
             assert webhook["url"] == f"http://127.0.0.1:{balancer.port}/webhooks/telegram" and len(webhook["secret_token"]) >= 32
-            buyers = [Buyer(sandbox, user_id=7300 + index, first_name=f"Покупатель{index}") for index in range(BUYERS)]
-            for buyer in buyers:
-                buyer.send("/start")
-            converse(buyers, 0, MESSAGES // 2)
-            await until(lambda: delivered(sandbox), 60, "the first half to be delivered")
+            buyers = await first_half(sandbox, 7300)
 
             receiver.kill()  # the balancer sends everything to the other one from now on
             converse(buyers, MESSAGES // 2, MESSAGES)
             await until(other.receiving, TAKE_OVER, "the other instance to be elected")
-            await until(lambda: webhook_set_twice(sandbox), TAKE_OVER,
-                        "the webhook to be registered again")
+            await until(lambda: webhook_set_twice(sandbox), TAKE_OVER, "the webhook to be registered again")
             assert [call.params["secret_token"] for call in sandbox.calls if call.method == "setWebhook"] == [webhook["secret_token"]] * 2
             await logged_in_order(postgres_url, buyers, MESSAGES)
             assert not [call for call in sandbox.calls if call.method == "getUpdates"]
