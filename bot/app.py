@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -33,6 +34,7 @@ from bot.journey.intake import IntakeService
 from bot.journey.router import create_router as journey_router
 from bot.journey.service import JourneyService
 from bot.journey.webhook import marquiz_handler
+from bot.logs import add_secret
 from bot.inbox import Inbox
 from bot.loops import Worker
 from bot.media import MEDIA_PATH, MediaLinks
@@ -194,9 +196,12 @@ class App:
         # the workers start in the background: the service answers meanwhile, a render waits for its worker
         self._warming = asyncio.ensure_future(self.renderer.warm_up(self.settings.render_warm))
         await self.crm.start()
-        if self.role != "worker" and self.settings.public_url:
+        if self.role != "worker" and self.settings.public_url:  # a random 256-bit token, masked in the log before it is written
+            candidate = secrets.token_urlsafe(32)
+            add_secret(candidate)
             async with self.db.begin() as session:
-                self.receiver.secret_token = await webhook.secret_token(session)
+                self.receiver.secret_token = await webhook.secret_token(session, candidate)
+            add_secret(self.receiver.secret_token)
         if not self.webhook_secret:
             log.warning("webhooks.off", reason="WEBHOOK_SECRET is not set: the Marquiz and amoCRM webhooks answer 404")
         log.info("app.started", bot=self.bot_username)

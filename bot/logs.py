@@ -45,6 +45,13 @@ class MaskingFormatter(logging.Formatter):
         return mask(self.inner.format(record), self.secrets)
 
 
+def add_secret(secret: str) -> None:
+    """Mask ``secret`` too from now on (a secret learnt at run time, e.g. read from the database)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, MaskingFormatter) and secret and secret not in handler.formatter.secrets:
+            handler.formatter.secrets = sorted({*handler.formatter.secrets, secret}, key=len, reverse=True)
+
+
 def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), json: bool = False) -> None:
     """Log at ``level`` to stderr; ``json``: every line, third-party loggers' too, one JSON object."""
     logging.basicConfig(level=level.upper(), format="%(message)s")
