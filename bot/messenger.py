@@ -9,9 +9,10 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
 from aiogram.types import InputFile, Message
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
+from bot.db.session import Database
 from bot.inbound import attachment
 from bot.journal import BLOCKED, Journal
 from bot.sender import SERVICE, Outgoing, Sender, Unknown
@@ -41,7 +42,7 @@ def unreachable_reason(exc: Exception) -> str | None:
 
 
 class Messenger:
-    def __init__(self, bot: Bot, db: async_sessionmaker[AsyncSession], journal: Journal, sender: Sender) -> None:
+    def __init__(self, bot: Bot, db: Database, journal: Journal, sender: Sender) -> None:
         self.bot = bot
         self.db = db
         self.journal = journal
@@ -84,10 +85,12 @@ class Messenger:
             except Unknown:  # the buyer may have it; not sent again (a greeting, a relayed message)
                 continue
         if log and sent:
-            async with self.db.begin() as session:
+            async def record(session: AsyncSession) -> None:
                 for message in sent:
                     await self.log_out(lead.id, kind="text", text=message.text, tg_message_id=message.message_id,
                                        author=author, author_name=author_name, session=session)
+
+            await self.db.together(record)
         return sent
 
     async def say(self, lead: Lead, items: Sequence[tuple[str, Any]], *, kind: str = SERVICE, log: bool = True,
