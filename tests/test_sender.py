@@ -107,3 +107,44 @@ async def test_a_blocked_buyer_is_not_retried(app, sandbox: TelegramSandbox, buy
     async with app.db() as session:
         failed = (await session.execute(select(TgSend).where(TgSend.state == "failed"))).scalars().all()
     assert len(failed) == 1 and failed[0].attempts == 1 and "blocked" in failed[0].error
+
+
+async def test_the_catalogue_outlives_an_outage(app, sandbox: TelegramSandbox, buyer: Buyer) -> None:  # type: ignore[no-untyped-def]
+    """A tap on «catalogue» while Telegram answers 502 to every upload: the PDF and the price list arrive once it is back."""
+    from tests.test_journey_catalog import arrive
+
+    await arrive(app, buyer)
+    sandbox.outage("sendDocument", seconds=600)
+    sandbox.outage("sendChatAction", seconds=600)  # a hint only: it must not stop the catalogue
+    buyer.click("каталог")
+    await until(lambda: any(call.method == "sendDocument" and not call.ok for call in sandbox.calls), "the upload to be refused")
+    sandbox.outage("sendDocument", seconds=0)
+    document, price_list, offer = await buyer.replies(3, timeout=60)
+
+    assert document["document"]["mime_type"] == "application/pdf" and price_list["document"]["file_name"].endswith(".xlsx")
+    assert "тестовая партия" in offer["text"].lower()
+    await app.inbox.idle()
+    assert len(sandbox.messages(buyer.id, from_bot=True)) == 4  # greeting, PDF, price list, offer: nothing twice, no apology
+
+
+async def test_a_managers_answer_outlives_an_outage(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                    renderer: CatalogRenderer, buyer: Buyer) -> None:
+    """A manager answers while Telegram answers 502 to every copy into the buyer's chat: the answer arrives once, after."""
+    from tests.relay_support import IVAN, OPERATORS, Team, open_topic, relay_settings
+
+    async with running(relay_settings(sandbox, database_url, tmp_path), renderer) as app:
+        team = Team(sandbox)
+        thread = (await open_topic(app, buyer, team)).thread
+        seen = len(sandbox.messages(buyer.id, from_bot=True))
+        sandbox.outage("copyMessage", seconds=600)
+        team.say(IVAN, thread, "Добрый день! Пришлю прайс через минуту.")
+        # longer than the inbox's own retries of a failed update (3 tries in all): only the send's rule gets it through
+        await until(lambda: sum(call.method == "copyMessage" and not call.ok for call in sandbox.calls) >= 4,
+                    "the copy to be refused four times")
+        sandbox.outage("copyMessage", seconds=0)
+        await sandbox.wait_for_messages(buyer.id, seen + 1, timeout=60)
+        await app.inbox.idle()
+
+    answers = [m for m in sandbox.messages(buyer.id, from_bot=True) if m.get("text") == "Добрый день! Пришлю прайс через минуту."]
+    assert len(answers) == 1
+    assert not [m for m in sandbox.messages(OPERATORS, from_bot=True) if "Не отправлено" in (m.get("text") or "")]

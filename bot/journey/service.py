@@ -7,6 +7,7 @@ pool after the buyer has been answered, and CRM work only goes into the outbox.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
 from functools import partial
@@ -14,6 +15,7 @@ from typing import Any
 
 import structlog
 from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -334,7 +336,8 @@ class JourneyService:
 
     async def send_catalog(self, lead: Lead) -> None:
         """Render (or reuse) the personal catalogue, send it, record the event, offer the test batch."""
-        await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
+        with contextlib.suppress(TelegramAPIError):  # only a hint that a file is coming: never worth failing for
+            await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
         try:
             await self.catalog.send(lead, lambda document: self.messenger.send_document(lead, document, caption=self._caption(lead)))
         except Exception:
