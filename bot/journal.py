@@ -40,6 +40,8 @@ SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, re
 # Event kinds of the amoCRM sync.
 CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source, fields}
 STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)
+CRM_TASK_CHANGED = "crm_task_changed"  # a REMINDER_TASK_TYPE task on the deal: {task_id, text, complete_till (unix), state, source}
+TASK_OPEN, TASK_COMPLETED, TASK_DELETED = "open", "completed", "deleted"  # its state
 # Event kinds of the follow-ups (bot/followups): what the buyer was sent after a stage move, or why not.
 FOLLOWUP_SENT = "followup_sent"  # {followup (its kind), key, stage}
 FOLLOWUP_SKIPPED = "followup_skipped"  # {followup, key, stage, reason}: blocked, stale (the deal moved on), cancelled

@@ -89,6 +89,7 @@ class CrmSync:
         self.workers: list[Worker] = []
         self.conversations: Conversations | None = None  # the amoCRM chat, with the channel on
         self.replies: Replies | None = None
+        self.task_type = settings.reminder_task_type  # tasks that remind the buyer (journalled for bot/followups)
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return
@@ -110,7 +111,7 @@ class CrmSync:
                 self.workers.append(self.replies.run)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
                                    self.chat_wakeup)
-        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
+        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours, task_type=self.task_type)
         self.workers += [self.worker.run, self.checks.run, *([self.worker.run_chats] if self.channel else [])]
 
     def wake(self) -> None:
@@ -129,7 +130,7 @@ class CrmSync:
         """The inbound amoCRM webhook (only when the sync is on) and the chat channel's hook (when it is on)."""
         if not self.enabled:
             return []
-        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url, self.task_type))]
         if self.replies is not None:  # signed by amoCRM: no secret in the path
             routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.conversations.scope, self.replies.dispatch)))
         return routes

@@ -34,7 +34,7 @@ from bot.followups.required import RequiredData
 from bot.followups.survey import Survey, survey_keyboard
 from bot.funnel import depth
 from bot.hours import QuietHours, zone_of
-from bot.journal import FOLLOWUP_SENT, FOLLOWUP_SKIPPED, MAIN_BATCH_NUDGE, STAGE_EVENTS, Journal, Record
+from bot.journal import CRM_TASK_CHANGED, FOLLOWUP_SENT, FOLLOWUP_SKIPPED, MAIN_BATCH_NUDGE, STAGE_EVENTS, Journal, Record
 from bot.loops import Loop, Worker
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.ports import Catalog, OperatorTopic
@@ -86,14 +86,18 @@ class FollowUps:
 
     # ------------------------------------------------------------- scheduling
     async def on_record(self, session: AsyncSession, lead: Lead, record: Record) -> None:
-        """Journal subscriber: a stage move schedules its message (once per deal and stage); an order, the reorder offer."""
-        if not isinstance(record, LeadEvent) or record.kind not in STAGE_EVENTS:
+        """Journal subscriber: a stage move schedules its message (once per deal and stage), an order the reorder offer, an
+        amoCRM task of the reminder type its reminder."""
+        if not isinstance(record, LeadEvent):
             return
-        stage, deal = record.data.get("stage"), deal_key(lead)
-        added = False
-        if depth(stage) >= depth(lead.furthest_stage):  # not a late webhook of a stage the deal has passed
-            added = await self._schedule_stage(session, lead, record, deal)
-        added |= await self.reorders.on_stage(session, lead, stage, deal)
+        if record.kind == CRM_TASK_CHANGED:
+            added = await self.reminders.from_task(session, lead, record.data)
+        elif record.kind in STAGE_EVENTS:
+            stage, deal = record.data.get("stage"), deal_key(lead)
+            added = depth(stage) >= depth(lead.furthest_stage) and await self._schedule_stage(session, lead, record, deal)  # not a late webhook
+            added |= await self.reorders.on_stage(session, lead, stage, deal)
+        else:
+            return
         if added:
             event.listen(session.sync_session, "after_commit", lambda _: self.wake.set(), once=True)
 

@@ -84,6 +84,18 @@ async def cancel(session: AsyncSession, followup_id: int, reason: str) -> bool:
     return bool(result.rowcount)
 
 
+async def cancel_key(session: AsyncSession, key: str, reason: str) -> None:
+    """Cancel the follow-up ``key`` if it is not sent yet."""
+    await session.execute(update(FollowUp).where(FollowUp.key == key, FollowUp.state == PENDING).values(state=CANCELLED, reason=reason))
+
+
+async def reschedule(session: AsyncSession, key: str, due_at: datetime, data: dict[str, Any]) -> bool:
+    """Move the follow-up ``key`` to ``due_at`` with ``data`` if it is not sent yet; True if it was pending."""
+    result = await session.execute(update(FollowUp).where(FollowUp.key == key, FollowUp.state == PENDING)
+                                   .values(due_at=due_at, data=data, reason=None))
+    return bool(result.rowcount)
+
+
 async def cancel_pending(session: AsyncSession, lead_id: int, kind: str, reason: str) -> None:
     """Cancel the lead's follow-ups of ``kind`` not sent yet."""
     await session.execute(update(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == kind, FollowUp.state == PENDING)
