@@ -54,6 +54,8 @@ REPEATED_WHEN_UNKNOWN = {GREETING: False, CATALOGUE: True, RELAY: False, SERVICE
 LEASE = 10.0  # seconds an instance holds the sends it is working on; renewed while it does
 MAX_PAUSE = 30.0  # the longest pause between two tries after a 5xx or network error
 CLAIM_BATCH = 100
+KEEP_SETTLED = timedelta(days=7)  # a send sent, failed or unknown is kept this long (inspection), then deleted
+PRUNE_EVERY = 600.0  # seconds between two such deletions
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Sender:
         self.refused: Refused | None = None
         self._mine: set[int] = set()
         self._renewed = 0.0
+        self._pruned = 0.0
         self._changes: list[dict[str, Any]] = []
         self._writing: asyncio.Task[None] | None = None
         self._resuming: set[asyncio.Task[None]] = set()
@@ -228,6 +231,10 @@ class Sender:
                 await sends.renew(session, list(self._mine), self.owner, utcnow() + timedelta(seconds=self.lease))
             self._renewed = time.monotonic()
         now = utcnow()
+        if time.monotonic() - self._pruned > PRUNE_EVERY:
+            async with self.db.begin() as session:
+                await sends.prune(session, now - KEEP_SETTLED)
+            self._pruned = time.monotonic()
         async with self.db() as session:
             if not await sends.any_claimable(session, now):
                 return False

@@ -148,3 +148,37 @@ async def test_a_managers_answer_outlives_an_outage(sandbox: TelegramSandbox, da
     answers = [m for m in sandbox.messages(buyer.id, from_bot=True) if m.get("text") == "Добрый день! Пришлю прайс через минуту."]
     assert len(answers) == 1
     assert not [m for m in sandbox.messages(OPERATORS, from_bot=True) if "Не отправлено" in (m.get("text") or "")]
+
+
+async def test_settled_sends_and_handled_updates_are_forgotten_after_a_week(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer) -> None:
+    from datetime import timedelta
+
+    from bot.db.base import utcnow
+    from bot.db.models import TgUpdate
+    from bot.db.session import database
+
+    old, fresh = utcnow() - timedelta(days=8), utcnow()
+    far = fresh + timedelta(days=30)
+    async with database(database_url) as db, db.begin() as session:
+        session.add_all([
+            TgSend(kind="service", chat_id=1, text="old, sent", state="sent", deadline=old, created_at=old),
+            TgSend(kind="service", chat_id=1, text="old, unknown", state="unknown", deadline=old, created_at=old),
+            TgSend(kind="service", chat_id=2, text="old, still waiting", state="waiting", deadline=far, created_at=old,
+                   owner="someone", lease_until=far),
+            TgSend(kind="service", chat_id=3, text="fresh, sent", state="sent", deadline=fresh, created_at=fresh),
+            TgUpdate(update_id=10**9, chat_id=1, raw="{}", received_at=old, handled_at=old, attempts=1),
+            TgUpdate(update_id=10**9 + 1, chat_id=1, raw="{}", received_at=fresh, handled_at=fresh, attempts=1),
+        ])
+
+    async def kept() -> tuple[set[str], set[int]]:
+        async with app.db() as session:
+            texts = set((await session.execute(select(TgSend.text))).scalars())
+            update_ids = set((await session.execute(select(TgUpdate.update_id).where(TgUpdate.update_id >= 10**9))).scalars())
+        return texts, update_ids
+
+    async with running(make_settings(sandbox, database_url, tmp_path), renderer) as app:  # an instance prunes as it starts
+        deadline = asyncio.get_running_loop().time() + 30
+        while await kept() != ({"old, still waiting", "fresh, sent"}, {10**9 + 1}):
+            assert asyncio.get_running_loop().time() < deadline, f"not pruned: {await kept()}"
+            await asyncio.sleep(0.1)
