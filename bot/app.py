@@ -115,7 +115,7 @@ class App:
             self.crm.replies.topic = self.relay  # replies from amoCRM's chat shown in the lead's topic
         self.journal.subscribe(self.relay.on_record)
         self.workers.append(self.relay.run)
-        self.followups = FollowUps(settings, self.db, self.journal, self.messenger, topic=self.relay)
+        self.followups = FollowUps(settings, self.db, self.journal, self.messenger, catalog=self.catalog, topic=self.relay)
         self.journal.subscribe(self.followups.on_record)
         self.workers += self.followups.workers
         self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)

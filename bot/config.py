@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     stage_messages: Path = Field(default=PACKAGE_DIR / "followups" / "stage_messages.yaml", alias="STAGE_MESSAGES")
     feedback_survey_days: float = Field(default=3, gt=0, le=90, alias="FEEDBACK_SURVEY_DAYS")  # after «Тестовая партия получена»
     main_batch_nudge_days: float = Field(default=7, gt=0, le=90, alias="MAIN_BATCH_NUDGE_DAYS")  # after a rating of 4–5
+    # the reorder offer: the rhythm assumed after a first shipped order, how many days before the expected reorder it
+    # goes, how long «Пока не нужно» puts it off
+    reorder_default_days: float = Field(default=30, gt=0, le=365, alias="REORDER_DEFAULT_DAYS")
+    reorder_notice_days: float = Field(default=3, ge=0, le=60, alias="REORDER_NOTICE_DAYS")
+    reorder_snooze_days: float = Field(default=14, gt=0, le=365, alias="REORDER_SNOOZE_DAYS")
+    # an amoCRM task of this type (task_type_id) on the buyer's deal reminds the buyer at its deadline; unset = off
+    reminder_task_type: int | None = Field(default=None, gt=0, alias="REMINDER_TASK_TYPE")
 
     # Sales analytics (bot/analytics/): the weekly digest, in TIMEZONE ("off" = none); where it goes (default: each admin)
     report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")

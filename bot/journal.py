@@ -40,6 +40,8 @@ SLA_BREACHED = "sla_breached"  # an overdue answer: {level, minutes, manager, re
 # Event kinds of the amoCRM sync.
 CRM_STAGE_CHANGED = "crm_stage_changed"  # the deal moved in amoCRM: {stage, previous, status_id, pipeline_id, source, fields}
 STAGE_EVENTS = (CRM_STAGE_CHANGED, STAGE_CHANGED)
+CRM_TASK_CHANGED = "crm_task_changed"  # a REMINDER_TASK_TYPE task on the deal: {task_id, text, complete_till (unix), state, source}
+TASK_OPEN, TASK_COMPLETED, TASK_DELETED = "open", "completed", "deleted"  # its state
 # Event kinds of the follow-ups (bot/followups): what the buyer was sent after a stage move, or why not.
 FOLLOWUP_SENT = "followup_sent"  # {followup (its kind), key, stage}
 FOLLOWUP_SKIPPED = "followup_skipped"  # {followup, key, stage, reason}: blocked, stale (the deal moved on), cancelled
@@ -47,6 +49,8 @@ TEST_BATCH_RATED = "test_batch_rated"  # the survey after the test batch: {ratin
 TEST_BATCH_COMMENTED = "test_batch_commented"  # … what the buyer would change: {comment, test_batch_comment}
 TEST_BATCH_UNHAPPY = "test_batch_unhappy"  # a rating of 3 or less: {rating}
 MAIN_BATCH_NUDGE = "main_batch_nudge"  # rated 4–5 and no main batch agreed days later: {rating, days}
+REORDER_REQUESTED = "reorder_requested"  # «Повторить заказ» under the reorder offer: {followup, new_products}
+REORDER_SNOOZED = "reorder_snoozed"  # «Пока не нужно»: {days}
 REQUIRED_DATA_RECEIVED = "required_data_received"  # what a stage requires, all in: {for_stage, delivery_city, company_name, inn, contact_phone}  # {stage, previous}: the lead's furthest stage is kept up to date
 
 

@@ -56,6 +56,17 @@ class MediaLinks:
         payload = _b64(json.dumps({"f": file_id, "e": expires, "n": name, "m": mime}, separators=(",", ":")).encode())
         return f"{self.base().rstrip('/')}/media/{payload}.{self._sign(payload)}"
 
+    async def profile_photo(self, bot: Bot, user_id: int) -> str | None:
+        """A link to the user's current Telegram profile photo (its largest size), or None if they show none."""
+        try:
+            photos = await bot.get_user_profile_photos(user_id, limit=1)
+        except TelegramAPIError as exc:
+            log.warning("media.no_profile_photo", user_id=user_id, error=exc.message)
+            return None
+        if not photos.photos or not photos.photos[0]:
+            return None
+        return self.url(photos.photos[0][-1].file_id, name="avatar.jpg", mime="image/jpeg")
+
     def read(self, token: str) -> tuple[dict[str, Any] | None, int]:
         """The token's payload and 200, or None and the status to answer (404 forged, 410 expired)."""
         payload, _, signature = token.partition(".")

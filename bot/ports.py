@@ -2,7 +2,7 @@
 the composition root (:mod:`bot.app`) hands each feature the real parts."""
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,15 @@ class PriceRange:
     high: str
 
 
+@dataclass(frozen=True)
+class Offered:
+    """A product as offered to one buyer: its SKU, name and price at their tier (the amount with the currency, per unit)."""
+
+    sku: str
+    name: str
+    price: str
+
+
 class Catalog(Protocol):
     """The supplier's catalogue (``bot/catalog``)."""
 
@@ -47,6 +56,12 @@ class Catalog(Protocol):
     def prices(self, interests: Mapping[str, Any], language: str) -> tuple[str, list[PriceRange]]:
         """The name of the buyer's volume tier (the smallest when unknown) and the price ranges of the categories they
         want (through the quiz → catalogue mapping), in ``language``."""
+
+    def assortment(self, interests: Mapping[str, Any]) -> list[str]:
+        """The SKUs of the categories the buyer wants (all when unknown), as the catalogue is now."""
+
+    def novelties(self, interests: Mapping[str, Any], language: str, known: Collection[str]) -> list[Offered]:
+        """The products of the buyer's categories whose SKU is not in ``known``, in catalogue order, at the buyer's tier."""
 
 
 class BuyerRelay(Protocol):

@@ -8,7 +8,9 @@ API, write the outcomes. A 429 pauses the whole sender for ``retry_after`` and p
 row back; 403 blocked/deactivated and 400 chat-not-found mark the lead unreachable; 5xx
 and connection failures are retried ``max_attempts`` times; a network error after the
 request left is ``unknown``, like a row found ``sending`` when a dead sender's lease is
-taken over — those are reported, never resent.
+taken over — those are reported, never resent. With ``log_sent`` (the amoCRM chat channel is on) every message
+sent is logged in the conversation (the journal, author ``broadcast``) in the transaction that records its outcome,
+so the amoCRM chat holds it too.
 """
 from __future__ import annotations
 
@@ -26,15 +28,17 @@ import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import SendMessage
-from aiogram.types import FSInputFile
+from aiogram.types import FSInputFile, MessageId
 from aiogram.types import Message as TgMessage
 from aiohttp import ClientConnectorError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
 from bot.db.base import utcnow
 from bot.db.models import Lead
 from bot.hours import QuietHours, zone_of
+from bot.inbound import attachment
 from bot.journal import BLOCKED, Journal
 from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
@@ -97,8 +101,10 @@ class Engine:
         max_attempts: int = 3,
         clock: Clock = utcnow,
         catalog: Catalog | None = None,
+        log_sent: bool = False,
     ) -> None:
         self.db = db
+        self.log_sent = log_sent  # each message sent goes into the conversation log (the amoCRM chat shows it)
         self.bot = bot
         self.journal = journal
         self.renderer = renderer
@@ -229,8 +235,8 @@ class Engine:
             method = self._text_methods[markup_json] = SendMessage.model_construct(chat_id=0, text="", reply_markup=markup_json, allow_paid_broadcast=paid)
         return method
 
-    async def deliver(self, variant: Variant, r: Recipient, broadcast_id: int, chat_id: int | None = None) -> int:
-        """One Bot API call (the message of ``variant`` for ``r``); returns the Telegram message id."""
+    async def deliver(self, variant: Variant, r: Recipient, broadcast_id: int, chat_id: int | None = None) -> TgMessage | MessageId:
+        """One Bot API call (the message of ``variant`` for ``r``); returns what Telegram answered (a copy: its id only)."""
         if self.bot is None:
             raise RuntimeError("BOT_TOKEN is not set")
         chat = chat_id or r.tg_user_id
@@ -238,11 +244,10 @@ class Engine:
         markup, markup_json = self.renderer.keyboard(variant, r.language, broadcast_id)
         if variant.media is None and not variant.catalog and variant.copy_of is None:
             method = self._text_method(markup_json).model_copy(update={"chat_id": chat, "text": text})
-            return (await self.bot(method)).message_id
+            return await self.bot(method)
         options: dict[str, Any] = {"reply_markup": markup, "allow_paid_broadcast": True if self.paid else None}
         if variant.copy_of is not None:
-            copied = await self.bot.copy_message(chat, variant.copy_of.chat_id, variant.copy_of.message_id, **options)
-            return copied.message_id
+            return await self.bot.copy_message(chat, variant.copy_of.chat_id, variant.copy_of.message_id, **options)
         if variant.catalog:
             if self.catalog is None:
                 raise RuntimeError("no catalogue renderer configured")
@@ -251,7 +256,7 @@ class Engine:
             kind, spec = variant.media
             method = getattr(self.bot, f"send_{kind}")
             message = await self._media(spec, lambda file: method(chat, file, caption=text or None, **options))
-        return message.message_id
+        return message
 
 
 def _row(broadcast_id: int, content: Content, lead_id: int, now: datetime, problem: str | None) -> dict[str, Any]:
@@ -282,6 +287,7 @@ class _Run:
         self.in_flight: set[asyncio.Task[None]] = set()
         self.results: list[dict[str, Any]] = []
         self.sent: list[int] = []  # leads sent to since the last flush
+        self.logged: list[tuple[int, TgMessage | MessageId]] = []  # (lead, what was sent) to log, with ``log_sent``
         self.blocked: list[tuple[int, str]] = []
         self.streak = 0
         self.stop: str | None = None
@@ -317,6 +323,22 @@ class _Run:
                     log.info("broadcast.finished", broadcast_id=self.b.id)
                     return FINISHED_RUN
         return IDLE
+
+    async def _log(self, session: AsyncSession, logged: list[tuple[int, TgMessage | MessageId]]) -> None:
+        """The messages sent, in the conversation log (one query for their leads)."""
+        if not logged:
+            return
+        leads = {lead.id: lead for lead in await session.scalars(select(Lead).where(Lead.id.in_({lead_id for lead_id, _ in logged})))}
+        for lead_id, message in logged:
+            lead = leads.get(lead_id)
+            if lead is None:
+                continue
+            sent = message if isinstance(message, TgMessage) else None
+            await self.e.journal.message(
+                session, lead, direction="out", author="broadcast", kind=sent.content_type.value if sent else "text",
+                text=(sent.text or sent.caption) if sent else None, tg_chat_id=lead.tg_user_id, tg_message_id=message.message_id,
+                meta={"broadcast_id": self.b.id, **(attachment(sent) if sent else {})},
+            )
 
     async def _fill(self) -> bool:
         """Read the next page of due rows; at the end, look once more from the start (rows put back)."""
@@ -368,7 +390,7 @@ class _Run:
             delay = self.e.spacing.delay(r.tg_user_id)
             if delay:
                 await asyncio.sleep(delay)
-            message_id = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
+            message = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
             await self.e.limiter.pause(exc.retry_after)
             metrics.BROADCAST.labels("retry_after").inc()
@@ -380,8 +402,10 @@ class _Run:
             metrics.BROADCAST.labels("sent").inc()
             self.streak = 0
             now = self.e.clock()
-            self.results.append(_outcome(row.id, SENDING, SENT, message_id=message_id, sent_at=now, tries=1))
+            self.results.append(_outcome(row.id, SENDING, SENT, message_id=message.message_id, sent_at=now, tries=1))
             self.sent.append(r.id)
+            if self.e.log_sent:
+                self.logged.append((r.id, message))
 
     def _failed(self, row: store.Row, exc: Exception) -> None:
         reason = unreachable_reason(exc)
@@ -410,10 +434,11 @@ class _Run:
         renew = not final and time.monotonic() - self.renewed >= RENEW_EVERY
         if not (self.results or self.blocked or renew):
             return
-        results, sent, blocked = self.results, self.sent, self.blocked
-        self.results, self.sent, self.blocked = [], [], []
+        results, sent, blocked, logged = self.results, self.sent, self.blocked, self.logged
+        self.results, self.sent, self.blocked, self.logged = [], [], [], []
         async with self.e.db.begin() as session:
             await store.write_results(session, results, sent, self.e.clock())
+            await self._log(session, logged)
             for lead_id, reason in blocked:
                 lead = await session.get(Lead, lead_id)
                 if lead is not None and not lead.is_blocked:

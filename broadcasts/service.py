@@ -70,7 +70,7 @@ class Broadcasts:
         self.engine = Engine(
             db, self.bot, journal, self.renderer, self.limiter, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
-            clock=self.now, catalog=catalog,
+            clock=self.now, catalog=catalog, log_sent=settings.channel,
         )
         self.sequences = Sequences(load_sequences(settings.broadcast_sequences, self.renderer), db, journal, self.now)
         self.campaigns = Campaigns(db, self.renderer, quiz, rate=self.rate, timezone=settings.timezone, clock=self.now)

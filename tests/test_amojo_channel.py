@@ -14,6 +14,7 @@ from bot.crm.amojo import AmojoClient, ChannelRefused, encode, request_signature
 from bot.crm.config import ClientTuning
 from bot.crm.replies import telegram_html
 from bot.db.models import Lead
+from bot.journal import PHONE_SHARED
 from bot.ratelimit import Window
 from bot.sandbox.amocrm import AmoSandbox
 from tests.crm_support import amocrm, crm_settings, db, make_env  # noqa: F401  (fixtures)
@@ -131,6 +132,15 @@ async def log(env, lead_id: int, text: str, tg_message_id: int, direction: str =
                                   tg_message_id=tg_message_id)
 
 
+async def chat_started(db, database_url: str, amocrm: AmoSandbox, tg_user_id: int, name: str):  # type: ignore[no-untyped-def]  # noqa: F811
+    """A buyer known only by Telegram said «здравствуйте»: their chat exists, linked."""
+    env = await channel_env(db, database_url, amocrm)
+    lead = await env.new_lead(tg_user_id=tg_user_id, first_name=name)
+    await log(env, lead.id, "здравствуйте", 1)
+    await env.drain()
+    return env, lead
+
+
 async def test_a_chats_api_outage_loses_and_duplicates_nothing(db, database_url, amocrm) -> None:  # noqa: F811
     """A minute without the Chats API (the sandbox's outage switch, the clock moved 60 s) and an answer lost on the way."""
     env = await channel_env(db, database_url, amocrm)
@@ -159,15 +169,49 @@ async def test_a_chats_api_outage_loses_and_duplicates_nothing(db, database_url,
 
 
 async def test_a_buyer_known_only_by_telegram_gets_a_contact_on_their_deal_before_the_chat(db, database_url, amocrm) -> None:  # noqa: F811
-    env = await channel_env(db, database_url, amocrm)
-    lead = await env.new_lead(tg_user_id=73, first_name="Олег")
-    await log(env, lead.id, "здравствуйте", 1)
-    await env.drain()
+    env, lead = await chat_started(db, database_url, amocrm, 73, "Олег")
     fresh = await env.lead(lead.id)
     chat = amocrm.chats.chat("tg-73")
     assert fresh.crm_contact_id is not None and chat.contact_id == fresh.crm_contact_id
     assert amocrm.account.leads[fresh.crm_lead_id]["contacts"] == [fresh.crm_contact_id]
     assert amocrm.chats.unsorted == [] and amocrm.chats.transcript("tg-73") == ["← Олег: здравствуйте"]
+    await env.crm.close()
+
+
+async def test_the_chats_profile_follows_the_buyer(db, database_url, amocrm) -> None:  # noqa: F811
+    env, lead = await chat_started(db, database_url, amocrm, 76, "Олег")
+    before = dict(amocrm.chats.chat("tg-76").user)
+    async with env.db.begin() as session:
+        fresh = await session.get(Lead, lead.id)
+        fresh.first_name, fresh.last_name, fresh.phone = "Олег", "Иванов", "+79990000076"
+    await log(env, lead.id, "мой телефон выше", 2)
+    await env.drain()
+    after = amocrm.chats.chat("tg-76").user
+    assert (before["name"], before.get("phone")) == ("Олег", None)
+    assert (after["name"], after["phone"], after["id"]) == ("Олег Иванов", "+79990000076", before["id"])
+    await env.crm.close()
+
+
+async def test_a_merge_moves_the_chat_to_the_contact_the_buyer_keeps(db, database_url, amocrm) -> None:  # noqa: F811
+    """The buyer's chat sits on the contact made for them; their phone then finds a manager's contact: the chat follows."""
+    env, lead = await chat_started(db, database_url, amocrm, 75, "Аня")
+    made = (await env.lead(lead.id)).crm_contact_id
+    assert made is not None and amocrm.chats.chat("tg-75").contact_id == made
+    [contact] = amocrm.account.add_contacts([{"name": "Анна (опт)", "custom_fields_values": [
+        {"field_code": "PHONE", "values": [{"value": "+79990000075", "enum_code": "WORK"}]}]}])
+
+    async with env.db.begin() as session:
+        fresh = await session.get(Lead, lead.id)
+        fresh.phone = "+79990000075"
+        await env.journal.event(session, fresh, PHONE_SHARED, phone=fresh.phone)
+    await env.drain()
+    assert (await env.lead(lead.id)).crm_contact_id == contact["id"]
+    assert amocrm.chats.chat("tg-75").contact_id == contact["id"]  # at once, not at the buyer's next message
+
+    await log(env, lead.id, "а опт от 10 пар?", 2)
+    await env.drain()
+    assert amocrm.chats.chat("tg-75").contact_id == contact["id"] and amocrm.chats.unsorted == []
+    assert amocrm.chats.transcript("tg-75") == ["← Аня: здравствуйте", "← Аня: а опт от 10 пар?"]
     await env.crm.close()
 
 

@@ -9,16 +9,19 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bot.app import App
 from bot.catalog.render import CatalogRenderer
 from bot.crm.models import AmojoReply
 from bot.db.base import utcnow
-from bot.db.models import Lead
+from bot.db.models import Lead, TgSend
 from bot.journal import LEAD_CREATED
 from bot.media import MediaLinks
 from bot.relay.models import RelayWait
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
+from bot.sender import RELAY
 from tests.amojo_support import channel_settings, connect, lead_of
+from tests.broadcast_support import create
 from tests.buyer import Buyer
 from tests.conftest import TOKEN
 from tests.crm_support import eventually
@@ -41,6 +44,7 @@ async def amocrm() -> AsyncIterator[AmoSandbox]:
 async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str,
                                                                      tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
     settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    sandbox.set_profile_photo(buyer.id, b"JPEG-avatar")
     async with running(settings, renderer) as app:
         await connect(app, registered)
         body = (await post_marquiz(app, MARQUIZ)).json()
@@ -68,6 +72,7 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
             media = [m["media"] for m in chat.messages if m.get("media")]
             fetched = [await http.get(url) for url in media]
             sheet = await http.get(next(m["media"] for m in chat.messages if m.get("file_name") == "заявка.xlsx"))
+            avatar = await http.get(chat.user["avatar"])
 
     incoming = [line for line in lines if line.startswith("←")]
     assert incoming == ["← Анна Петрова: /start", "← Анна Петрова: Есть размеры 46–52?", "← Анна Петрова: [picture] Вот такие нужны",
@@ -81,21 +86,27 @@ async def test_the_conversation_is_the_amocrm_chat_of_the_buyers_lead(sandbox: T
     assert amocrm.chats.unsorted == [] and len(amocrm.account.leads) == 1
     assert chat.user["name"] == "Анна Петрова" and chat.user["phone"]
     assert [r.status_code for r in fetched] == [200] * len(media) and sheet.content == b"PK-sheet"
-    assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in media)
+    assert all(TOKEN not in url and TOKEN.split(":")[1] not in url for url in [*media, chat.user["avatar"]])
+    assert avatar.content == b"JPEG-avatar" and chat.user["profile_link"] == "https://t.me/anna_opt"
 
 
-async def open_chat(app, amocrm: AmoSandbox, buyer: Buyer, team: Team, registered) -> tuple[str, int]:  # type: ignore[no-untyped-def]
-    """A known buyer asks a question: their amoCRM chat exists with it, and their operator topic is open."""
-    await connect(app, registered)
-    lead = await known_lead(app, buyer, crm_lead_id=None, responsible_user_id=None)
-    async with app.db.begin() as session:
-        await app.journal.event(session, await session.get(Lead, lead.id), LEAD_CREATED, via="telegram")
-    buyer.send("Скажите, работаете с ИП?")
-    thread = await team.topic()
-    await buyer.reply()  # «thanks»
-    conversation = f"tg-{buyer.id}"
-    await eventually(lambda: amocrm.chats.chat(conversation) is not None and len(amocrm.chats.chat(conversation).messages) >= 2, timeout=20)
-    return conversation, thread
+@pytest.fixture
+async def opened(sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer,
+                 buyer: Buyer, team: Team) -> AsyncIterator[tuple[App, str, int]]:
+    """The service with the channel connected; a known buyer asked a question: their amoCRM chat exists with it, and
+    their operator topic is open. (The service, the conversation id, the topic's thread.)"""
+    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        await connect(app, registered)
+        lead = await known_lead(app, buyer, crm_lead_id=None, responsible_user_id=None)
+        async with app.db.begin() as session:
+            await app.journal.event(session, await session.get(Lead, lead.id), LEAD_CREATED, via="telegram")
+        buyer.send("Скажите, работаете с ИП?")
+        thread = await team.topic()
+        await buyer.reply()  # «thanks»
+        conversation = f"tg-{buyer.id}"
+        await eventually(lambda: amocrm.chats.chat(conversation) is not None and len(amocrm.chats.chat(conversation).messages) >= 2, timeout=20)
+        yield app, conversation, thread
 
 
 def statuses(amocrm: AmoSandbox, conversation: str, message_id: str) -> list[dict]:
@@ -103,30 +114,29 @@ def statuses(amocrm: AmoSandbox, conversation: str, message_id: str) -> list[dic
 
 
 async def test_a_managers_reply_from_amocrm_reaches_the_buyer_the_topic_and_comes_back_delivered(
-        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
-        team: Team) -> None:
-    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
-    async with running(settings, renderer) as app:
-        conversation, thread = await open_chat(app, amocrm, buyer, team, registered)
-        status, text_id = await amocrm.chats.reply(conversation, "Да, *работаем* с ИП и ООО <b>", manager="Мария Соколова")
-        assert status == 200
-        answer = await buyer.reply()
-        picture = amocrm.chats.upload(b"\x89PNG-a-picture", "image/png")
-        status, picture_id = await amocrm.chats.reply(conversation, "Вот образец", kind="picture", media=picture, file_name="образец.png")
-        assert status == 200
-        photo = await buyer.reply()
-        await eventually(lambda: statuses(amocrm, conversation, picture_id) != [], timeout=15)
-        notices = await sandbox.wait_for_messages(OPERATORS, 2, thread_id=thread, predicate=lambda m: "из amoCRM" in m.get("text", ""))
-        team.say(IVAN, thread, "Пришлю прайс сегодня")
-        await buyer.reply()
-        await eventually(lambda: any("Пришлю прайс" in line for line in amocrm.chats.transcript(conversation)), timeout=15)
-        async with app.db() as session:
-            wait = (await session.scalars(select(RelayWait))).one()
-        lines = amocrm.chats.transcript(conversation)
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, team: Team, opened: tuple[App, str, int]) -> None:
+    app, conversation, thread = opened
+    status, text_id = await amocrm.chats.reply(conversation, "Да, *работаем* с ИП и ООО <b>", manager="Мария Соколова")
+    assert status == 200
+    answer = await buyer.reply()
+    picture = amocrm.chats.upload(b"\x89PNG-a-picture", "image/png")
+    status, picture_id = await amocrm.chats.reply(conversation, "Вот образец", kind="picture", media=picture, file_name="образец.png")
+    assert status == 200
+    photo = await buyer.reply()
+    await eventually(lambda: statuses(amocrm, conversation, picture_id) != [], timeout=15)
+    notices = await sandbox.wait_for_messages(OPERATORS, 2, thread_id=thread, predicate=lambda m: "из amoCRM" in m.get("text", ""))
+    team.say(IVAN, thread, "Пришлю прайс сегодня")
+    await buyer.reply()
+    await eventually(lambda: any("Пришлю прайс" in line for line in amocrm.chats.transcript(conversation)), timeout=15)
+    async with app.db() as session:
+        wait = (await session.scalars(select(RelayWait))).one()
+        recorded = (await session.scalars(select(TgSend).where(TgSend.text.contains("работаем")))).one()
+    lines = amocrm.chats.transcript(conversation)
 
     assert answer["text"] == "Да, работаем с ИП и ООО <b>" and [e["type"] for e in answer.get("entities", [])] == ["bold"]
     assert photo["caption"] == "Вот образец" and sandbox.files[photo["photo"][-1]["file_id"]] == b"\x89PNG-a-picture"
     assert statuses(amocrm, conversation, text_id) == [{"delivery_status": 1}]
+    assert recorded.kind == RELAY  # through the send outbox, never sent twice when its outcome is unknown
     assert statuses(amocrm, conversation, picture_id) == [{"delivery_status": 1}]
     assert notices[0]["text"].startswith("💬 из amoCRM: Мария Соколова\nДа, *работаем* с ИП и ООО <b>")
     assert wait.closed_at is not None and wait.answered_by_name == "Мария Соколова"  # the SLA stopped at the first answer
@@ -135,35 +145,40 @@ async def test_a_managers_reply_from_amocrm_reaches_the_buyer_the_topic_and_come
 
 
 async def test_a_reply_to_a_buyer_who_blocked_the_bot_comes_back_as_an_error(
-        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
-        team: Team) -> None:
-    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
-    async with running(settings, renderer) as app:
-        conversation, _ = await open_chat(app, amocrm, buyer, team, registered)
-        sandbox.block(buyer.id)
-        status, message_id = await amocrm.chats.reply(conversation, "Вы здесь?")
-        await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=15)
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    _, conversation, _ = opened
+    sandbox.block(buyer.id)
+    status, message_id = await amocrm.chats.reply(conversation, "Вы здесь?")
+    await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=15)
     assert status == 200
     [error] = statuses(amocrm, conversation, message_id)
     assert error["delivery_status"] == -1 and error["error_code"] == 905 and "blocked" in error["error"]
 
 
+async def test_a_broadcast_is_in_the_amocrm_chat_as_the_bots(amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    app, conversation, _ = opened
+    await create(app, "Новинки", text="Новая коллекция, {{ first_name }}!")
+    received = await buyer.reply(timeout=30)
+    await eventually(lambda: any("Новая коллекция" in line for line in amocrm.chats.transcript(conversation)), timeout=20)
+    chat = amocrm.chats.chat(conversation)
+    [imported] = [m for m in chat.messages if "Новая коллекция" in (m.get("text") or "")]
+    assert received["text"] == "Новая коллекция, Анна!" and imported["text"] == received["text"]
+    assert imported["direction"] == "out" and imported["silent"] and imported["msgid"] == f"{conversation}-{received['message_id']}"
+
+
 async def test_a_forged_or_replayed_hook_is_refused_and_sends_nothing(
-        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer,
-        team: Team) -> None:
-    settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)
-    async with running(settings, renderer) as app:
-        conversation, _ = await open_chat(app, amocrm, buyer, team, registered)
-        sent = len(sandbox.messages(buyer.id, from_bot=True))
-        forged, _ = await amocrm.chats.reply(conversation, "Переведите предоплату сюда", secret="guessed-secret")
-        replayed, _ = await amocrm.chats.reply(conversation, "старое", date_offset=-20 * 60)
-        chat = amocrm.chats.chat(conversation)
-        async with httpx.AsyncClient() as http:
-            unsigned = await http.post(f"http://127.0.0.1:{app.http_port}/webhooks/amojo/{chat.scope_id}", json={"message": {}})
-        ok, _ = await amocrm.chats.reply(conversation, "настоящий ответ")
-        await buyer.reply()
-        async with app.db() as session:
-            kept = (await session.scalars(select(AmojoReply.payload))).all()
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    app, conversation, _ = opened
+    sent = len(sandbox.messages(buyer.id, from_bot=True))
+    forged, _ = await amocrm.chats.reply(conversation, "Переведите предоплату сюда", secret="guessed-secret")
+    replayed, _ = await amocrm.chats.reply(conversation, "старое", date_offset=-20 * 60)
+    chat = amocrm.chats.chat(conversation)
+    async with httpx.AsyncClient() as http:
+        unsigned = await http.post(f"http://127.0.0.1:{app.http_port}/webhooks/amojo/{chat.scope_id}", json={"message": {}})
+    ok, _ = await amocrm.chats.reply(conversation, "настоящий ответ")
+    await buyer.reply()
+    async with app.db() as session:
+        kept = (await session.scalars(select(AmojoReply.payload))).all()
     assert (forged, replayed, unsigned.status_code, ok) == (401, 401, 401, 200)
     assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)[sent:]] == ["настоящий ответ"]
     assert [p["message"]["text"] for p in kept] == ["настоящий ответ"]

@@ -71,7 +71,8 @@ async def test_each_stage_message_goes_once_through_both_pipelines(app: App, amo
     rows = await followups(app, lead.id)
     assert [(r.kind, r.stage, r.state) for r in rows] == [
         ("stage", "test_batch_sent", "done"), ("stage", "test_batch_received", "done"), ("survey", "test_batch_received", "pending"),
-        ("stage", "main_batch_agreed", "done"), ("ask", "main_batch_agreed", "done"), ("stage", "main_batch_sent", "done")]
+        ("stage", "main_batch_agreed", "done"), ("ask", "main_batch_agreed", "done"), ("stage", "main_batch_sent", "done"),
+        ("reorder", "main_batch_sent", "pending")]
     assert [r.key for r in rows if r.kind == "stage"] == [f"stage:D{deal.id}:{r.stage}" for r in rows if r.kind == "stage"]
 
     # mirrored: the operator topic and amoCRM (a note per message) like any bot message
@@ -136,7 +137,7 @@ async def test_a_buyer_who_blocked_the_bot_is_skipped_and_flagged(app: App, amoc
 async def test_two_instances_never_send_one_message_twice(app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox,
                                                           clock: FakeClock) -> None:
     buyers = [started(sandbox, 2000 + i, f"Покупатель{i}") for i in range(12)]
-    other = FollowUps(app.settings, app.db, app.journal, app.messenger, clock=clock)  # a second instance's loop
+    other = FollowUps(app.settings, app.db, app.journal, app.messenger, catalog=app.catalog, clock=clock)  # a second instance's loop
     app.followups.wake.clear()
     clock.set(datetime(2026, 12, 1, 23, 0, tzinfo=MOSCOW))  # held overnight, then both instances wake at 09:00
     for buyer in buyers:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 from weakref import WeakValueDictionary
@@ -21,7 +21,7 @@ from bot.catalog.render import CatalogRenderer, CatalogRequest
 from bot.catalog.store import Store, write_atomically
 from bot.db import renders
 from bot.messenger import unreachable_reason
-from bot.ports import Buyer, PriceRange, SendDocument
+from bot.ports import Buyer, Offered, PriceRange, SendDocument
 from bot.texts import raw, t
 
 log = structlog.get_logger(__name__)
@@ -129,7 +129,7 @@ class Catalog:
         unknown), in catalogue order, the number of models and their price range at that tier."""
         catalogue = self.catalogue()
         tier = catalogue.tier(catalogue.buyer_tier(interests) or catalogue.tiers[0].id)
-        wanted = catalogue.buyer_categories(interests) or [c.id for c in catalogue.categories]
+        wanted = wanted_categories(catalogue, interests)
         ranges = []
         for category in catalogue.categories:
             prices = [product.prices[tier.id] for product in catalogue.in_category(category.id)]
@@ -137,3 +137,24 @@ class Catalog:
                 ranges.append(PriceRange(category.label(language), len(prices), catalogue.money(min(prices), language),
                                          catalogue.money(max(prices), language)))
         return tier.label(language), ranges
+
+    def assortment(self, interests: Mapping[str, Any]) -> list[str]:
+        """The SKUs of the categories the buyer wants (all when unknown), as the catalogue is now."""
+        catalogue = self.catalogue()
+        wanted = set(wanted_categories(catalogue, interests))
+        return [product.sku for product in catalogue.products if product.category in wanted]
+
+    def novelties(self, interests: Mapping[str, Any], language: str, known: Collection[str]) -> list[Offered]:
+        """The products in stock of the buyer's categories whose SKU is not in ``known``, in catalogue order, at the buyer's
+        tier (the smallest when unknown)."""
+        catalogue = self.catalogue()
+        tier = catalogue.buyer_tier(interests) or catalogue.tiers[0].id
+        wanted, known = set(wanted_categories(catalogue, interests)), set(known)
+        return [Offered(product.sku, product.title(language),
+                        f"{catalogue.money(product.prices[tier], language)} {catalogue.unit_label(product.unit, language, per=True)}")
+                for product in catalogue.products if product.category in wanted and product.sku not in known and product.in_stock]
+
+
+def wanted_categories(catalogue: Catalogue, interests: Mapping[str, Any]) -> list[str]:
+    """The categories the buyer's quiz answers map to, or every category when they map to none."""
+    return list(catalogue.buyer_categories(interests)) or [c.id for c in catalogue.categories]

@@ -16,6 +16,10 @@ async def by_conversation(session: AsyncSession, conversation_id: str) -> AmojoC
     return await session.get(AmojoChat, conversation_id, populate_existing=True)
 
 
+async def of_lead(session: AsyncSession, lead_id: int) -> AmojoChat | None:
+    return (await session.scalars(select(AmojoChat).where(AmojoChat.lead_id == lead_id))).first()
+
+
 async def save(session: AsyncSession, conversation_id: str, lead_id: int, **columns: Any) -> AmojoChat:
     """Create or update the chat row of ``conversation_id``."""
     row = await session.get(AmojoChat, conversation_id)
@@ -30,14 +34,19 @@ async def save(session: AsyncSession, conversation_id: str, lead_id: int, **colu
     return row
 
 
-async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conversation_id: str, payload: dict[str, Any]) -> bool:
-    """Store a reply from the hook; False if it was stored before (amoCRM sent the hook again)."""
+async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conversation_id: str, payload: dict[str, Any],
+                     now: datetime) -> AmojoReply | None:
+    """Store a reply from the hook, claimed by the caller (it delivers it at once; if it dies, the lease runs out and
+    :func:`claim_replies` takes it); None if it was stored before (amoCRM sent the hook again)."""
+    reply = AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload, state=SENDING, claimed_at=now)
     try:
         async with db.begin() as session:
-            session.add(AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload, state=PENDING))
+            session.add(reply)
+            await session.flush()
+            session.expunge(reply)
     except IntegrityError:
-        return False
-    return True
+        return None
+    return reply
 
 
 async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lease: float, limit: int = 50) -> list[AmojoReply]:

@@ -1,9 +1,11 @@
-"""Periodic checks: no open lead without an open task; leads changed in amoCRM re-read (webhooks get lost)."""
+"""Periodic checks: no open lead without an open task; leads (and REMINDER_TASK_TYPE tasks) changed in amoCRM re-read
+(webhooks get lost)."""
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import Any
 
 import structlog
 from sqlalchemy import or_, select
@@ -16,12 +18,12 @@ from bot.crm.config import CrmConfig
 from bot.crm.discovery import LOST, WON
 from bot.crm.outbox import Clock
 from bot.crm.state import SyncState
-from bot.crm.webhooks import LeadChange, apply_changes, deal_fields
+from bot.crm.webhooks import LeadChange, TaskChange, apply_changes, apply_tasks, deal_fields
 from bot.db import leads
 from bot.db.models import Lead
 from bot.funnel import CLOSED
 from bot.hours import ALWAYS, WorkingHours
-from bot.journal import Journal
+from bot.journal import TASK_COMPLETED, TASK_OPEN, Journal
 from bot.loops import Loop, Round
 
 log = structlog.get_logger(__name__)
@@ -34,12 +36,13 @@ FIRST_CHECK = 5.0  # seconds after start
 class Checks:
     def __init__(
         self, db: async_sessionmaker[AsyncSession], client: AmoClient, state: SyncState, journal: Journal,
-        config: CrmConfig, composer: Composer, clock: Clock, hours: WorkingHours = ALWAYS,
+        config: CrmConfig, composer: Composer, clock: Clock, hours: WorkingHours = ALWAYS, *, task_type: int | None = None,
     ) -> None:
         self.db = db
         self.client = client
         self.state = state
         self.journal = journal
+        self.task_type = task_type  # REMINDER_TASK_TYPE: its tasks are re-read too
         self.config = config
         self.composer = composer
         self.clock = clock
@@ -89,20 +92,43 @@ class Checks:
         account = await self.state.ready()
         if account is None:
             return 0
+        found, latest = await self._changed(store.RECONCILE, "/api/v4/leads", "leads", [])
+        changes = [LeadChange(lead["id"], lead.get("status_id"), lead.get("pipeline_id"), lead.get("responsible_user_id"), lead.get("price"),
+                              deal_fields(lead.get("custom_fields_values"))) for lead in found]
+        moved = await apply_changes(self.db, self.journal, account, changes, "reconcile") if changes else 0
+        await self._advance(store.RECONCILE, latest)
+        if self.task_type is not None:
+            await self.reconcile_tasks()
+        return moved
+
+    async def reconcile_tasks(self) -> int:
+        """Re-read the REMINDER_TASK_TYPE tasks changed since the last run (a lost webhook); returns how many were journalled.
+        A task journalled again unchanged is a no-op for the follow-ups."""
+        filters = [("filter[task_type]", self.task_type), ("filter[entity_type]", "leads")]
+        found, latest = await self._changed(store.RECONCILE_TASKS, "/api/v4/tasks", "tasks", filters)
+        changes = [TaskChange(task["id"], task["entity_id"], task.get("task_type_id"), task.get("text") or "", task.get("complete_till"),
+                              TASK_COMPLETED if task.get("is_completed") else TASK_OPEN)
+                   for task in found if task.get("entity_type") == "leads" and task.get("entity_id")]
+        journalled = await apply_tasks(self.db, self.journal, self.task_type, changes, "reconcile") if changes else 0
+        await self._advance(store.RECONCILE_TASKS, latest)
+        return journalled
+
+    async def _changed(self, cursor_key: str, path: str, entity: str, filters: list[tuple[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+        """What amoCRM lists at ``path`` updated since the cursor ``cursor_key`` (first run: two intervals back), and the
+        latest ``updated_at`` among them (the cursor moves there once they are applied: :meth:`_advance`)."""
         async with self.db() as session:
-            cursor = (await store.read(session, store.RECONCILE) or {}).get("updated_at")
+            cursor = (await store.read(session, cursor_key) or {}).get("updated_at")
         if cursor is None:
             cursor = int((self.clock() - timedelta(seconds=self.config.reconcile_interval * 2)).timestamp())
-        params = [("filter[updated_at][from]", cursor), ("order[updated_at]", "asc")]
-        changes, latest = [], cursor
-        async for found in self.client.pages("/api/v4/leads", "leads", params):
-            changes.append(LeadChange(found["id"], found.get("status_id"), found.get("pipeline_id"),
-                                      found.get("responsible_user_id"), found.get("price"), deal_fields(found.get("custom_fields_values"))))
-            latest = max(latest, found.get("updated_at") or latest)
-        moved = await apply_changes(self.db, self.journal, account, changes, "reconcile") if changes else 0
+        found, latest = [], cursor
+        async for item in self.client.pages(path, entity, [*filters, ("filter[updated_at][from]", cursor), ("order[updated_at]", "asc")]):
+            found.append(item)
+            latest = max(latest, item.get("updated_at") or latest)
+        return found, latest
+
+    async def _advance(self, cursor_key: str, latest: int) -> None:
         async with self.db.begin() as session:
-            await store.write(session, store.RECONCILE, {"updated_at": latest})
-        return moved
+            await store.write(session, cursor_key, {"updated_at": latest})
 
     def _guarded(self, check: Callable[[], Awaitable[object]]) -> Round:
         """``check`` as a loop round: amoCRM refusing the account stops the sync; amoCRM errors are logged."""

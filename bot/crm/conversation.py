@@ -4,15 +4,18 @@ Each message the journal logs becomes one ``chat`` outbox item (written in the m
 with the Telegram message id in its ``msgid``, so each reaches the chat once and in order: a buyer's as
 incoming, the bot's and the managers' (greeting, catalogue, broadcasts, operator-chat replies) as outgoing
 messages sent outside amoCRM (``silent``). Internal notes, edits and the replies that came from amoCRM are
-not sent. Before a buyer's chat gets its first message it is created (name, username, phone) and linked to
+not sent. Before a buyer's chat gets its first message it is created (name, username, phone, their Telegram
+profile photo as the avatar) and linked to
 the buyer's amoCRM contact (``POST /api/v4/contacts/chats``), so it shows on the lead the bot made, never as
-an "unsorted" lead; a buyer without a contact gets one (with their name) linked to their lead. Media go by
+an "unsorted" lead; a buyer without a contact gets one (with their name) linked to their lead. Each message
+carries the buyer's profile as it is then (a phone shared later, a new name reach the chat with it). Media go by
 URL: the service's own signed, expiring ``/media/…`` links (:mod:`bot.media`), never Telegram's.
 """
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -55,8 +58,11 @@ def message_payload(lead: Lead, record: Message) -> dict[str, Any] | None:
             **{key: meta[key] for key in ("file", "location", "contact") if meta.get(key)}}
 
 
-def buyer_profile(lead: Lead) -> dict[str, Any]:
+def buyer_profile(lead: Lead, avatar: str | None = None) -> dict[str, Any]:
+    """The buyer as the chat shows them: name, phone, their Telegram link and (when given) the avatar's URL."""
     user: dict[str, Any] = {"id": conversation_id(lead.tg_user_id or 0), "name": lead.display_name}
+    if avatar:
+        user["avatar"] = avatar
     if lead.phone:
         user["profile"] = {"phone": lead.phone}
     if lead.tg_username:
@@ -81,11 +87,12 @@ class Conversations:
     """Carries out claimed ``chat`` jobs: each buyer's in order, buyers side by side."""
 
     def __init__(self, db: async_sessionmaker[AsyncSession], rest: AmoClient, chats_api: AmojoClient, media: MediaLinks | None,
-                 bot_name: str = "optobot") -> None:
+                 bot_name: str = "optobot", *, avatar: Callable[[int], Awaitable[str | None]] | None = None) -> None:
         self.db = db
         self.rest = rest
         self.api = chats_api
         self.media = media
+        self.avatar = avatar  # Telegram user id → a link to their profile photo (None: they show none)
         self.bot_name = bot_name
         self.linked: dict[str, AmojoChat] = {}  # conversation → its chat, once created and linked
         self._scope: str | None = None
@@ -159,7 +166,8 @@ class Conversations:
         async with self.db() as session:
             row = await chats.by_conversation(session, conversation)
         if row is None or row.chat_id is None:
-            made = await self.api.create_chat(scope_id, conversation, buyer_profile(lead))
+            avatar = await self.avatar(lead.tg_user_id) if self.avatar is not None and lead.tg_user_id else None
+            made = await self.api.create_chat(scope_id, conversation, buyer_profile(lead, avatar))
             async with self.db.begin() as session:
                 row = await chats.save(session, conversation, lead.id, chat_id=made["id"], user_id=(made.get("user") or {}).get("id"))
         contact_id = lead.crm_contact_id or await self._new_contact(lead)

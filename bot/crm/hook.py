@@ -3,7 +3,7 @@
 ``POST /webhooks/amojo/{scope_id}``: the ``X-Signature`` (HMAC-SHA1 of the body with the channel secret) is
 checked in constant time (bad or missing: 401), a hook older than 15 minutes (its ``time``) is refused the
 same way, and the reply is stored (``amojo_replies``, one per amoCRM message id) before the 200; nothing
-is sent for a refused hook. :mod:`bot.crm.replies` delivers it.
+is sent for a refused hook. :mod:`bot.crm.replies` delivers it at once, in the background.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.crm import channel, chats
+from bot.crm import chats
 from bot.crm.amojo import DATE_VALID_SECONDS, hook_signed
+from bot.crm.models import AmojoReply
 from bot.db.base import utcnow
 
 log = structlog.get_logger(__name__)
@@ -24,8 +25,10 @@ log = structlog.get_logger(__name__)
 HOOK_PATH = "/webhooks/amojo/{scope_id}"
 
 
-def hook_handler(db: async_sessionmaker[AsyncSession], secret: str, wake: Callable[[], None],
-                 clock: Callable[[], datetime] = utcnow) -> Callable[[web.Request], Awaitable[web.Response]]:
+def hook_handler(db: async_sessionmaker[AsyncSession], secret: str, scope: Callable[[], Awaitable[str | None]],
+                 deliver: Callable[[AmojoReply], None], clock: Callable[[], datetime] = utcnow,
+                 ) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The hook's handler; ``scope`` is the connected channel's ``scope_id``, ``deliver`` starts a stored reply's delivery."""
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
         if not hook_signed(secret, body, request.headers.get("X-Signature")):
@@ -41,12 +44,11 @@ def hook_handler(db: async_sessionmaker[AsyncSession], secret: str, wake: Callab
         if abs(clock().timestamp() - sent_at) > DATE_VALID_SECONDS:
             log.warning("amojo.hook_refused", reason="older than 15 minutes (a replay?)", message_id=message_id)
             return web.json_response({"ok": False, "error": "the hook is older than 15 minutes"}, status=401)
-        async with db() as session:
-            connected = await channel.connected(session)
-        if connected is None or connected["scope_id"] != request.match_info["scope_id"]:
+        if request.match_info["scope_id"] != await scope():
             return web.json_response({"ok": False, "error": "unknown scope_id"}, status=404)
-        if await chats.keep_reply(db, message_id, conversation, message):
-            wake()
+        reply = await chats.keep_reply(db, message_id, conversation, message, clock())
+        if reply is not None:
+            deliver(reply)
         return web.json_response({"ok": True})
 
     return handle

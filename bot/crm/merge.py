@@ -7,6 +7,7 @@ finds their amoCRM contact and folds their duplicate deals into one.
   order and each once, their open tasks moved, and are closed as lost with the configured loss reason; a note
   on both sides links them. A manager's deals are never closed, and a closed deal keeps its history.
 * The buyer's contact on the kept deal is the one with their phone (or email), else the deal's own, else a new one.
+  The buyer's amoCRM chat (the Chats API channel) moves to it, so it shows on the kept deal.
 
 Every step reads amoCRM's state first, so a merge repeated after a crash does nothing twice; the local lead
 points at the kept deal before anything is closed, so a webhook about the closed deal never finds the buyer.
@@ -20,7 +21,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.crm import cards
+from bot.crm import cards, chats
 from bot.crm.client import AmoClient
 from bot.crm.compose import Composer, is_bot_lead, item_marker
 from bot.crm.config import CrmConfig
@@ -89,6 +90,7 @@ class Merger:
         columns = {"crm_lead_id": keeper["id"], "crm_status_id": keeper["status_id"], "crm_pipeline_id": keeper["pipeline_id"],
                    "crm_contact_id": contact_id, "responsible_user_id": keeper.get("responsible_user_id") or lead.responsible_user_id}
         await switch_deal(self.db, lead.id, columns, job, [deal["id"] for deal in closing])
+        await self._move_chat(lead.id, contact_id)
         switching = keeper is not current
         for name, value in columns.items():
             setattr(lead, name, value)
@@ -124,6 +126,16 @@ class Merger:
         if contact_id not in linked:
             await self.client.post(f"/api/v4/leads/{keeper['id']}/link", [{"to_entity_id": contact_id, "to_entity_type": "contacts"}])
         return contact_id
+
+    async def _move_chat(self, lead_id: int, contact_id: int | None) -> None:
+        """The buyer's amoCRM chat linked to the kept contact (a repeat after a crash finds it linked)."""
+        async with self.db() as session:
+            chat = await chats.of_lead(session, lead_id)
+        if chat is None or chat.chat_id is None or contact_id is None or chat.contact_id == contact_id:
+            return
+        await self.client.post("/api/v4/contacts/chats", [{"chat_id": chat.chat_id, "contact_id": contact_id}])
+        async with self.db.begin() as session:
+            await chats.save(session, chat.conversation_id, lead_id, contact_id=contact_id)
 
     async def _notes(self, deal_id: int) -> list[dict[str, Any]]:
         return [note async for note in self.client.pages(f"/api/v4/leads/{deal_id}/notes", "notes", [("order[id]", "asc")])]

@@ -1,6 +1,8 @@
 """Managers' replies from amoCRM's chat panel delivered to the buyer in Telegram (stored by :mod:`bot.crm.hook`).
 
-The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
+The hook hands each stored reply to :meth:`Replies.dispatch` (delivered at once, one buyer's in order); the loop
+takes what is due again (a retry, or a reply whose instance died). Text goes through the send outbox as a relayed
+message (:mod:`bot.sender`: never sent twice when its outcome is unknown). The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
 downloaded from amoCRM with a size cap and a timeout), logs it as the manager's message (so the SLA wait
 closes, and it is not sent back to the chat), shows it in the lead's operator topic «из amoCRM: <manager>»
 and queues the delivery status for amoCRM (delivered, or an error with the reason).
@@ -11,7 +13,9 @@ import asyncio
 import html
 import re
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -33,6 +37,7 @@ from bot.journal import Journal
 from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.ports import OperatorTopic
+from bot.sender import RELAY, GaveUp
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
@@ -70,10 +75,13 @@ def _nested(text: str) -> bool:
 
 
 # ------------------------------------------------------------------ delivery
-async def send_to_buyer(messenger: Messenger, lead: Lead, kind: str, text: str, file: BufferedInputFile | None) -> TgMessage:
-    """The one place a reply from amoCRM leaves for Telegram."""
+UNCONFIRMED = "Telegram did not confirm the delivery; not sent again (the buyer may have it)"
+
+
+async def send_to_buyer(messenger: Messenger, lead: Lead, kind: str, text: str, file: BufferedInputFile | None) -> TgMessage | None:
+    """The one place a reply from amoCRM leaves for Telegram; None when its outcome is unknown (not repeated)."""
     if file is None:
-        return await messenger.send_text(lead, text, log=False)
+        return await messenger.send_text(lead, text, log=False, kind=RELAY)
     return await messenger.send_media(lead, kind, file, caption=text or None)
 
 
@@ -88,27 +96,53 @@ class Replies:
         self.http = http
         self.wake_outbox = wake_outbox
         self.clock = clock
-        self.wakeup = asyncio.Event()
         self.topic: OperatorTopic | None = None  # the operator chat, when there is one (app.py)
         self.lang = lang  # of the notice in the topic
         self.sent_at: dict[str, float] = {}  # amoCRM message id → when its Telegram send was issued (bench)
+        self._turns: dict[str, asyncio.Lock] = {}  # conversation → its lock while replies to it are under way
+        self._waiting: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def dispatch(self, reply: AmojoReply) -> None:
+        """Deliver a reply the hook just stored (and claimed) in the background, after the buyer's earlier ones."""
+        task = asyncio.create_task(self._in_turn(reply))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def round(self) -> bool:
         """Deliver what is due: each buyer's replies in order, buyers side by side."""
         replies = await chats.claim_replies(self.db, self.clock(), LEASE)
-        by_buyer: dict[str, list[AmojoReply]] = {}
-        for reply in replies:
-            by_buyer.setdefault(reply.conversation_id, []).append(reply)
-
-        async def in_order(group: list[AmojoReply]) -> None:
-            for reply in group:
-                await self._deliver(reply)
-
-        await asyncio.gather(*(in_order(group) for group in by_buyer.values()))
+        await asyncio.gather(*(self._in_turn(reply) for reply in replies))
         return bool(replies)
 
+    async def idle(self) -> None:
+        """Until the replies under way are delivered (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    @asynccontextmanager
+    async def _turn(self, conversation: str) -> AsyncIterator[None]:
+        """One reply to a buyer at a time, in the order they came (asyncio's lock is first come, first served)."""
+        self._waiting[conversation] += 1
+        lock = self._turns.setdefault(conversation, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiting[conversation] -= 1
+            if not self._waiting[conversation]:
+                del self._waiting[conversation], self._turns[conversation]
+
+    async def _in_turn(self, reply: AmojoReply) -> None:
+        async with self._turn(reply.conversation_id):
+            try:
+                await self._deliver(reply)
+            except Exception:  # the reply stays claimed; the loop takes it again when its lease runs out
+                log.exception("amojo.reply_crashed", reply_id=reply.id)
+
     async def run(self, stop: asyncio.Event) -> None:
-        await Loop("crm.replies", self.round, every=1.0, wake=self.wakeup).run(stop)
+        await Loop("crm.replies", self.round, every=1.0).run(stop)
+        await self.idle()
 
     async def _deliver(self, reply: AmojoReply) -> None:
         content = reply.payload.get("message") or {}
@@ -127,6 +161,9 @@ class Replies:
         except BuyerUnreachable as exc:
             await self._close(reply, lead, exc.reason, manager)
             return
+        except GaveUp as exc:
+            await self._close(reply, lead, f"Telegram did not take the message in time: {exc}", manager)
+            return
         except (TelegramNetworkError, httpx.TransportError) as exc:  # try again shortly; the status waits
             log.warning("amojo.reply_retry", reply_id=reply.id, error=str(exc))
             async with self.db.begin() as session:
@@ -134,6 +171,9 @@ class Replies:
             return
         except (TelegramAPIError, ValueError) as exc:
             await self._close(reply, lead, str(exc), manager)
+            return
+        if sent is None:
+            await self._close(reply, lead, UNCONFIRMED, manager)
             return
         await self._delivered(reply, lead, sent, manager, content.get("text") or "", kind or "text")
 

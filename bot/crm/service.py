@@ -89,6 +89,7 @@ class CrmSync:
         self.workers: list[Worker] = []
         self.conversations: Conversations | None = None  # the amoCRM chat, with the channel on
         self.replies: Replies | None = None
+        self.task_type = settings.reminder_task_type  # tasks that remind the buyer (journalled for bot/followups)
         self.enabled = settings.amocrm_base_url is not None
         if not self.enabled:
             return
@@ -101,7 +102,8 @@ class CrmSync:
             self.channel_secret = settings.amocrm_channel_secret.get_secret_value()  # type: ignore[union-attr]
             self.channel_limiter = channel_limiter(settings)
             self.chats_api = channel_client(settings, self.http, self.channel_limiter, self.config.client)
-            self.conversations = Conversations(db, self.client, self.chats_api, media)
+            avatar = (lambda user_id: media.profile_photo(messenger.bot, user_id)) if media and messenger else None
+            self.conversations = Conversations(db, self.client, self.chats_api, media, avatar=avatar)
             if messenger is not None:
                 from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
 
@@ -109,7 +111,7 @@ class CrmSync:
                 self.workers.append(self.replies.run)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
                                    self.chat_wakeup)
-        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours)
+        self.checks = Checks(db, self.client, self.state, journal, self.config, self.composer, clock, hours, task_type=self.task_type)
         self.workers += [self.worker.run, self.checks.run, *([self.worker.run_chats] if self.channel else [])]
 
     def wake(self) -> None:
@@ -122,9 +124,9 @@ class CrmSync:
         """The inbound amoCRM webhook (only when the sync is on) and the chat channel's hook (when it is on)."""
         if not self.enabled:
             return []
-        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url))]
+        routes = [("POST", WEBHOOK_PATH, webhook_handler(self.db, self.journal, self.state.known, self.client.base_url, self.task_type))]
         if self.replies is not None:  # signed by amoCRM: no secret in the path
-            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.replies.wakeup.set)))
+            routes.append(("POST", HOOK_PATH, hook_handler(self.db, self.channel_secret, self.conversations.scope, self.replies.dispatch)))
         return routes
 
     async def probe(self) -> None:

@@ -13,6 +13,7 @@ from bot.db.models import KeyValue
 TOKENS = "crm.tokens"
 STATE = "crm.state"
 RECONCILE = "crm.reconcile"
+RECONCILE_TASKS = "crm.reconcile_tasks"  # REMINDER_TASK_TYPE tasks
 CLAIM = "crm.claim"
 CHAT_CLAIM = "crm.claim.chat"  # the amoCRM chat's round
 REPLIES = "crm.replies"  # the claim lock of managers' replies from amoCRM

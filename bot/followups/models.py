@@ -15,6 +15,7 @@ SURVEY = "survey"  # the feedback survey after the test batch
 NUDGE = "nudge"  # a "propose the main batch" task when a happy buyer has not ordered
 REMINDER = "reminder"  # a manager's reminder to the buyer (``/remind`` in the lead's topic)
 ASK = "ask"  # data a stage requires from the buyer (``requires:`` in STAGE_MESSAGES)
+REORDER = "reorder"  # the offer to order again, before the buyer's expected reorder
 
 
 class FollowUp(Base):

@@ -1,14 +1,17 @@
-"""Reminders a manager sets in the lead's topic: ``/remind <when> <what>`` — the bot reminds the buyer then.
+"""Reminders a manager sets in the lead's topic (``/remind <when> <what>``), or as an amoCRM task of the type
+``REMINDER_TASK_TYPE`` on the buyer's deal (its text at its deadline) — the bot reminds the buyer then.
 
 ``when`` is in ``TIMEZONE``: ``25.12 10:00``, ``25.12.2026 10:00``, ``завтра 10:00`` / ``tomorrow 10:00``, ``10:00``
 (the next such time), or a delay ``+30m``, ``+2h``, ``+3d``. The reminder is a ``followups`` row keyed by the
-command's message, so a replayed update sets nothing twice; it fires once, across restarts.
+command's message (an amoCRM task's by the task: moved with its deadline, cancelled when it is completed or deleted),
+so a replayed update or webhook sets nothing twice; it fires once, across restarts.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -16,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db.models import Lead
 from bot.followups import store
 from bot.followups.models import REMINDER
+from bot.journal import TASK_OPEN
 from bot.texts import t
 
 MAX_AHEAD = timedelta(days=366)
+LATE = timedelta(hours=1)  # an amoCRM task whose deadline passed longer ago reminds no one
 _DELAY = re.compile(r"^\+(\d{1,4})([mhd])$")
 _CLOCK = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
 _DATE = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.(\d{4}))?$")
@@ -92,3 +97,17 @@ class Reminders:
                                  now=now, data={"text": what, "manager": manager})
         self.wake()
         return t(self.lang, "followups.reminder.set", when=moment.astimezone(self.tz).strftime("%d.%m.%Y %H:%M"), what=what)
+
+    async def from_task(self, session: AsyncSession, lead: Lead, task: dict[str, Any]) -> bool:
+        """An amoCRM task of the reminder type changed (``crm_task_changed``): an open one reminds the buyer at its deadline,
+        a completed or deleted one is cancelled; True if a reminder was added or moved."""
+        key, now = f"crmtask:{task['task_id']}", self.clock()
+        if task.get("state") != TASK_OPEN or not task.get("complete_till"):
+            await store.cancel_key(session, key, f"the amoCRM task is {task.get('state')}")
+            return False
+        due = datetime.fromtimestamp(task["complete_till"], UTC)
+        if due < now - LATE:
+            return False
+        data = {"text": task.get("text") or "", "manager": "amoCRM", "task_id": task["task_id"]}
+        return (await store.schedule(session, lead_id=lead.id, kind=REMINDER, key=key, due_at=max(due, now), now=now, data=data)
+                or await store.reschedule(session, key, max(due, now), data))

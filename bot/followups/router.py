@@ -1,4 +1,5 @@
-"""Follow-up handlers: the survey's rating buttons and the buyer's reply to «what would you change?»."""
+"""Follow-up handlers: the survey's rating buttons, the reorder offer's buttons, the buyer's replies to the bot's questions,
+``/remind`` and ``/upcoming``."""
 from __future__ import annotations
 
 from aiogram import F, Router
@@ -10,6 +11,7 @@ from aiogram.types import CallbackQuery, Message
 from bot.config import Settings
 from bot.followups.service import FollowUps
 from bot.texts import t
+from bot.followups.reorders import ReorderCb
 from bot.followups.survey import SurveyCb
 from bot.followups.upcoming import UpcomingCb, cancel, overview
 
@@ -17,6 +19,12 @@ from bot.followups.upcoming import UpcomingCb, cancel, overview
 async def rated(query: CallbackQuery, callback_data: SurveyCb, followups: FollowUps) -> None:
     message_id = query.message.message_id if query.message else None
     await query.answer(await followups.survey.rate(query.from_user.id, callback_data.followup, callback_data.rating, message_id))
+
+
+async def reorder(query: CallbackQuery, callback_data: ReorderCb, followups: FollowUps) -> None:
+    """«Повторить заказ» or «Пока не нужно» under the reorder offer."""
+    message_id = query.message.message_id if query.message else None
+    await query.answer(await followups.reorders.answer(query.from_user.id, callback_data.followup, callback_data.again, message_id))
 
 
 async def replied(message: Message, followups: FollowUps) -> None:
@@ -59,6 +67,7 @@ def create_router() -> Router:
     """The follow-ups' router (one per dispatcher); include it before the relay and the journey's catch-all."""
     router = Router(name="followups")
     router.callback_query.register(rated, SurveyCb.filter(), F.message.chat.type == ChatType.PRIVATE)
+    router.callback_query.register(reorder, ReorderCb.filter(), F.message.chat.type == ChatType.PRIVATE)
     router.message.register(remind, Command("remind"), in_operator_chat)
     router.message.register(show_upcoming, Command("upcoming"), is_admin)
     router.callback_query.register(cancel_upcoming, UpcomingCb.filter(), is_admin)

@@ -5,7 +5,8 @@ the event's transaction a row is added to ``followups`` under a unique key per d
 or repeated move adds nothing. A :class:`~bot.loops.Loop` claims due rows through the database (two instances
 never send one twice), holds them through the buyer's quiet hours, skips buyers who blocked the bot, sends,
 logs the message (the CRM outbox makes it a note) and copies it to the lead's operator topic. «Тестовая партия
-получена» also schedules the survey (:mod:`.survey`) ``FEEDBACK_SURVEY_DAYS`` later.
+получена» also schedules the survey (:mod:`.survey`) ``FEEDBACK_SURVEY_DAYS`` later; «Основная партия отправлена» the
+reorder offer (:mod:`.reorders`).
 """
 from __future__ import annotations
 
@@ -26,16 +27,17 @@ from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent
 from bot.followups import store
 from bot.followups.config import StageMessages, load_stage_messages
-from bot.followups.models import ASK, DONE, FAILED, NUDGE, REMINDER, SKIPPED, STAGE, SURVEY, FollowUp
+from bot.followups.models import ASK, DONE, FAILED, NUDGE, REMINDER, REORDER, SKIPPED, STAGE, SURVEY, FollowUp
 from bot.followups.reminders import Reminders
+from bot.followups.reorders import Reorders
 from bot.followups.required import RequiredData
 from bot.followups.survey import Survey, survey_keyboard
 from bot.funnel import depth
 from bot.hours import QuietHours, zone_of
-from bot.journal import FOLLOWUP_SENT, FOLLOWUP_SKIPPED, MAIN_BATCH_NUDGE, STAGE_EVENTS, Journal, Record
+from bot.journal import CRM_TASK_CHANGED, FOLLOWUP_SENT, FOLLOWUP_SKIPPED, MAIN_BATCH_NUDGE, STAGE_EVENTS, Journal, Record
 from bot.loops import Loop, Worker
 from bot.messenger import BuyerUnreachable, Messenger
-from bot.ports import OperatorTopic
+from bot.ports import Catalog, OperatorTopic
 from bot.texts import Safe, t
 
 log = structlog.get_logger(__name__)
@@ -59,7 +61,7 @@ class FollowUps:
     """``on_record`` goes to ``Journal.subscribe``, ``workers`` to the app."""
 
     def __init__(self, settings: Settings, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger, *,
-                 topic: OperatorTopic | None = None, clock: Clock = utcnow, messages: StageMessages | None = None) -> None:
+                 catalog: Catalog, topic: OperatorTopic | None = None, clock: Clock = utcnow, messages: StageMessages | None = None) -> None:
         self.db = db
         self.journal = journal
         self.messenger = messenger
@@ -75,18 +77,33 @@ class FollowUps:
         self.required = RequiredData(db, journal, messenger, self._tell_managers, self.lang)
         self.survey = Survey(db, journal, messenger, self._tell_managers, clock=lambda: self.clock(),
                              nudge_after=timedelta(days=settings.main_batch_nudge_days), lang=self.lang)
+        days = timedelta(days=1)
+        self.reorders = Reorders(db, journal, messenger, catalog, self._tell_managers, clock=lambda: self.clock(), wake=self.wake.set,
+                                 default=settings.reorder_default_days * days, notice=settings.reorder_notice_days * days,
+                                 snooze=settings.reorder_snooze_days * days, tz=ZoneInfo(settings.timezone), lang=self.lang)
         self.loop = Loop("followups", self.tick, every=POLL, wake=self.wake)
         self.workers: list[Worker] = [self.loop.run]
 
     # ------------------------------------------------------------- scheduling
     async def on_record(self, session: AsyncSession, lead: Lead, record: Record) -> None:
-        """Journal subscriber: a stage move with a message schedules it (once per deal and stage)."""
-        if not isinstance(record, LeadEvent) or record.kind not in STAGE_EVENTS:
+        """Journal subscriber: a stage move schedules its message (once per deal and stage), an order the reorder offer, an
+        amoCRM task of the reminder type its reminder."""
+        if not isinstance(record, LeadEvent):
             return
-        stage = record.data.get("stage")
-        if depth(stage) < depth(lead.furthest_stage):
-            return  # a late webhook of a stage the deal has passed
-        now, deal = self.clock(), deal_key(lead)
+        if record.kind == CRM_TASK_CHANGED:
+            added = await self.reminders.from_task(session, lead, record.data)
+        elif record.kind in STAGE_EVENTS:
+            stage, deal = record.data.get("stage"), deal_key(lead)
+            added = depth(stage) >= depth(lead.furthest_stage) and await self._schedule_stage(session, lead, record, deal)  # not a late webhook
+            added |= await self.reorders.on_stage(session, lead, stage, deal)
+        else:
+            return
+        if added:
+            event.listen(session.sync_session, "after_commit", lambda _: self.wake.set(), once=True)
+
+    async def _schedule_stage(self, session: AsyncSession, lead: Lead, record: LeadEvent, deal: str) -> bool:
+        """The stage's message, its questions and (after «Тестовая партия получена») the survey; True if any was added."""
+        stage, now = record.data.get("stage"), self.clock()
         added = False
         if self.messages.has(stage):
             added = await store.schedule(session, lead_id=lead.id, kind=STAGE, key=f"stage:{deal}:{stage}", due_at=now, now=now,
@@ -97,8 +114,7 @@ class FollowUps:
         if stage == SURVEY_AFTER:
             added |= await store.schedule(session, lead_id=lead.id, kind=SURVEY, key=f"survey:{deal}", due_at=now + self.survey_after,
                                           now=now, stage=stage)
-        if added:
-            event.listen(session.sync_session, "after_commit", lambda _: self.wake.set(), once=True)
+        return added
 
     # ---------------------------------------------------------------- sending
     async def tick(self) -> bool:
@@ -156,6 +172,8 @@ class FollowUps:
             text, markup = t(lead.language, "followups.survey.ask"), survey_keyboard(row.id)
         elif row.kind == REMINDER:
             text = t(lead.language, "followups.reminder.text", what=row.data.get("text"))
+        elif row.kind == REORDER:
+            text, markup = self.reorders.offer(row, lead)
         else:
             text = self.messages.render(row.stage or "", lead.language, lead_values(lead), row.data.get("fields") or {})
         try:
@@ -227,7 +245,7 @@ class FollowUps:
 
     def _what(self, row: FollowUp) -> str:
         """What a follow-up is, as the managers read it: «этап «…»», «опрос после тестовой партии»."""
-        if row.kind in (SURVEY, REMINDER, ASK):
+        if row.kind in (SURVEY, REMINDER, ASK, REORDER):
             return t(self.lang, f"followups.topic.{row.kind}")
         return t(self.lang, "followups.topic.stage", stage=t(self.lang, f"followups.stages.{row.stage}"))
 

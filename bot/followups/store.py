@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db import leads
 from bot.db.models import Lead, Message
 from bot.db.sql import insert_ignore
 from bot.followups.models import ASK, CANCELLED, PENDING, SENDING, SURVEY, FollowUp
@@ -83,8 +84,40 @@ async def cancel(session: AsyncSession, followup_id: int, reason: str) -> bool:
     return bool(result.rowcount)
 
 
+async def cancel_key(session: AsyncSession, key: str, reason: str) -> None:
+    """Cancel the follow-up ``key`` if it is not sent yet."""
+    await session.execute(update(FollowUp).where(FollowUp.key == key, FollowUp.state == PENDING).values(state=CANCELLED, reason=reason))
+
+
+async def reschedule(session: AsyncSession, key: str, due_at: datetime, data: dict[str, Any]) -> bool:
+    """Move the follow-up ``key`` to ``due_at`` with ``data`` if it is not sent yet; True if it was pending."""
+    result = await session.execute(update(FollowUp).where(FollowUp.key == key, FollowUp.state == PENDING)
+                                   .values(due_at=due_at, data=data, reason=None))
+    return bool(result.rowcount)
+
+
+async def cancel_pending(session: AsyncSession, lead_id: int, kind: str, reason: str) -> None:
+    """Cancel the lead's follow-ups of ``kind`` not sent yet."""
+    await session.execute(update(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == kind, FollowUp.state == PENDING)
+                          .values(state=CANCELLED, reason=reason))
+
+
+async def latest(session: AsyncSession, lead_id: int, kind: str) -> FollowUp | None:
+    """The lead's last follow-up of ``kind`` (in any state)."""
+    return await session.scalar(select(FollowUp).where(FollowUp.lead_id == lead_id, FollowUp.kind == kind).order_by(FollowUp.id.desc()).limit(1))
+
+
 async def get(session: AsyncSession, followup_id: int) -> FollowUp | None:
     return await session.get(FollowUp, followup_id, populate_existing=True)
+
+
+async def of_buyer(session: AsyncSession, tg_user_id: int, followup_id: int, kind: str) -> tuple[Lead, FollowUp] | None:
+    """The buyer (locked first, as every writer here does) and their follow-up ``followup_id`` of ``kind``; None if not theirs."""
+    lead = await leads.by_tg_user(session, tg_user_id, for_update=True)
+    row = await get(session, followup_id)
+    if lead is None or row is None or row.lead_id != lead.id or row.kind != kind:
+        return None
+    return lead, row
 
 
 async def survey_asking(session: AsyncSession, lead_id: int, message_id: int) -> FollowUp | None:

@@ -54,10 +54,9 @@ class Survey:
         if not 1 <= rating <= 5:
             return ""
         async with self.db.begin() as session:
-            lead = await leads.by_tg_user(session, tg_user_id, for_update=True)  # the lead first, as every writer here
-            row = await store.get(session, followup_id)
-            if lead is None or row is None or row.lead_id != lead.id or row.kind != SURVEY:
+            if (found := await store.of_buyer(session, tg_user_id, followup_id, SURVEY)) is None:
                 return ""
+            lead, row = found
             if "rating" in row.data:
                 return t(lead.language, "followups.survey.already")
             row.data = {**row.data, "rating": rating}

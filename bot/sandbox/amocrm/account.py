@@ -91,7 +91,7 @@ class Account:
         self._ids = {kind: itertools.count(start) for kind, start in (
             ("user", 1001), ("pipeline", 5001), ("status", 60001), ("field", 700001), ("enum", 800001),
             ("lead", 3000001), ("contact", 4000001), ("note", 9000001), ("task", 2000001), ("tag", 100001),
-            ("loss_reason", 40001),
+            ("loss_reason", 40001), ("task_type", 3001),
         )}
         self.users: dict[int, dict[str, Any]] = {}
         self.pipelines: dict[int, dict[str, Any]] = {}
@@ -102,6 +102,8 @@ class Account:
         self.contacts: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
         self.tasks: dict[int, dict[str, Any]] = {}
+        self.task_types: dict[int, dict[str, Any]] = {1: {"id": 1, "name": "Связаться", "code": "FOLLOW_UP"},
+                                                      2: {"id": 2, "name": "Встреча", "code": "MEETING"}}
         self.loss_reasons: dict[int, dict[str, Any]] = {}
 
     def _next(self, kind: str) -> int:
@@ -563,9 +565,15 @@ class Account:
                 invalid.add("NotSupportedChoice", "entity_type", "The value you selected is not a valid choice.")
             elif item.get("entity_id") not in self.leads:
                 invalid.add("NotFound", "entity_id", "Entity not found")
-        if item.get("task_type_id", 1) not in (1, 2):
+        if item.get("task_type_id", 1) not in self.task_types:
             invalid.add("NotSupportedChoice", "task_type_id", "The value you selected is not a valid choice.")
         self._user(item, invalid)
+
+    def add_task_type(self, name: str) -> int:
+        """An account's own task type (amoCRM → Settings → task types)."""
+        type_id = self._next("task_type")
+        self.task_types[type_id] = {"id": type_id, "name": name, "code": None}
+        return type_id
 
     def add_tasks(self, items: Any) -> list[dict[str, Any]]:
         items, invalid = self._batch(items), Invalid()
@@ -597,16 +605,19 @@ class Account:
         invalid.raise_if_any()
         for item in items:
             task = self.tasks[item["id"]]
-            editable = ("text", "complete_till", "is_completed", "result", "responsible_user_id", "entity_id", "entity_type")
+            editable = ("text", "complete_till", "is_completed", "result", "responsible_user_id", "entity_id", "entity_type", "task_type_id")
             task.update({k: v for k, v in item.items() if k in editable})
             task["updated_at"] = self._now()
         return [{"id": item["id"], "updated_at": self.tasks[item["id"]]["updated_at"]} for item in items]
 
     def find_tasks(self, *, entity_ids: list[int] | None = None, is_completed: bool | None = None,
-                   responsible: int | None = None, order_desc: bool = False) -> list[dict[str, Any]]:
+                   responsible: int | None = None, task_types: list[int] | None = None, updated_from: int | None = None,
+                   order_desc: bool = False) -> list[dict[str, Any]]:
         found = [t for t in self.tasks.values() if (not entity_ids or t["entity_id"] in entity_ids)
                  and (is_completed is None or t["is_completed"] == is_completed)
-                 and (responsible is None or t["responsible_user_id"] == responsible)]
+                 and (responsible is None or t["responsible_user_id"] == responsible)
+                 and (not task_types or t["task_type_id"] in task_types)
+                 and (updated_from is None or t["updated_at"] >= updated_from)]
         return sorted(found, key=lambda t: t["id"], reverse=order_desc)
 
     # ---------------------------------------------------------------- reading

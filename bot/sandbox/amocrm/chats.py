@@ -6,6 +6,8 @@
 * A channel is registered by "support" (:meth:`ChatsApi.register_channel`), connected to the account
   (``scope_id``), then holds chats (one per ``conversation_id``) and their messages (one per ``msgid``: the
   same ``msgid`` again is the same message).
+* A buyer's profile (name, avatar, phone, profile link) is the chat's user: set when the chat is created,
+  updated by what each of their messages says of them (``sender``).
 * A chat linked to a contact (``POST /api/v4/contacts/chats``) shows on that contact's lead; a buyer's
   message in a chat linked to no contact makes an "unsorted" lead (``unsorted``), as amoCRM does.
 * :meth:`ChatsApi.reply` plays a manager answering in amoCRM: the signed hook goes to the channel's URL.
@@ -167,12 +169,18 @@ class ChatsApi:
     def _chat_of(self, scope_id: str, conversation_id: str, user: dict[str, Any]) -> Chat:
         key = (scope_id, conversation_id)
         if key not in self.by_conversation:
-            chat = Chat(str(uuid.uuid4()), scope_id, conversation_id,
-                        {"id": str(uuid.uuid4()), "client_id": user.get("id"), "name": user.get("name"),
-                         "avatar": user.get("avatar"), "phone": (user.get("profile") or {}).get("phone")})
+            chat = Chat(str(uuid.uuid4()), scope_id, conversation_id, {"id": str(uuid.uuid4()), "client_id": user.get("id")})
             self.chats[chat.id] = chat
             self.by_conversation[key] = chat.id
+            self._profile(chat, user)
         return self.chats[self.by_conversation[key]]
+
+    @staticmethod
+    def _profile(chat: Chat, user: dict[str, Any]) -> None:
+        """What the request says of the buyer replaces what the chat showed (what it leaves out stays)."""
+        given = {"name": user.get("name"), "avatar": user.get("avatar"), "phone": (user.get("profile") or {}).get("phone"),
+                 "profile_link": user.get("profile_link")}
+        chat.user.update({key: value for key, value in given.items() if value})
 
     async def _message(self, request: web.Request) -> web.Response:
         scope_id = self._scope(request)
@@ -185,6 +193,8 @@ class ChatsApi:
             outgoing = bool(payload.get("receiver"))
             user = payload.get("receiver") if outgoing else payload.get("sender")
             chat = self._chat_of(scope_id, payload["conversation_id"], user or {"id": payload["conversation_id"]})
+            if not outgoing:
+                self._profile(chat, user or {})
             known = {"id": str(uuid.uuid4()), "msgid": payload["msgid"], "direction": "out" if outgoing else "in",
                      "author": (payload.get("sender") or {}).get("name"), "silent": bool(payload.get("silent")),
                      "timestamp": payload.get("timestamp"), "statuses": [], "received_at": time.monotonic(),

@@ -143,6 +143,32 @@ class AmoSandbox:
         for task in self.account.find_tasks(entity_ids=[lead_id], is_completed=False):
             task.update(is_completed=True, result={"text": "Сделано"}, updated_at=int(time.time()))
 
+    async def add_task(self, lead_id: int, text: str, complete_till: int, task_type_id: int = 1,
+                       responsible_user_id: int | None = None) -> tuple[int, list[int]]:
+        """A manager sets a task on the lead (an "add task" webhook); returns its id and the webhooks' HTTP statuses."""
+        item = {"entity_type": "leads", "entity_id": lead_id, "text": text, "complete_till": complete_till, "task_type_id": task_type_id,
+                **({"responsible_user_id": responsible_user_id} if responsible_user_id else {})}
+        task_id = self.account.add_tasks([item])[0]["id"]
+        return task_id, await self._notify_task("add", self.account.tasks[task_id])
+
+    async def edit_task(self, task_id: int, **changes: Any) -> list[int]:
+        """A manager edits a task (text, complete_till, is_completed…): an "update task" webhook."""
+        self.account.update_tasks([{"id": task_id, **changes}])
+        return await self._notify_task("update", self.account.tasks[task_id])
+
+    async def delete_task(self, task_id: int) -> list[int]:
+        """A manager deletes a task: a "delete task" webhook."""
+        return await self._notify_task("delete", self.account.tasks.pop(task_id))
+
+    async def _notify_task(self, action: str, task: dict[str, Any]) -> list[int]:
+        """amoCRM's task webhook: ``task[add|update|delete][0][…]``, the lead as ``element_id`` with ``element_type`` 2."""
+        prefix = f"task[{action}][0]"
+        values = {"id": task["id"], "element_id": task["entity_id"], "element_type": 2 if task["entity_type"] == "leads" else 1,
+                  "date_create": task["created_at"], "text": task["text"], "status": int(task["is_completed"]), "account_id": self.account.id,
+                  "created_user_id": task["created_by"], "last_modified": task["updated_at"], "responsible_user_id": task["responsible_user_id"],
+                  "complete_till": task["complete_till"], "task_type": task["task_type_id"]}
+        return await self._post([(f"{prefix}[{key}]", str(value)) for key, value in values.items()])
+
     async def _notify(self, action: str, lead: dict[str, Any], **old: Any) -> list[int]:
         prefix = f"leads[{action}][0]"
         pairs = [(f"{prefix}[{key}]", str(value)) for key, value in {
@@ -154,8 +180,12 @@ class AmoSandbox:
         for i, f in enumerate(lead["fields"]):
             pairs += [(f"{prefix}[custom_fields][{i}][id]", str(f["field_id"])), (f"{prefix}[custom_fields][{i}][name]", f["field_name"])]
             pairs += [(f"{prefix}[custom_fields][{i}][values][{j}][value]", str(v["value"])) for j, v in enumerate(f["values"])]
-        pairs += [("account[subdomain]", self.account.subdomain), ("account[id]", str(self.account.id)),
-                  ("account[_links][self]", self.base_url)]
+        return await self._post(pairs)
+
+    async def _post(self, pairs: list[tuple[str, str]]) -> list[int]:
+        """One webhook (form-encoded, with the account) to every subscribed URL; their HTTP statuses."""
+        pairs = [*pairs, ("account[subdomain]", self.account.subdomain), ("account[id]", str(self.account.id)),
+                 ("account[_links][self]", self.base_url)]
         body = urlencode(pairs)
         statuses = []
         async with aiohttp.ClientSession() as session:
@@ -330,8 +360,13 @@ class AmoSandbox:
                                 "is_loss_reason_enabled": True}
         if "amojo_id" in request.query.get("with", "").split(","):
             body["amojo_id"] = self.chats.amojo_id
+        embedded: dict[str, Any] = {}
         if "datetime_settings" in request.query.get("with", "").split(","):
-            body["_embedded"] = {"datetime_settings": self.account.datetime_settings()}
+            embedded["datetime_settings"] = self.account.datetime_settings()
+        if "task_types" in request.query.get("with", "").split(","):
+            embedded["task_types"] = list(self.account.task_types.values())
+        if embedded:
+            body["_embedded"] = embedded
         return _json(body)
 
     def _listing(self, entity: str, items: Any) -> Any:
@@ -405,6 +440,8 @@ class AmoSandbox:
         found = self.account.find_tasks(
             entity_ids=_ints(q, "filter[entity_id]"), is_completed=None if completed is None else completed == "1",
             responsible=int(q["filter[responsible_user_id]"]) if "filter[responsible_user_id]" in q else None,
+            task_types=_ints(q, "filter[task_type]"),
+            updated_from=int(q["filter[updated_at][from]"]) if "filter[updated_at][from]" in q else None,
             order_desc=q.get("order[id]") == "desc",
         )
         return self._list(request, "tasks", found)

@@ -147,6 +147,12 @@ class TelegramSandbox:
         self._state.add_group(chat)
         return chat.to_dict()
 
+    def set_profile_photo(self, user_id: int, content: bytes = b"sandbox avatar") -> list[dict[str, Any]]:
+        """The user sets a new profile photo (``getUserProfilePhotos`` lists it first); returns its PhotoSize list."""
+        sizes: list[dict[str, Any]] = self.files.add("photo", content, attributes={"width": 640, "height": 640}).media
+        self._state.user(user_id).photos.insert(0, sizes)
+        return sizes
+
     def block(self, user_id: int) -> None:
         """The user blocks the bot (403 on sends; a ``my_chat_member`` update if they had started it)."""
         user = self._state.user(user_id)

@@ -64,6 +64,7 @@ class User:
     started: bool = False  # has written to the bot, so the bot may write back
     blocked: bool = False
     deactivated: bool = False
+    photos: list[list[dict[str, Any]]] = field(default_factory=list)  # profile photos (PhotoSize lists), newest first
 
     def to_dict(self) -> dict[str, Any]:
         """Bot API ``User``."""

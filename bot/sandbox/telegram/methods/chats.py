@@ -47,6 +47,14 @@ class ChatMethods(MethodGroup):
             raise bad_request("user not found")
         return user
 
+    @api_method("getUserProfilePhotos")
+    async def get_user_profile_photos(self, p: Params) -> dict[str, Any]:
+        photos = self._user(p).photos
+        offset, limit = p.integer("offset") or 0, p.integer("limit") or 100
+        if not 1 <= limit <= 100:
+            raise bad_request("limit must be between 1 and 100")
+        return {"total_count": len(photos), "photos": photos[offset:offset + limit]}
+
     @api_method("getChatMember")
     async def get_chat_member(self, p: Params) -> dict[str, Any]:
         chat = self.state.visible_chat(p.chat_id())
