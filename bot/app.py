@@ -117,6 +117,7 @@ class App:
         self.workers.append(self.relay.run)
         self.followups = FollowUps(settings, self.db, self.journal, self.messenger, catalog=self.catalog, topic=self.relay)
         self.journal.subscribe(self.followups.on_record)
+        self.relay.actions.reminders = self.followups.reminders  # the lead card's «Напомнить клиенту…»
         self.workers += self.followups.workers
         self.broadcasts = Broadcasts(settings, self.db, self.journal, self.quiz, messenger=self.messenger, catalog=self.catalog)
         self.journal.subscribe(self.broadcasts.on_record)

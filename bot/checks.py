@@ -267,7 +267,7 @@ class Checks:
         """Two lines: the token (and the account behind it), then the pipelines, stages, fields and users named in CRM_CONFIG."""
         s = self.settings
         if not s.amocrm_base_url:
-            for name in ("amoCRM", "amoCRM funnel", "amoCRM chat channel"):
+            for name in ("amoCRM", "amoCRM funnel", "amoCRM chat channel", "amoCRM reminder tasks"):
                 self.lines.append((name, "SKIP", "AMOCRM_BASE_URL not set: CRM work is queued, not sent"))
             return
         async with _amocrm(s) as (client, config, db, http):
@@ -314,9 +314,22 @@ class Checks:
                 notes = "on" if s.message_notes else "off"
                 return f"connected, scope {stored['scope_id']}: amoCRM hooks to /webhooks/amojo/<scope_id>; message notes {notes}"
 
+            async def reminder_tasks() -> str:
+                if s.reminder_task_type is None:
+                    raise Skip("REMINDER_TASK_TYPE not set: amoCRM tasks do not remind the buyer")
+                if not account:
+                    raise Skip("needs a working amoCRM token")
+                types = {t["id"]: t.get("name") for t in ((await client.get("/api/v4/account", {"with": "task_types"}) or {})
+                                                            .get("_embedded") or {}).get("task_types") or []}
+                if s.reminder_task_type not in types:
+                    listed = ", ".join(f"{type_id} «{name}»" for type_id, name in types.items())
+                    raise Fail(f"REMINDER_TASK_TYPE={s.reminder_task_type} is not a task type of the account; its types: {listed}")
+                return f"tasks of type «{types[s.reminder_task_type]}» (#{s.reminder_task_type}) on a buyer's deal remind the buyer"
+
             await self.one("amoCRM", reach)
             await self.one("amoCRM funnel", funnel)
             await self.one("amoCRM chat channel", chat_channel)
+            await self.one("amoCRM reminder tasks", reminder_tasks)
 
 
 def _loaded(what: str, path: object) -> str:

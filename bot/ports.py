@@ -79,6 +79,14 @@ class OperatorTopic(Protocol):
         """The lead an operator-chat message is about (its topic, or the message it replies to)."""
 
 
+class Reminders(Protocol):
+    """Reminders to the buyer (``bot/followups``): what the operator chat's «Напомнить клиенту…» sets."""
+
+    async def add(self, lead: Lead | None, chat_id: int, message_id: int, manager: str, args: str | None) -> str:
+        """Remind ``lead`` of ``args`` (``<when> <what>``, as ``/remind`` takes them), once per ``chat_id``/``message_id``;
+        returns the answer for the topic (done, or what to write instead)."""
+
+
 class Journey(Protocol):
     """The lead journey (``bot/journey``): the steps managers and broadcast buttons start."""
 

@@ -64,7 +64,7 @@ async def test_a_good_configuration_reaches_every_dependency(tmp_path: Path, san
     statuses = {name: status for name, (status, _) in lines.items()}
     assert statuses == {
         "telegram": "OK", "telegram webhook": "OK", "operator group": "OK", "amoCRM": "OK", "amoCRM funnel": "OK",
-        "amoCRM chat channel": "SKIP", "database": "OK", "redis": "SKIP", "webhooks": "OK", "QUIZ_CONFIG": "OK", "CATALOG_DIR": "OK", "quiz → catalogue": "OK",
+        "amoCRM chat channel": "SKIP", "amoCRM reminder tasks": "SKIP", "database": "OK", "redis": "SKIP", "webhooks": "OK", "QUIZ_CONFIG": "OK", "CATALOG_DIR": "OK", "quiz → catalogue": "OK",
         "CRM_CONFIG": "OK", "OPERATORS_CONFIG": "OK", "BROADCAST_SEQUENCES": "OK", "BROADCAST_SEGMENTS": "OK", "DATA_DIR": "OK",
     }
     assert "@optobot_sandbox_bot" in lines["telegram"][1]
@@ -151,7 +151,7 @@ async def test_without_amocrm_or_a_token_the_dependencies_they_need_are_skipped_
     assert code == 0
     for name, setting in (("telegram", "BOT_TOKEN"), ("telegram webhook", "PUBLIC_URL"), ("operator group", "OPERATOR_CHAT_ID"),
                           ("amoCRM", "AMOCRM_BASE_URL"), ("amoCRM funnel", "AMOCRM_BASE_URL"),
-                          ("amoCRM chat channel", "AMOCRM_BASE_URL")):
+                          ("amoCRM chat channel", "AMOCRM_BASE_URL"), ("amoCRM reminder tasks", "AMOCRM_BASE_URL")):
         assert lines[name][0] == "SKIP" and setting in lines[name][1], (name, lines[name])
 
 
@@ -169,3 +169,13 @@ async def test_the_chat_channel_is_reported_connected_or_what_to_run(tmp_path: P
     code, lines = await check(tmp_path, **env)
     assert lines["amoCRM chat channel"][0] == "OK" and "message notes off" in lines["amoCRM chat channel"][1], lines
     assert registered.secret not in str(lines)
+
+
+async def test_the_reminder_task_type_is_checked_against_the_account(tmp_path: Path, amocrm: AmoSandbox, sqlite_url: str) -> None:  # noqa: F811
+    kind = amocrm.account.add_task_type("Напомнить клиенту")
+    env = {"DATABASE_URL": sqlite_url, "AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token}
+    code, lines = await check(tmp_path, **env, REMINDER_TASK_TYPE="77")
+    assert code == 1 and lines["amoCRM reminder tasks"] == (
+        "FAIL", f"REMINDER_TASK_TYPE=77 is not a task type of the account; its types: 1 «Связаться», 2 «Встреча», {kind} «Напомнить клиенту»")
+    code, lines = await check(tmp_path, **env, REMINDER_TASK_TYPE=str(kind))
+    assert lines["amoCRM reminder tasks"] == ("OK", f"tasks of type «Напомнить клиенту» (#{kind}) on a buyer's deal remind the buyer")

@@ -63,6 +63,35 @@ async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, 
     assert len([t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")]) == 1
 
 
+async def test_the_lead_card_leads_the_manager_through_a_reminder(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                                  renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
+    settings = relay_settings(sandbox, database_url, tmp_path)
+    clock = FakeClock(NOON)
+    async with running(settings, renderer) as app:
+        app.followups.clock = clock
+        opened = await open_topic(app, buyer, team)
+        assert buttons(opened.card)[-1][0] == "⏰ Напомнить клиенту…"
+        sandbox.click(IVAN, opened.card, buttons(opened.card)[-1][1])
+        picker = (await team.wait(opened.thread, 3))[-1]
+        assert picker["text"].startswith("⏰ Что напомнить покупателю? Выберите ниже.\nСвоё время и текст — командой в этом топике: /remind 25.12 10:00")
+        assert [text for text, _ in buttons(picker)] == ["Оплатить счёт", "Прислать паспортные данные для доставки", "Прислать документы"]
+        sandbox.click(IVAN, picker, buttons(picker)[1][1])
+        await eventually(lambda: team.bot_messages(opened.thread)[-1]["text"].startswith("⏰ «Прислать паспортные данные для доставки» — когда напомнить? (Время — Europe/Moscow"))
+        picker = team.bot_messages(opened.thread)[-1]
+        assert [text for text, _ in buttons(picker)] == ["через 2 часа", "завтра в 10:00", "через 3 дня", "через неделю", "⬅️ Назад"]
+        tomorrow = buttons(picker)[1][1]
+        sandbox.click(IVAN, picker, tomorrow)
+        await eventually(lambda: team.bot_messages(opened.thread)[-1]["text"].startswith("✅ Напомню покупателю 02.12.2026 10:00"))
+        assert not buttons(team.bot_messages(opened.thread)[-1])
+        rows = await followups(app, opened.lead_id)
+        assert [(r.kind, r.state, r.due_at, r.data["text"], r.data["manager"]) for r in rows] == [
+            ("reminder", "pending", datetime(2026, 12, 2, 10, 0, tzinfo=MOSCOW), "Прислать паспортные данные для доставки", "Иван Смирнов")]
+
+        clock.set(datetime(2026, 12, 2, 10, 0, 5, tzinfo=MOSCOW))
+        app.followups.wake.set()
+        assert (await buyer.reply())["text"] == "🔔 Напоминание: Прислать паспортные данные для доставки"
+
+
 @pytest.mark.parametrize("args, expected", [
     ("+30m позвонить", (datetime(2026, 12, 1, 12, 30), "позвонить")),
     ("+3d паспорт", (datetime(2026, 12, 4, 12, 0), "паспорт")),

@@ -48,7 +48,7 @@ async def test_first_question_opens_a_topic_with_the_lead_card(app: App, sandbox
         "🗂 amoCRM: сделка №777",
     ]
     labels = [text for text, _ in buttons(card)]
-    assert labels == ["📄 Каталог ещё раз", "📱 Запросить телефон", "➡️ Этап", "🔒 Закрыть", "🚫 Бан"]
+    assert labels == ["📄 Каталог ещё раз", "📱 Запросить телефон", "➡️ Этап", "🔒 Закрыть", "🚫 Бан", "⏰ Напомнить клиенту…"]
     assert question["text"] == "Здравствуйте! Есть ли кроссовки 38 размера?"
     assert "forward_origin" not in question  # a copy: the group sees the words, not a forward
 

@@ -1,19 +1,19 @@
 """What managers do to a lead from its card or a command: the catalogue, quick replies, stages, close or
-reopen, ban or unban; and the admins' /reload of OPERATORS_CONFIG."""
+reopen, ban or unban, a reminder to the buyer; and the admins' /reload of OPERATORS_CONFIG."""
 from __future__ import annotations
 
 import contextlib
 
-from aiogram.exceptions import TelegramAPIError
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import BotCommand, BotCommandScopeChat, Message, User
 
 from bot.db.models import Lead
 from bot.funnel import CLOSED, STAGES
 from bot.journal import BANNED, STAGE_CHANGED, UNBANNED
-from bot.ports import Journey
+from bot.ports import Journey, Reminders
 from bot.relay import store
-from bot.relay.card import RelayCb, card_keyboard, stage_keyboard, stage_label
-from bot.relay.chat import OperatorChat
+from bot.relay.card import REMIND_REASONS, REMIND_TIMES, RelayCb, card_keyboard, remind_keyboard, stage_keyboard, stage_label
+from bot.relay.chat import OperatorChat, unmodified
 from bot.relay.config import BUILTIN_COMMANDS, load_roster
 from bot.relay.outbound import ManagerMessages
 from bot.relay.quick import QuickReplies
@@ -31,6 +31,7 @@ class Actions:
         self.managers = managers
         self.quick = quick
         self.journey = journey
+        self.reminders: Reminders | None = None  # set by the app (bot/followups)
 
     async def button(self, message: Message, user: User, data: RelayCb) -> None:
         """A lead card button (only for members of the operator group it is in)."""
@@ -47,6 +48,8 @@ class Actions:
             await self.chat.bot.edit_message_reply_markup(chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup)
         elif data.action == "stage":
             await self.set_stage(lead, data.stage, origin=message, manager=user)
+        elif data.action.startswith("remind"):
+            await self.remind(lead, data, message, user)
         else:
             await self.act(lead, data.action, origin=message, manager=user)
 
@@ -76,6 +79,32 @@ class Actions:
             await self.topics.refresh_card(lead.id)
         else:
             await self.chat.reply(origin, t(self.chat.lang, "relay.unknown_command", name=action))
+
+    async def remind(self, lead: Lead, data: RelayCb, message: Message, user: User) -> None:
+        """«Напомнить клиенту…»: a picker under the card (what, then when; the text says how to ``/remind`` anything else),
+        then the reminder through the follow-ups (:class:`bot.ports.Reminders`), its answer in place of the picker."""
+        lang = self.chat.lang
+        if self.reminders is None:
+            await self.chat.reply(message, t(lang, "relay.remind.off"))
+            return
+        if data.action == "remind":  # the card's button
+            await self.chat.reply(message, t(lang, "relay.remind.what"), reply_markup=remind_keyboard(lead, lang))
+            return
+        reason, _, when = data.stage.partition("|")
+        if reason not in REMIND_REASONS:
+            return
+        what, markup = t(lang, f"relay.remind.reasons.{reason}"), None
+        if data.action == "remind_when" and when in REMIND_TIMES:
+            text = await self.reminders.add(lead, message.chat.id, message.message_id, self.chat.manager_name(user), f"{REMIND_TIMES[when]} {what}")
+        elif data.action == "remind_what":
+            text, markup = t(lang, "relay.remind.when", what=what, tz=self.chat.settings.timezone), remind_keyboard(lead, lang, reason)
+        else:  # «Назад» to the reasons
+            text, markup = t(lang, "relay.remind.what"), remind_keyboard(lead, lang)
+        try:
+            await self.chat.bot.edit_message_text(text, chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup)
+        except TelegramBadRequest as exc:
+            if not unmodified(exc):  # a press replayed: the picker shows it already
+                raise
 
     async def _send_catalog(self, lead: Lead, origin: Message, manager: User, name: str) -> None:
         async def send() -> bool:

@@ -16,6 +16,9 @@ from bot.quiz import Quiz
 from bot.relay.config import Roster
 from bot.texts import Safe, t
 
+#: The reminder picker («Напомнить клиенту…»): reasons (texts ``relay.remind.reasons.*``) and times as ``/remind`` takes them.
+REMIND_REASONS = ("payment", "passport", "documents")
+REMIND_TIMES = {"2h": "+2h", "tomorrow": "tomorrow 10:00", "3d": "+3d", "7d": "+7d"}
 TOPIC_NAME_LIMIT = 128
 TOPIC_COLOR = 0x6FB9F0
 UTM_ORDER = ("source", "medium", "campaign", "name", "content", "term")  # JSONB keeps no key order
@@ -23,7 +26,8 @@ UTM_ORDER = ("source", "medium", "campaign", "name", "content", "term")  # JSONB
 
 class RelayCb(CallbackData, prefix="rl"):
     """A lead card button: ``catalog``, ``phone``, ``stages``, ``stage`` (with ``stage``), ``back``,
-    ``close``, ``reopen``, ``ban``, ``unban``."""
+    ``close``, ``reopen``, ``ban``, ``unban``, ``remind``; the reminder picker's ``remind_what`` (``stage``: the
+    reason), ``remind_when`` (``stage``: ``reason|time``) and ``remind_back``."""
 
     action: str
     lead: int
@@ -92,13 +96,27 @@ def _button(lang: str, key: str, lead: Lead, action: str, stage: str = "") -> In
 
 
 def card_keyboard(lead: Lead, lang: str, *, closed: bool) -> InlineKeyboardMarkup:
-    """Catalogue again / ask for a phone / stage / close or reopen / ban or unban."""
+    """Catalogue again / ask for a phone / stage / close or reopen / ban or unban / remind the buyer."""
     return InlineKeyboardMarkup(inline_keyboard=[
         [_button(lang, "catalog", lead, "catalog"), _button(lang, "phone", lead, "phone")],
         [_button(lang, "stage", lead, "stages"),
          _button(lang, "reopen", lead, "reopen") if closed else _button(lang, "close", lead, "close"),
          _button(lang, "unban", lead, "unban") if lead.is_banned else _button(lang, "ban", lead, "ban")],
+        [_button(lang, "remind", lead, "remind")],
     ])
+
+
+def remind_keyboard(lead: Lead, lang: str, reason: str | None = None) -> InlineKeyboardMarkup:
+    """The reminder picker: what (a reason), then when (``reason`` chosen)."""
+    if reason is None:
+        rows = [[InlineKeyboardButton(text=t(lang, f"relay.remind.reasons.{key}"),
+                                      callback_data=RelayCb(action="remind_what", lead=lead.id, stage=key).pack())] for key in REMIND_REASONS]
+    else:
+        buttons = [InlineKeyboardButton(text=t(lang, f"relay.remind.times.{key}"),
+                                        callback_data=RelayCb(action="remind_when", lead=lead.id, stage=f"{reason}|{key}").pack())
+                   for key in REMIND_TIMES]
+        rows = [buttons[:2], buttons[2:], [_button(lang, "back", lead, "remind_back", reason)]]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 def stage_keyboard(lead: Lead, lang: str) -> InlineKeyboardMarkup:

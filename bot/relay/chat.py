@@ -8,7 +8,7 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 from aiogram.enums import ChatMemberStatus
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
-from aiogram.types import Message, ReplyParameters, User
+from aiogram.types import InlineKeyboardMarkup, Message, ReplyParameters, User
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.config import Settings
@@ -132,11 +132,11 @@ class OperatorChat:
             self._members[chat_id, user_id] = time.monotonic()
         return ok
 
-    async def reply(self, origin: Message, text: str) -> None:
+    async def reply(self, origin: Message, text: str, reply_markup: InlineKeyboardMarkup | None = None) -> None:
         """Answer a manager's message (or button) where it is (within the group's budget)."""
         async with self.budgets.post(origin.chat.id):
             await self.bot.send_message(origin.chat.id, text, message_thread_id=origin.message_thread_id if origin.is_topic_message else None,
-                                        reply_parameters=replying_to(origin.message_id))
+                                        reply_parameters=replying_to(origin.message_id), reply_markup=reply_markup)
 
     def failed(self, error: str) -> str:
         """«Not delivered: <error>» with the local time."""
