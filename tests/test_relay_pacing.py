@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
-from bot.config import load_settings
+from bot.config import ConfigError, load_settings
 from bot.relay import pacer
 from bot.relay.chat import Budgets
 from bot.relay.models import RelayTopic
@@ -90,6 +90,17 @@ async def all_relayed(app: App, sandbox: TelegramSandbox, expected: dict[int, li
         for lead, texts in expected.items())
 
 
+def test_the_operator_groups_settings() -> None:
+    both = load_settings(_env_file=None, OPERATOR_CHAT_ID=str(OPERATORS), OPERATOR_CHAT_IDS=f"{SECOND}; {OPERATORS}")
+    assert both.operator_chats == (OPERATORS, SECOND)  # the single group first, each once
+    assert load_settings(_env_file=None, OPERATOR_CHAT_IDS=f"{SECOND},{OPERATORS}").operator_chats == (SECOND, OPERATORS)
+    assert load_settings(_env_file=None).operator_chats == ()
+    with pytest.raises(ConfigError, match=r"OPERATOR_CHAT_IDS: must be comma-separated Telegram ids, e\.g\. -100"):
+        load_settings(_env_file=None, OPERATOR_CHAT_IDS="-1001234567890,операторы")
+    with pytest.raises(ConfigError, match="GROUP_POSTS_PER_MINUTE"):
+        load_settings(_env_file=None, GROUP_POSTS_PER_MINUTE="0")
+
+
 async def test_a_burst_above_the_group_limit_reaches_every_topic_in_order(app: App, sandbox: TelegramSandbox) -> None:
     limit_groups(sandbox, app, posts=4, window=2)
     people = buyers(sandbox, 4)
@@ -140,6 +151,27 @@ async def test_texts_queued_while_the_group_is_throttled_go_as_one_post(app: App
     buyer.send("Спасибо!")  # the group has room again: a message goes on its own, as it is
     await eventually(lambda: len(team.bot_messages(opened.thread)) == 4, timeout=10)
     assert team.bot_messages(opened.thread)[-1]["text"] == "Спасибо!"
+
+
+async def test_media_queued_while_throttled_go_in_one_request_albums_kept(app: App, sandbox: TelegramSandbox, buyer: Buyer,
+                                                                          team: Team) -> None:
+    limit_groups(sandbox, app, posts=8, window=3)
+    opened = await open_topic(app, buyer, team)
+    async with app.relay.chat.budgets.post(OPERATORS, 6):  # the group's budget spent: what comes meanwhile waits
+        sent = [sandbox.send_media(buyer.id, "photo"), sandbox.send_media(buyer.id, "document", caption="Прайс")]
+        sent += sandbox.send_album(buyer.id, [{"kind": "photo", "caption": "Цвета"}, "photo", "photo"])
+
+        async def all_queued() -> bool:
+            async with app.db() as session:
+                return await pacer.count(session) == 5
+
+        await eventually(all_queued)
+
+    copies = (await team.wait(opened.thread, 7, timeout=15))[2:]
+    calls = [c for c in sandbox.calls if c.method in ("copyMessage", "copyMessages") and c.chat_id == OPERATORS and c.ok]
+    assert [c.method for c in calls][-1:] == ["copyMessages"] and len(calls[-1].result) == 5  # one request for the five
+    assert [copy.get("caption") for copy in copies] == [None, "Прайс", "Цвета", None, None]
+    assert len({copy.get("media_group_id") for copy in copies[2:]}) == 1 and "media_group_id" not in copies[0]
 
 
 def buyer_message_id(sandbox: TelegramSandbox, buyer: Buyer, text: str) -> int:
