@@ -14,6 +14,7 @@ from aiogram.types import Message, User
 from bot.db.models import Lead
 from bot.inbound import Inbound, attachment
 from bot.messenger import BuyerUnreachable, unreachable_reason
+from bot.sender import GaveUp, Unknown
 from bot.relay import store
 from bot.relay.albums import Albums
 from bot.relay.chat import OperatorChat
@@ -81,6 +82,12 @@ class ManagerMessages:
             return await send()
         except BuyerUnreachable as exc:  # already flagged by the messenger
             reason = exc.reason
+        except GaveUp as exc:  # Telegram did not take it for SEND_RETRY_FOR: the manager decides what next
+            await self.chat.reply(origin, self.chat.failed(str(exc)))
+            return None
+        except Unknown:  # the connection broke after the request left: maybe delivered, not sent twice
+            await self.chat.reply(origin, t(self.chat.lang, "relay.unknown", time=self.chat.time()))
+            return None
         except (TelegramForbiddenError, TelegramBadRequest) as exc:
             reason = unreachable_reason(exc)
             if reason is None:

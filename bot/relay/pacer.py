@@ -24,6 +24,7 @@ from typing import Any
 
 import structlog
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramForbiddenError, TelegramRetryAfter
+from aiogram.methods import SendMessage
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -280,14 +281,14 @@ class Pacer:
     async def _send(self, lead: Lead, segment: _Segment) -> list[tuple[int, int]]:
         """Post one segment in the lead's topic, holding its posts of the group's budget while the request is under way;
         ``(buyer message id, operator message id)`` pairs."""
-        chat, bot = self.chat, self.chat.bot
+        chat, call = self.chat, self.copier.call
         if segment.kind == NOTICE:
             text = segment.posts[0].payload["text"]
 
             async def notice(topic: RelayTopic) -> None:
                 async with chat.budgets.post(topic.chat_id):
-                    await bot.send_message(topic.chat_id, text, message_thread_id=topic.thread_id,
-                                           reply_parameters=replying_to(topic.card_message_id if topic.thread_id is None else None))
+                    await call(SendMessage(chat_id=topic.chat_id, text=text, message_thread_id=topic.thread_id,
+                                           reply_parameters=replying_to(topic.card_message_id if topic.thread_id is None else None)))
 
             await self.topics.send_in_topic(lead, notice)
             return []
@@ -302,7 +303,7 @@ class Pacer:
             async def batch(topic: RelayTopic) -> list[int]:
                 await self._reopen(lead, topic)
                 async with chat.budgets.post(topic.chat_id, len(parts)):
-                    return [(await bot.send_message(topic.chat_id, part, message_thread_id=topic.thread_id)).message_id
+                    return [(await call(SendMessage(chat_id=topic.chat_id, text=part, message_thread_id=topic.thread_id))).message_id
                             for part in parts]
 
             ids = await self.topics.send_in_topic(lead, batch)

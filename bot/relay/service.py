@@ -16,6 +16,7 @@ author shows, and managers answer by replying to them or to the lead card.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from aiogram.types import Message
 
@@ -41,6 +42,7 @@ from bot.relay.quick import QuickReplies
 from bot.relay.sla import Sla
 from bot.relay.topics import Topics
 from bot.relay.worker import RelayWorker
+from bot.sender import RELAY
 
 
 class RelayService:
@@ -55,10 +57,11 @@ class RelayService:
         self.chat = OperatorChat(settings, db, journal, messenger, quiz, roster, self.sla)
         self.albums = Albums()
         self.topics = Topics(self.chat)
-        copier = Copier(messenger.bot)
-        self.pacer = Pacer(self.chat, self.topics, copier)
-        self.buyers = BuyerMessages(self.chat, self.topics, copier, self.pacer)
-        self.managers = ManagerMessages(self.chat, self.topics, copier, self.albums)
+        to_group = Copier(messenger.bot)
+        self.pacer = Pacer(self.chat, self.topics, to_group)
+        self.buyers = BuyerMessages(self.chat, self.topics, to_group, self.pacer)
+        to_buyers = Copier(messenger.bot, partial(messenger.sender.call, kind=RELAY))  # through outages, by the relay's rule
+        self.managers = ManagerMessages(self.chat, self.topics, to_buyers, self.albums)
         self.actions = Actions(self.chat, self.topics, self.managers, QuickReplies(self.chat, self.managers, catalog), journey)
         self.worker = RelayWorker(self.chat, self.topics, self.pacer)
         self.on_record = self.worker.on_record
