@@ -132,8 +132,12 @@ class Replies:
                 log.exception("amojo.reply_crashed", reply_id=reply.id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await Loop("crm.replies", self.round, every=1.0).run(stop)
-        await self.idle()
+        try:
+            await Loop("crm.replies", self.round, every=1.0).run(stop)
+            await self.idle()
+        finally:  # stopped before they were done: their replies stay claimed, taken again when the lease runs out
+            for task in self._tasks:
+                task.cancel()
 
     async def _deliver(self, reply: AmojoReply) -> None:
         content = reply.payload.get("message") or {}
