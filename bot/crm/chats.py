@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -40,7 +40,7 @@ async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conv
     :func:`claim_replies` takes it); None if it was stored before (amoCRM sent the hook again)."""
     reply = AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload, state=SENDING, claimed_at=now)
     try:
-        async with db.begin() as session:
+        async with db.begin(urgent=True) as session:  # on the way to the buyer: before the background writes
             session.add(reply)
             await session.flush()
             session.expunge(reply)
@@ -51,12 +51,15 @@ async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conv
 
 async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lease: float, limit: int = 50) -> list[AmojoReply]:
     """Mark due replies ``sending`` (or ones whose claimer died) and return them, oldest first."""
+    due = or_(
+        (AmojoReply.state == PENDING) & or_(AmojoReply.next_attempt_at.is_(None), AmojoReply.next_attempt_at <= now),
+        (AmojoReply.state == SENDING) & (AmojoReply.claimed_at < now - timedelta(seconds=lease)),
+    )
+    async with db() as session:  # a read first: the hook delivers at once, so most rounds find nothing
+        if not await session.scalar(select(exists().where(due))):
+            return []
     async with db.begin() as session:
         await store.lock(session, store.REPLIES)  # one claimer at a time across instances
-        due = or_(
-            (AmojoReply.state == PENDING) & or_(AmojoReply.next_attempt_at.is_(None), AmojoReply.next_attempt_at <= now),
-            (AmojoReply.state == SENDING) & (AmojoReply.claimed_at < now - timedelta(seconds=lease)),
-        )
         query = select(AmojoReply).where(due).order_by(AmojoReply.id).limit(limit)
         rows = list((await session.scalars(query)).all())
         for row in rows:

@@ -72,7 +72,7 @@ class Outcome:
 class OutboxWriter:
     """The journal subscriber: one event or message → the outbox items the configuration asks for."""
 
-    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[], None] | None = None,
+    def __init__(self, config: CrmConfig, composer: Composer, clock: Clock, wake: Callable[[bool], None] | None = None,
                  hours: WorkingHours = ALWAYS, *, message_notes: bool = True,
                  chat: Callable[[Lead, Message], list[tuple[str, str, dict[str, Any]]]] | None = None) -> None:
         self.config = config
@@ -80,7 +80,7 @@ class OutboxWriter:
         self.message_notes = message_notes  # off: the conversation reaches amoCRM as its chat, not as notes
         self.composer = composer
         self.clock = clock
-        self.wake = wake
+        self.wake = wake  # after the commit; True: only chat items were queued (the REST round need not look)
         self.hours = hours  # a task's deadline starts at the next opening
 
     async def __call__(self, session: AsyncSession, lead: Lead, record: Record) -> None:
@@ -100,7 +100,7 @@ class OutboxWriter:
             items.insert(0, (LEAD, "sync", {}))
         for op, key, payload in items:
             session.add(OutboxItem(lead_id=lead.id, op=op, key=key, payload=payload, state=PENDING, created_at=now))
-        self._wake_after_commit(session)
+        self._wake_after_commit(session, only_chat=all(op == CHAT for op, _, _ in items))
 
     async def _items(self, session: AsyncSession, lead: Lead, record: Record, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
         """(op, key, payload) of what the configuration asks for this record."""
@@ -137,14 +137,18 @@ class OutboxWriter:
                 items.append((TASK, key, payload))
         return items
 
-    def _wake_after_commit(self, session: AsyncSession) -> None:
-        if self.wake is None or session.info.get("crm_wake"):
+    def _wake_after_commit(self, session: AsyncSession, *, only_chat: bool) -> None:
+        if self.wake is None:
             return
-        session.info["crm_wake"] = True
+        waking = session.info.get("crm_wake")
+        if waking is not None:  # one wake-up per transaction, for everything it queued
+            waking["only_chat"] &= only_chat
+            return
+        waking = session.info["crm_wake"] = {"only_chat": only_chat}
 
         def fire(_: object) -> None:
             session.info.pop("crm_wake", None)
-            self.wake()  # type: ignore[misc]
+            self.wake(waking["only_chat"])  # type: ignore[misc]
 
         event.listen(session.sync_session, "after_commit", fire, once=True)
 
@@ -281,10 +285,14 @@ async def claim(db: async_sessionmaker[AsyncSession], worker: str, now: datetime
 
 async def recover(db: async_sessionmaker[AsyncSession], now: datetime, lease: float) -> int:
     """Items left ``sending`` past the lease (their worker died) may have reached amoCRM: reconcile them."""
+    stale = (OutboxItem.state == SENDING) & (OutboxItem.claimed_at < now - timedelta(seconds=lease))
+    async with db() as session:  # a read first: every round looks, and only a worker that died needs the write lock
+        if not await session.scalar(select(exists().where(stale))):
+            return 0
     async with db.begin() as session:
         result = await session.execute(
             update(OutboxItem)
-            .where(OutboxItem.state == SENDING, OutboxItem.claimed_at < now - timedelta(seconds=lease))
+            .where(stale)
             .values(state=RETRY, uncertain=True, next_attempt_at=now, claimed_by=None,
                     last_error="the worker stopped while sending; will look it up in amoCRM first")
         )

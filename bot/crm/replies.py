@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -37,7 +36,7 @@ from bot.journal import Journal
 from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.ports import OperatorTopic
-from bot.sender import RELAY, GaveUp
+from bot.sender import RELAY, GaveUp, Outgoing
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
@@ -78,13 +77,6 @@ def _nested(text: str) -> bool:
 UNCONFIRMED = "Telegram did not confirm the delivery; not sent again (the buyer may have it)"
 
 
-async def send_to_buyer(messenger: Messenger, lead: Lead, kind: str, text: str, file: BufferedInputFile | None) -> TgMessage | None:
-    """The one place a reply from amoCRM leaves for Telegram; None when its outcome is unknown (not repeated)."""
-    if file is None:
-        return await messenger.send_text(lead, text, log=False, kind=RELAY)
-    return await messenger.send_media(lead, kind, file, caption=text or None)
-
-
 class Replies:
     """Delivers stored replies, oldest first; each once (claimed through the database)."""
 
@@ -98,7 +90,6 @@ class Replies:
         self.clock = clock
         self.topic: OperatorTopic | None = None  # the operator chat, when there is one (app.py)
         self.lang = lang  # of the notice in the topic
-        self.sent_at: dict[str, float] = {}  # amoCRM message id → when its Telegram send was issued (bench)
         self._turns: dict[str, asyncio.Lock] = {}  # conversation → its lock while replies to it are under way
         self._waiting: Counter[str] = Counter()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -147,17 +138,16 @@ class Replies:
     async def _deliver(self, reply: AmojoReply) -> None:
         content = reply.payload.get("message") or {}
         manager = (reply.payload.get("sender") or {}).get("name") or "amoCRM"
-        async with self.db() as session:
+        kind = MEDIA_KINDS.get(content.get("type") or "text")
+        text = telegram_html(content.get("text") or "")
+        async with self.db.begin(urgent=True) as session:  # on the way to the buyer: the buyer, and a text recorded, at once
             lead = await self._lead(session, reply.conversation_id)
+            staged = await self.messenger.stage(session, lead, [(text, None)], kind=RELAY) if lead is not None and not kind else []
         if lead is None:
             await self._close(reply, None, f"no buyer for conversation {reply.conversation_id}", manager)
             return
-        kind = MEDIA_KINDS.get(content.get("type") or "text")
-        text = telegram_html(content.get("text") or "")
         try:
-            file = await self._download(content) if kind else None
-            self.sent_at[reply.message_id] = time.perf_counter()
-            sent = await send_to_buyer(self.messenger, lead, kind or "text", text, file)
+            sent = await self._send(lead, kind, text, staged, content)
         except BuyerUnreachable as exc:
             await self._close(reply, lead, exc.reason, manager)
             return
@@ -176,6 +166,14 @@ class Replies:
             await self._close(reply, lead, UNCONFIRMED, manager)
             return
         await self._delivered(reply, lead, sent, manager, content.get("text") or "", kind or "text")
+
+    async def _send(self, lead: Lead, kind: str | None, text: str, staged: list[Outgoing], content: dict[str, Any]) -> TgMessage | None:
+        """The one place a reply from amoCRM leaves for Telegram: a text through the send outbox (None when its
+        outcome is unknown: not repeated), a file downloaded from amoCRM and sent as it is."""
+        if kind is None:
+            return next(iter(await self.messenger.deliver(lead, staged, log=False)), None)
+        file = await self._download(content)
+        return await self.messenger.send_media(lead, kind, file, caption=text or None)
 
     async def _lead(self, session: AsyncSession, conversation_id: str) -> Lead | None:
         row = await chats.by_conversation(session, conversation_id)

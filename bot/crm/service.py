@@ -81,7 +81,7 @@ class CrmSync:
         hours = WorkingHours.parse(settings.working_hours, settings.working_days, settings.timezone)
         self.channel = settings.channel  # the conversation as an amoCRM chat (bot/crm/conversation.py)
         self.chat_wakeup = asyncio.Event()
-        self.writer = OutboxWriter(self.config, self.composer, clock, self.wake, hours, message_notes=settings.message_notes,
+        self.writer = OutboxWriter(self.config, self.composer, clock, self.woken, hours, message_notes=settings.message_notes,
                                    chat=chat_items if self.channel else None)
         self.journal = journal
         self.db = db
@@ -107,7 +107,7 @@ class CrmSync:
             if messenger is not None:
                 from bot.crm.replies import Replies  # noqa: PLC0415  (aiogram: only in the app, where it is loaded)
 
-                self.replies = Replies(db, journal, messenger, self.http, self.wake, lang=settings.default_language)
+                self.replies = Replies(db, journal, messenger, self.http, self.chat_wakeup.set, lang=settings.default_language)
                 self.workers.append(self.replies.run)
         self.worker = OutboxWorker(db, self.client, self.state, self.config, self.composer, clock, self.wakeup, self.conversations,
                                    self.chat_wakeup)
@@ -116,8 +116,14 @@ class CrmSync:
 
     def wake(self) -> None:
         """Something was queued (after its commit): both rounds look at once."""
-        self.wakeup.set()
+        self.woken(False)
+
+    def woken(self, only_chat: bool) -> None:
+        """After a commit that queued items: the chat's round looks at once, the REST round unless all were chat items
+        (a write transaction fewer per buyer message: on SQLite every other writer waits for it)."""
         self.chat_wakeup.set()
+        if not only_chat:
+            self.wakeup.set()
 
     @property
     def routes(self) -> list[tuple[str, str, Handler]]:

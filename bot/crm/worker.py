@@ -72,6 +72,8 @@ class OutboxWorker:
             await operations.tasks([job for job in jobs if job.op == TASK], outcome)
 
         await self._settle(jobs, outcome, carry_out(), "crm.round_failed")
+        if any("crm_lead_id" in columns or "crm_contact_id" in columns for columns in outcome.leads.values()):
+            self.chat_wakeup.set()  # a buyer's chat items may have waited for their deal: no poll interval's wait
         log.info("crm.round", claimed=len(jobs), done=len(outcome.done), failed=len(outcome.failed), retry=len(outcome.retry))
         return len(jobs)
 
