@@ -238,15 +238,18 @@ class Checks:
         return f"{expected}, updates waiting: {info.pending_update_count}"
 
     async def operator_group(self) -> str:
-        chat_id = self.settings.operator_chat_id
-        if chat_id is None:
+        chats = self.settings.operator_chats
+        if not chats:
             raise Skip("OPERATOR_CHAT_ID not set: no operator chat")
+        return "; ".join([await self._operator_group(chat_id) for chat_id in chats])
+
+    async def _operator_group(self, chat_id: int) -> str:
         bot = self._bot()
         try:
             chat = await bot.get_chat(chat_id)
             member = await bot.get_chat_member(chat_id, self.me.id)  # type: ignore[union-attr]
         except TelegramAPIError as exc:
-            raise Fail(f"OPERATOR_CHAT_ID={chat_id}: {first_line(exc)} (is the bot in that group?)") from None
+            raise Fail(f"operator group {chat_id} (OPERATOR_CHAT_ID, OPERATOR_CHAT_IDS): {first_line(exc)} (is the bot in that group?)") from None
         if member.status not in ("administrator", "creator"):
             raise Fail(f"the bot is not an administrator in «{chat.title}»: make it one with «Manage topics» (docs/operator-chat.md)")
         if not chat.is_forum:

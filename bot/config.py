@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(default=None, alias="WEBHOOK_SECRET")
     public_url: str | None = Field(default=None, alias="PUBLIC_URL")
     operator_chat_id: int | None = Field(default=None, alias="OPERATOR_CHAT_ID")
+    operator_chat_ids: Annotated[tuple[int, ...], NoDecode] = Field(default=(), alias="OPERATOR_CHAT_IDS")  # several groups
     admin_ids: Annotated[frozenset[int], NoDecode] = Field(default=frozenset(), alias="ADMIN_IDS")
     catalog_dir: Path = Field(default=DEFAULT_CATALOG_DIR, alias="CATALOG_DIR")
     quiz_config: Path = Field(default=DEFAULT_QUIZ, alias="QUIZ_CONFIG")
@@ -88,6 +89,8 @@ class Settings(BaseSettings):
     sla_escalate_minutes: int = Field(default=15, ge=1, alias="SLA_ESCALATE_MINUTES")  # … to the head of sales
     working_hours: str = Field(default="09:00-19:00", alias="WORKING_HOURS")  # in TIMEZONE
     working_days: str = Field(default="1-5", alias="WORKING_DAYS")  # ISO weekdays, 1 = Monday
+    group_posts_per_minute: int = Field(default=20, ge=1, le=100_000, alias="GROUP_POSTS_PER_MINUTE")  # the bot's posts per operator group
+    group_topics_per_minute: int = Field(default=20, ge=1, le=100_000, alias="GROUP_TOPICS_PER_MINUTE")  # topics created per group
 
     # Broadcasts and warm-up sequences (broadcasts/)
     broadcast_rate: float = Field(default=25, gt=0, le=30, alias="BROADCAST_RATE")  # messages/s, all broadcasts together
@@ -119,15 +122,16 @@ class Settings(BaseSettings):
     report_schedule: str = Field(default="mon 09:00", alias="REPORT_SCHEDULE")
     report_chat_id: int | None = Field(default=None, alias="REPORT_CHAT_ID")
 
-    @field_validator("admin_ids", mode="before")
+    @field_validator("admin_ids", "operator_chat_ids", mode="before")
     @classmethod
-    def _split_ids(cls, value: object) -> object:
+    def _split_ids(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             parts = [part.strip() for part in value.replace(";", ",").split(",")]
             try:
-                return frozenset(int(part) for part in parts if part)
+                return tuple(int(part) for part in parts if part)
             except ValueError as exc:
-                raise ValueError("ADMIN_IDS must be comma-separated Telegram user ids, e.g. 111,222") from exc
+                example = "-1001234567890,-1009876543210" if info.field_name == "operator_chat_ids" else "111,222"
+                raise ValueError(f"must be comma-separated Telegram ids, e.g. {example}") from exc
         return value
 
     @field_validator("broadcast_paid", mode="before")
@@ -248,6 +252,12 @@ class Settings(BaseSettings):
             if value is not None:
                 values.append(value.get_secret_value())
         return [value for value in values if value]
+
+    @property
+    def operator_chats(self) -> tuple[int, ...]:
+        """Every operator group: OPERATOR_CHAT_ID (if set) and OPERATOR_CHAT_IDS, in that order, each once."""
+        first = (self.operator_chat_id,) if self.operator_chat_id is not None else ()
+        return tuple(dict.fromkeys(first + self.operator_chat_ids))
 
     @property
     def channel(self) -> bool:

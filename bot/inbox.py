@@ -35,6 +35,7 @@ LEASE = 10.0  # seconds an instance holds the updates it took; renewed while a h
 POLL_TIMEOUT = 25  # seconds of a long poll
 MAX_ATTEMPTS = 3  # an update whose handler failed this many times is given up (its error kept)
 KEEP_HANDLED = timedelta(days=7)
+PRUNE_EVERY = 600.0  # seconds between two deletions of what was handled more than KEEP_HANDLED ago
 CLAIM_BATCH = 200
 
 #: What a lane holds: the parsed update (received now) or its stored JSON (taken over).
@@ -67,6 +68,7 @@ class Inbox:
         self._done: list[int] = []
         self._marking: asyncio.Task[None] | None = None
         self._renewed = 0.0
+        self._pruned = 0.0
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -199,12 +201,15 @@ class Inbox:
                 await updates.renew(session, list(self._mine), self.owner, self._lease_end())
             self._renewed = time.monotonic()
         now = utcnow()
+        if time.monotonic() - self._pruned > PRUNE_EVERY:
+            async with self.db.begin() as session:
+                await updates.prune(session, now - KEEP_HANDLED)
+            self._pruned = time.monotonic()
         async with self.db() as session:
             if not await updates.any_claimable(session, now):
                 return False
         async with self.db.begin() as session:
             taken = await updates.claim(session, self.owner, now, self._lease_end(), CLAIM_BATCH)
-            await updates.prune(session, now - KEEP_HANDLED)
         if taken:
             log.info("inbox.taken_over", updates=len(taken))
         for row in taken:

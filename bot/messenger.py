@@ -8,13 +8,15 @@ from typing import Any, TypeVar
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramBadRequest, TelegramForbiddenError
+from aiogram.methods import SendDocument, SendPhoto, SendVideo, SendVoice
 from aiogram.types import InputFile, Message
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
+from bot.db.session import Database
 from bot.inbound import attachment
 from bot.journal import BLOCKED, Journal
-from bot.sender import SERVICE, Outgoing, Sender, Unknown
+from bot.sender import CATALOGUE, RELAY, SERVICE, Outgoing, Sender, Unknown
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -41,7 +43,7 @@ def unreachable_reason(exc: Exception) -> str | None:
 
 
 class Messenger:
-    def __init__(self, bot: Bot, db: async_sessionmaker[AsyncSession], journal: Journal, sender: Sender) -> None:
+    def __init__(self, bot: Bot, db: Database, journal: Journal, sender: Sender) -> None:
         self.bot = bot
         self.db = db
         self.journal = journal
@@ -84,10 +86,12 @@ class Messenger:
             except Unknown:  # the buyer may have it; not sent again (a greeting, a relayed message)
                 continue
         if log and sent:
-            async with self.db.begin() as session:
+            async def record(session: AsyncSession) -> None:
                 for message in sent:
                     await self.log_out(lead.id, kind="text", text=message.text, tg_message_id=message.message_id,
                                        author=author, author_name=author_name, session=session)
+
+            await self.db.together(record)
         return sent
 
     async def say(self, lead: Lead, items: Sequence[tuple[str, Any]], *, kind: str = SERVICE, log: bool = True,
@@ -133,15 +137,19 @@ class Messenger:
         return sent[0] if sent else None
 
     async def send_media(self, lead: Lead, kind: str, media: str | InputFile, *, caption: str | None = None) -> Message:
-        """Send a ``photo``, ``document``, ``video`` or ``voice`` (not logged: the caller logs it)."""
-        send = {"photo": self.bot.send_photo, "document": self.bot.send_document, "video": self.bot.send_video,
-                "voice": self.bot.send_voice}[kind]
-        return await self._deliver(lead, lambda: send(lead.tg_user_id, media, caption=caption))
+        """Send a manager's ``photo``, ``document``, ``video`` or ``voice`` through outages by the relay's rule (not
+        logged: the caller logs it)."""
+        chat_id = lead.tg_user_id
+        method = {"photo": lambda: SendPhoto(chat_id=chat_id, photo=media, caption=caption),
+                  "document": lambda: SendDocument(chat_id=chat_id, document=media, caption=caption),
+                  "video": lambda: SendVideo(chat_id=chat_id, video=media, caption=caption),
+                  "voice": lambda: SendVoice(chat_id=chat_id, voice=media, caption=caption)}[kind]()
+        return await self._deliver(lead, lambda: self.sender.call(method, RELAY))
 
     async def send_document(self, lead: Lead, document: str | InputFile, *, caption: str | None = None, reply_markup: Any = None) -> Message:
-        sent = await self._deliver(
-            lead, lambda: self.bot.send_document(lead.tg_user_id, document, caption=caption, reply_markup=reply_markup)
-        )
+        """Send a file of the catalogue (the PDF, the price list) through outages, logged."""
+        method = SendDocument(chat_id=lead.tg_user_id, document=document, caption=caption, reply_markup=reply_markup)
+        sent = await self._deliver(lead, lambda: self.sender.call(method, CATALOGUE))
         name = sent.document.file_name if sent.document else None
         await self.log_out(lead.id, kind="document", text=sent.caption or caption, tg_message_id=sent.message_id,
                            meta={"file_name": name, **attachment(sent)})

@@ -4,7 +4,8 @@ shared by every instance through Redis (:class:`RedisWindow`), behind one interf
 A grant counts from when it is taken until ``period`` after it is given back. ``take(n)`` gives its
 grants back at once (a batch of broadcast messages); ``slot()`` holds one for the length of a
 request, so however late a request leaves or long it takes, ``limit + 1`` requests can never reach
-the other side within one period (as amoCRM counts). ``pause(seconds)`` stops every grant (a 429).
+the other side within one period (as amoCRM and Telegram count). ``ready()`` waits until a grant is free
+without taking it (to gather what to send while waiting). ``pause(seconds)`` stops every grant (a 429).
 """
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class RateLimit(Protocol):
     def slot(self) -> AbstractAsyncContextManager[None]:
         """Wait for one grant and hold it for the block."""
 
+    async def ready(self) -> None:
+        """Wait until a grant is free; take none."""
+
     async def pause(self, seconds: float) -> None:
         """No grants for anyone during ``seconds``."""
 
@@ -66,7 +70,8 @@ class Window:
         self._paused_until = 0.0
 
     async def take(self, want: int = 1) -> int:
-        return (await self._grant(max(1, want), held=False)).count
+        grant = await self._grant(max(1, want), held=False)
+        return grant.count if grant else 0
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -77,7 +82,10 @@ class Window:
             grant.ends = self._clock() + self.period
             self._released.set()
 
-    async def _grant(self, want: int, *, held: bool) -> _Grant:
+    async def ready(self) -> None:
+        await self._grant(1, held=False, peek=True)
+
+    async def _grant(self, want: int, *, held: bool, peek: bool = False) -> _Grant | None:
         async with self._lock:
             while True:
                 now = self._clock()
@@ -87,6 +95,8 @@ class Window:
                 self._grants = [g for g in self._grants if g.ends is None or g.ends >= now]
                 free = self.limit - sum(g.count for g in self._grants)
                 if free >= least(want, self.limit):
+                    if peek:
+                        return None
                     grant = _Grant(min(want, free), None if held else now + self.period)
                     self._grants.append(grant)
                     return grant
@@ -106,8 +116,8 @@ class Window:
 
 # KEYS: the window (a sorted set of grants "<id>:<count>", scored by when they stop counting, in ms of
 # the Redis clock) and the pause. ARGV[1] is the operation: take (limit, period, want, least, id, hold:
-# a held grant counts until ``hold`` from now, so a dead process frees it), release (id, period), pause (ms).
-# take returns {granted, ms to wait}.
+# a held grant counts until ``hold`` from now, so a dead process frees it; peek: take nothing), release (id,
+# period), pause (ms). take returns {granted, ms to wait} (peek: {free, 0} once ``least`` are free).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -132,6 +142,7 @@ for _, grant in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
   used = used + tonumber(string.match(grant, ':(%d+)$') or '1')  -- a grant without a count is one
 end
 local free = limit - used
+if free >= least and ARGV[8] == 'peek' then return {free, 0} end
 if free >= least then
   local granted = math.min(want, free)
   local lasts = hold > 0 and hold or period
@@ -157,12 +168,13 @@ class RedisWindow:
         self._script = self.redis.register_script(_SCRIPT)
         self._local = asyncio.Lock()  # this process's waiters in order
 
-    async def _grant(self, want: int, hold_ms: int) -> tuple[int, str]:
+    async def _grant(self, want: int, hold_ms: int, *, peek: bool = False) -> tuple[int, str]:
         grant_id = uuid.uuid4().hex
         async with self._local:
             while True:
                 granted, wait_ms = await self._script(keys=self.keys, args=[
-                    "take", self.limit, self.period_ms, want, least(want, self.limit), grant_id, hold_ms])
+                    "take", self.limit, self.period_ms, want, least(want, self.limit), grant_id, hold_ms,
+                    "peek" if peek else "take"])
                 if granted:
                     return int(granted), f"{grant_id}:{int(granted)}"
                 await asyncio.sleep(int(wait_ms) / 1000)
@@ -177,6 +189,9 @@ class RedisWindow:
             yield
         finally:
             await self._script(keys=self.keys, args=["release", grant, self.period_ms])
+
+    async def ready(self) -> None:
+        await self._grant(1, 0, peek=True)
 
     async def pause(self, seconds: float) -> None:
         await self._script(keys=self.keys, args=["pause", int(seconds * 1000)])

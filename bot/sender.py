@@ -12,6 +12,10 @@ once by the same instance. What happens when Telegram does not take it:
   was in flight): repeated for catalogue and service messages (a second copy does no harm), NOT for greetings
   and relayed messages (the buyer may have it; a duplicate in a conversation is worse): those become ``unknown``.
 
+Calls made by an update's handler (a catalogue document, a manager's answer copied to the buyer) follow the same
+rules through :meth:`Sender.call` without a record: the durable inbox is their record, and handles the update again
+if the instance dies.
+
 Pending messages of an instance that died are taken over (after their lease ran out) by the :attr:`Sender.resume`
 loop of any instance, one chat's messages in order.
 """
@@ -24,13 +28,13 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import ClientDecodeError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
-from aiogram.methods import SendMessage
+from aiogram.methods import SendMessage, TelegramMethod
 from aiogram.types import Message
 from pydantic import BaseModel
 
@@ -42,6 +46,7 @@ from bot.loops import Loop
 from bot.telegram import call_once
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 GREETING, CATALOGUE, RELAY, SERVICE = "greeting", "catalogue", "relay", "service"
 #: Whether a message whose outcome is unknown is sent again (see the module's docstring).
@@ -49,6 +54,8 @@ REPEATED_WHEN_UNKNOWN = {GREETING: False, CATALOGUE: True, RELAY: False, SERVICE
 LEASE = 10.0  # seconds an instance holds the sends it is working on; renewed while it does
 MAX_PAUSE = 30.0  # the longest pause between two tries after a 5xx or network error
 CLAIM_BATCH = 100
+KEEP_SETTLED = timedelta(days=7)  # a send sent, failed or unknown is kept this long (inspection), then deleted
+PRUNE_EVERY = 600.0  # seconds between two such deletions
 
 
 @dataclass
@@ -66,6 +73,14 @@ class Outgoing:
     @classmethod
     def of(cls, row: TgSend) -> Outgoing:
         return cls(row.id, row.kind, row.lead_id, row.chat_id, row.text, row.reply_markup, row.deadline)
+
+
+#: Records a send's change of state (``{"state": …, …}``).
+Note = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def _unrecorded(change: dict[str, Any]) -> None:
+    """An unrecorded call's changes of state are only logged."""
 
 
 class Unknown(Exception):
@@ -110,6 +125,7 @@ class Sender:
         self.refused: Refused | None = None
         self._mine: set[int] = set()
         self._renewed = 0.0
+        self._pruned = 0.0
         self._changes: list[dict[str, Any]] = []
         self._writing: asyncio.Task[None] | None = None
         self._resuming: set[asyncio.Task[None]] = set()
@@ -134,37 +150,53 @@ class Sender:
             self._mine.discard(out.id)
 
     async def _send(self, out: Outgoing) -> Message:
+        async def note(change: dict[str, Any]) -> None:
+            await self._write({"id": out.id, **change})
+
+        method = SendMessage(chat_id=out.chat_id, text=out.text, reply_markup=out.reply_markup)
+        message, attempts = await self._attempts(method, out.kind, out.deadline, note, send_id=out.id)
+        self._later({"id": out.id, "state": "sent", "attempts": attempts, "tg_message_id": message.message_id,
+                     "sent_at": utcnow(), "error": None})
+        return message
+
+    async def call(self, method: TelegramMethod[T], kind: str) -> T:
+        """One Bot API call by ``kind``'s rules, not recorded: for a call made by an update's handler (a catalogue, a
+        manager's answer), which the durable inbox runs again if the instance dies (the update is the record)."""
+        result, _ = await self._attempts(method, kind, utcnow() + timedelta(seconds=self.retry_for), _unrecorded)
+        return result
+
+    async def _attempts(self, method: TelegramMethod[T], kind: str, deadline: datetime, note: Note,
+                        send_id: int | None = None) -> tuple[T, int]:
+        """Make ``method`` by the rules (see the module's docstring); ``note`` records each change of state.
+        The result and how many tries it took."""
         attempt = 0
+        name = type(method).__name__
         while True:
             attempt += 1
             try:
-                message = await call_once(self.bot, SendMessage(chat_id=out.chat_id, text=out.text, reply_markup=out.reply_markup))
+                return await call_once(self.bot, method), attempt
             except TelegramRetryAfter as exc:
                 pause, error = float(exc.retry_after), f"429 retry after {exc.retry_after}"
             except (TelegramServerError, ClientDecodeError) as exc:
                 pause, error = min(0.5 * 2 ** (attempt - 1), MAX_PAUSE), f"{type(exc).__name__}: {exc}"
             except TelegramNetworkError as exc:
                 pause, error = min(0.5 * 2 ** (attempt - 1), MAX_PAUSE), f"{type(exc).__name__}: {exc}"
-                if not not_sent(exc) and not REPEATED_WHEN_UNKNOWN[out.kind]:
-                    await self._write({"id": out.id, "state": "unknown", "attempts": attempt, "error": error})
-                    log.warning("send.outcome_unknown", send_id=out.id, kind=out.kind, error=error)
+                if not not_sent(exc) and not REPEATED_WHEN_UNKNOWN[kind]:
+                    await note({"state": "unknown", "attempts": attempt, "error": error})
+                    log.warning("send.outcome_unknown", send_id=send_id, method=name, kind=kind, error=error)
                     raise Unknown(error) from exc
             except Exception as exc:  # refused for good: 403 blocked, 400 chat not found, bad markup…
-                await self._write({"id": out.id, "state": "failed", "attempts": attempt, "error": f"{type(exc).__name__}: {exc}"})
+                await note({"state": "failed", "attempts": attempt, "error": f"{type(exc).__name__}: {exc}"})
                 raise
-            else:
-                self._later({"id": out.id, "state": "sent", "attempts": attempt, "tg_message_id": message.message_id,
-                             "sent_at": utcnow(), "error": None})
-                return message
             retry_at = utcnow() + timedelta(seconds=pause)
-            if retry_at > out.deadline:
-                await self._write({"id": out.id, "state": "failed", "attempts": attempt, "error": f"gave up: {error}"})
-                log.error("send.gave_up", send_id=out.id, kind=out.kind, attempts=attempt, error=error)
+            if retry_at > deadline:
+                await note({"state": "failed", "attempts": attempt, "error": f"gave up: {error}"})
+                log.error("send.gave_up", send_id=send_id, method=name, kind=kind, attempts=attempt, error=error)
                 raise GaveUp(error)
-            log.warning("send.retry", send_id=out.id, kind=out.kind, attempt=attempt, retry_in=pause, error=error)
-            await self._write({"id": out.id, "state": "waiting", "attempts": attempt, "not_before": retry_at, "error": error})
+            log.warning("send.retry", send_id=send_id, method=name, kind=kind, attempt=attempt, retry_in=pause, error=error)
+            await note({"state": "waiting", "attempts": attempt, "not_before": retry_at, "error": error})
             await asyncio.sleep(pause)
-            await self._write({"id": out.id, "state": "sending"})
+            await note({"state": "sending"})
 
     # ------------------------------------------------------------ writes
     async def _write(self, change: dict[str, Any]) -> None:
@@ -199,6 +231,10 @@ class Sender:
                 await sends.renew(session, list(self._mine), self.owner, utcnow() + timedelta(seconds=self.lease))
             self._renewed = time.monotonic()
         now = utcnow()
+        if time.monotonic() - self._pruned > PRUNE_EVERY:
+            async with self.db.begin() as session:
+                await sends.prune(session, now - KEEP_SETTLED)
+            self._pruned = time.monotonic()
         async with self.db() as session:
             if not await sends.any_claimable(session, now):
                 return False

@@ -301,6 +301,33 @@ async def test_rate_limits(sandbox: TelegramSandbox, bot: Bot) -> None:
     await bot.send_message(GROUP, "c")
 
 
+async def test_group_limits_are_on_by_default(sandbox: TelegramSandbox, bot: Bot) -> None:
+    """Telegram's limits for one group hold with nothing configured: 20 posts (every copy and album item
+    counts) and 20 new topics in any 60 s; other chats are not affected, and they can be switched off."""
+    sandbox.add_user(BUYER + 10, "Буфер", started=True)
+    photo = await bot.send_photo(BUYER, BufferedInputFile(b"x" * 100, "a.jpg"))
+    await asyncio.gather(*(bot.send_message(GROUP, str(i)) for i in range(17)))
+    await bot.copy_message(GROUP, BUYER, photo.message_id)
+    await bot.copy_messages(GROUP, BUYER, [photo.message_id])
+    await bot.send_message(GROUP, "20")
+    with pytest.raises(TelegramRetryAfter) as error:
+        await bot.copy_message(GROUP, BUYER, photo.message_id)
+    assert 55 <= error.value.retry_after <= 60 and sandbox.throttles[-1].scope == "group"
+    with pytest.raises(TelegramRetryAfter):
+        await bot.send_media_group(GROUP, [InputMediaPhoto(media=photo.photo[-1].file_id)] * 2)
+    await asyncio.gather(*(bot.send_message(BUYER + 10, str(i)) for i in range(25)))  # private chats: not limited
+    assert len(sandbox.messages(GROUP, from_bot=True)) == 20
+
+    topics = [await bot.create_forum_topic(GROUP, f"t{i}") for i in range(20)]
+    with pytest.raises(TelegramRetryAfter):
+        await bot.create_forum_topic(GROUP, "t20")
+    assert sandbox.throttles[-1].scope == "topics" and len(topics) == 20
+
+    sandbox.rate_limits(enabled=False, group_limits=False)
+    await asyncio.gather(*(bot.send_message(GROUP, str(i)) for i in range(25)))
+    await bot.create_forum_topic(GROUP, "t21")
+
+
 # -- files ---------------------------------------------------------------------------------
 
 

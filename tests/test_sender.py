@@ -107,3 +107,78 @@ async def test_a_blocked_buyer_is_not_retried(app, sandbox: TelegramSandbox, buy
     async with app.db() as session:
         failed = (await session.execute(select(TgSend).where(TgSend.state == "failed"))).scalars().all()
     assert len(failed) == 1 and failed[0].attempts == 1 and "blocked" in failed[0].error
+
+
+async def test_the_catalogue_outlives_an_outage(app, sandbox: TelegramSandbox, buyer: Buyer) -> None:  # type: ignore[no-untyped-def]
+    """A tap on «catalogue» while Telegram answers 502 to every upload: the PDF and the price list arrive once it is back."""
+    from tests.test_journey_catalog import arrive
+
+    await arrive(app, buyer)
+    sandbox.outage("sendDocument", seconds=600)
+    sandbox.outage("sendChatAction", seconds=600)  # a hint only: it must not stop the catalogue
+    buyer.click("каталог")
+    await until(lambda: any(call.method == "sendDocument" and not call.ok for call in sandbox.calls), "the upload to be refused")
+    sandbox.outage("sendDocument", seconds=0)
+    document, price_list, offer = await buyer.replies(3, timeout=60)
+
+    assert document["document"]["mime_type"] == "application/pdf" and price_list["document"]["file_name"].endswith(".xlsx")
+    assert "тестовая партия" in offer["text"].lower()
+    await app.inbox.idle()
+    assert len(sandbox.messages(buyer.id, from_bot=True)) == 4  # greeting, PDF, price list, offer: nothing twice, no apology
+
+
+async def test_a_managers_answer_outlives_an_outage(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                    renderer: CatalogRenderer, buyer: Buyer) -> None:
+    """A manager answers while Telegram answers 502 to every copy into the buyer's chat: the answer arrives once, after."""
+    from tests.relay_support import IVAN, OPERATORS, Team, open_topic, relay_settings
+
+    async with running(relay_settings(sandbox, database_url, tmp_path), renderer) as app:
+        team = Team(sandbox)
+        thread = (await open_topic(app, buyer, team)).thread
+        seen = len(sandbox.messages(buyer.id, from_bot=True))
+        sandbox.outage("copyMessage", seconds=600)
+        team.say(IVAN, thread, "Добрый день! Пришлю прайс через минуту.")
+        # longer than the inbox's own retries of a failed update (3 tries in all): only the send's rule gets it through
+        await until(lambda: sum(call.method == "copyMessage" and not call.ok for call in sandbox.calls) >= 4,
+                    "the copy to be refused four times")
+        sandbox.outage("copyMessage", seconds=0)
+        await sandbox.wait_for_messages(buyer.id, seen + 1, timeout=60)
+        await app.inbox.idle()
+
+    answers = [m for m in sandbox.messages(buyer.id, from_bot=True) if m.get("text") == "Добрый день! Пришлю прайс через минуту."]
+    assert len(answers) == 1
+    assert not [m for m in sandbox.messages(OPERATORS, from_bot=True) if "Не отправлено" in (m.get("text") or "")]
+
+
+async def test_settled_sends_and_handled_updates_are_forgotten_after_a_week(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer) -> None:
+    from datetime import timedelta
+
+    from bot.db.base import utcnow
+    from bot.db.models import TgUpdate
+    from bot.db.session import database
+
+    old, fresh = utcnow() - timedelta(days=8), utcnow()
+    far = fresh + timedelta(days=30)
+    async with database(database_url) as db, db.begin() as session:
+        session.add_all([
+            TgSend(kind="service", chat_id=1, text="old, sent", state="sent", deadline=old, created_at=old),
+            TgSend(kind="service", chat_id=1, text="old, unknown", state="unknown", deadline=old, created_at=old),
+            TgSend(kind="service", chat_id=2, text="old, still waiting", state="waiting", deadline=far, created_at=old,
+                   owner="someone", lease_until=far),
+            TgSend(kind="service", chat_id=3, text="fresh, sent", state="sent", deadline=fresh, created_at=fresh),
+            TgUpdate(update_id=10**9, chat_id=1, raw="{}", received_at=old, handled_at=old, attempts=1),
+            TgUpdate(update_id=10**9 + 1, chat_id=1, raw="{}", received_at=fresh, handled_at=fresh, attempts=1),
+        ])
+
+    async def kept() -> tuple[set[str], set[int]]:
+        async with app.db() as session:
+            texts = set((await session.execute(select(TgSend.text))).scalars())
+            update_ids = set((await session.execute(select(TgUpdate.update_id).where(TgUpdate.update_id >= 10**9))).scalars())
+        return texts, update_ids
+
+    async with running(make_settings(sandbox, database_url, tmp_path), renderer) as app:  # an instance prunes as it starts
+        deadline = asyncio.get_running_loop().time() + 30
+        while await kept() != ({"old, still waiting", "fresh, sent"}, {10**9 + 1}):
+            assert asyncio.get_running_loop().time() < deadline, f"not pruned: {await kept()}"
+            await asyncio.sleep(0.1)

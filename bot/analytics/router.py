@@ -33,7 +33,7 @@ class Admin(Filter):
         message = event if isinstance(event, Message) else event.message
         if event.from_user is None or event.from_user.id not in settings.admin_ids or message is None:
             return False
-        return message.chat.type == ChatType.PRIVATE or message.chat.id == settings.operator_chat_id
+        return message.chat.type == ChatType.PRIVATE or message.chat.id in settings.operator_chats
 
 
 def keyboard(analytics: Analytics, days: int, filters: str) -> InlineKeyboardMarkup:

@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, or_, select, update
+from sqlalchemy import Row, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import TgSend
@@ -59,6 +59,11 @@ async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_unt
     query = (update(TgSend).where(TgSend.id.in_(list(ids)), TgSend.owner == owner, TgSend.state.in_(PENDING))
              .values(lease_until=lease_until).execution_options(synchronize_session=False))
     await session.execute(query)
+
+
+async def prune(session: AsyncSession, before: datetime) -> None:
+    """Forget sends settled (sent, failed, unknown) that were recorded before ``before``."""
+    await session.execute(delete(TgSend).where(TgSend.state.not_in(PENDING), TgSend.created_at < before))
 
 
 async def count(session: AsyncSession, state: str) -> int:

@@ -11,6 +11,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from typing import TypeVar
+
+from bot.db.group import GroupCommit, Work
+
+T = TypeVar("T")
+
 
 def _engine(url: str) -> AsyncEngine:
     """The engine; a SQLite file gets WAL, foreign keys and a busy timeout."""
@@ -72,12 +78,21 @@ class Database(async_sessionmaker[AsyncSession]):
     100 ms, so concurrent writers collapse under load: on SQLite, write transactions of this
     process queue on a :class:`WriterLock` instead (``urgent=True`` jumps the queue), while
     reads run in parallel (WAL). PostgreSQL needs none of it.
+
+    ``await db.together(work)`` runs ``work(session)`` in a write transaction shared with the other callers
+    waiting at that moment (:class:`bot.db.group.GroupCommit`): a burst of buyers costs a few commits, not one
+    each.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         super().__init__(engine, expire_on_commit=False)
         self.engine = engine
         self._writer = WriterLock() if engine.dialect.name == "sqlite" else None
+        self._groups = (GroupCommit(lambda: self.begin(urgent=True), "urgent"), GroupCommit(self.begin, "routine"))
+
+    async def together(self, work: Work[T], *, urgent: bool = False) -> T:
+        """Run ``work(session)`` in a write transaction shared with the others waiting (group commit)."""
+        return await self._groups[0 if urgent else 1](work)
 
     @asynccontextmanager
     async def begin(self, *, urgent: bool = False) -> AsyncIterator[AsyncSession]:  # type: ignore[override]

@@ -35,7 +35,7 @@ async def replied(message: Message, followups: FollowUps) -> None:
 
 
 def in_operator_chat(message: Message, settings: Settings) -> bool:
-    return settings.operator_chat_id is not None and message.chat.id == settings.operator_chat_id
+    return message.chat.id in settings.operator_chats
 
 
 async def remind(message: Message, command: CommandObject, followups: FollowUps) -> None:

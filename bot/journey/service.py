@@ -7,6 +7,7 @@ pool after the buyer has been answered, and CRM work only goes into the outbox.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from datetime import timedelta
 from functools import partial
@@ -14,12 +15,14 @@ from typing import Any
 
 import structlog
 from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError
 from aiogram.types import Message
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import keyboards, metrics
 from bot.db import leads, submissions
 from bot.db.base import utcnow
+from bot.db.session import Database
 from bot.db.models import AD, COLD, PHONE, Lead, QuizSubmission, TestBatchRequest
 from bot.funnel import advance
 from bot.hours import ALWAYS, WorkingHours
@@ -51,7 +54,7 @@ def parse_ad_payload(payload: str) -> dict[str, str]:
 class JourneyService:
     def __init__(
         self,
-        db: async_sessionmaker[AsyncSession],
+        db: Database,
         journal: Journal,
         messenger: Messenger,
         quiz: Quiz,
@@ -109,12 +112,15 @@ class JourneyService:
         replied = time.perf_counter() - began
         metrics.GREETING.observe(replied)
         reply_ms = round(replied * 1000)
-        async with self.db.begin() as session:
+
+        async def record(session: AsyncSession) -> None:
             for out in sent:
                 await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
             if first:
                 fresh = await session.get(Lead, lead.id)
                 fresh.first_reply_ms = reply_ms
+
+        await self.db.together(record)
 
     def _start_reply(self, lead: Lead, *, returning: bool) -> tuple[str, Reply]:
         """Greeting, welcome back, or the intro and the (next) quiz question; with its name for the records."""
@@ -126,33 +132,37 @@ class JourneyService:
 
     async def _record_start(self, visitor: Visitor, message: Inbound, payload: str | None) -> tuple[Lead, list[Outgoing], bool]:
         """Record a ``/start``: claim the token, create or merge the lead, log the message, record the answer in the
-        send outbox; the lead, the answer to send, and whether this is the buyer's first greeting."""
-        async with self.db.begin(urgent=True) as session:
-            known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
-            returning = bool(known and known.greeted_at)
-            submission = await self._valid_submission(session, visitor, payload)
-            if submission is not None:
-                await self._link(session, visitor, known, submission)
-                if known is None:
-                    quiz_lead = await session.get(Lead, submission.lead_id)
-                    known = quiz_lead if quiz_lead is not None and quiz_lead.tg_user_id == visitor.tg_user_id else None
-            lead = await self._lead(session, visitor, message, known=known)
-            if payload and not payload.startswith(TOKEN_PREFIX):
-                utm = parse_ad_payload(payload)
-                if lead.arrival == COLD and not lead.source and utm:
-                    lead.arrival = AD
-                lead.source = lead.source or utm.get("source")
-                lead.utm = lead.utm or utm
-            lead.is_blocked = False
-            if lead.unsubscribed_at is not None:
-                lead.unsubscribed_at = None
-                await self.journal.event(session, lead, RESUBSCRIBED)
-            greeting, reply = self._start_reply(lead, returning=returning)
-            first = lead.greeted_at is None
-            if first:
-                lead.greeted_at = utcnow()
-                await self.journal.event(session, lead, GREETED, reply=greeting)
-            staged = await self.messenger.stage(session, lead, reply(lead), kind=GREETING_SEND)
+        send outbox; the lead, the answer to send, and whether this is the buyer's first greeting. Written together
+        with the other buyers' visits of the moment (group commit)."""
+        return await self.db.together(partial(self._visit, visitor, message, payload), urgent=True)
+
+    async def _visit(self, visitor: Visitor, message: Inbound, payload: str | None, session: AsyncSession) -> tuple[Lead, list[Outgoing], bool]:
+        """:meth:`_record_start`'s work, in ``session``."""
+        known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
+        returning = bool(known and known.greeted_at)
+        submission = await self._valid_submission(session, visitor, payload)
+        if submission is not None:
+            await self._link(session, visitor, known, submission)
+            if known is None:
+                quiz_lead = await session.get(Lead, submission.lead_id)
+                known = quiz_lead if quiz_lead is not None and quiz_lead.tg_user_id == visitor.tg_user_id else None
+        lead = await self._lead(session, visitor, message, known=known)
+        if payload and not payload.startswith(TOKEN_PREFIX):
+            utm = parse_ad_payload(payload)
+            if lead.arrival == COLD and not lead.source and utm:
+                lead.arrival = AD
+            lead.source = lead.source or utm.get("source")
+            lead.utm = lead.utm or utm
+        lead.is_blocked = False
+        if lead.unsubscribed_at is not None:
+            lead.unsubscribed_at = None
+            await self.journal.event(session, lead, RESUBSCRIBED)
+        greeting, reply = self._start_reply(lead, returning=returning)
+        first = lead.greeted_at is None
+        if first:
+            lead.greeted_at = utcnow()
+            await self.journal.event(session, lead, GREETED, reply=greeting)
+        staged = await self.messenger.stage(session, lead, reply(lead), kind=GREETING_SEND)
         return lead, staged, first
 
     async def _valid_submission(self, session: AsyncSession, visitor: Visitor, payload: str | None) -> QuizSubmission | None:
@@ -326,7 +336,8 @@ class JourneyService:
 
     async def send_catalog(self, lead: Lead) -> None:
         """Render (or reuse) the personal catalogue, send it, record the event, offer the test batch."""
-        await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
+        with contextlib.suppress(TelegramAPIError):  # only a hint that a file is coming: never worth failing for
+            await self.messenger.bot.send_chat_action(lead.tg_user_id, ChatAction.UPLOAD_DOCUMENT)
         try:
             await self.catalog.send(lead, lambda document: self.messenger.send_document(lead, document, caption=self._caption(lead)))
         except Exception:

@@ -34,8 +34,8 @@ class Actions:
         self.reminders: Reminders | None = None  # set by the app (bot/followups)
 
     async def button(self, message: Message, user: User, data: RelayCb) -> None:
-        """A lead card button (only for members of the operator chat)."""
-        if message.chat.id != self.chat.chat_id or not await self.chat.is_member(user.id):
+        """A lead card button (only for members of the operator group it is in)."""
+        if not await self.chat.is_member(message.chat.id, user.id):
             return
         async with self.chat.db() as session:
             lead = await session.get(Lead, data.lead)
@@ -45,7 +45,7 @@ class Actions:
         lang = self.chat.lang
         if data.action in ("stages", "back"):
             markup = stage_keyboard(lead, lang) if data.action == "stages" else card_keyboard(lead, lang, closed=topic.is_closed)
-            await self.chat.bot.edit_message_reply_markup(chat_id=self.chat.chat_id, message_id=message.message_id, reply_markup=markup)
+            await self.chat.bot.edit_message_reply_markup(chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup)
         elif data.action == "stage":
             await self.set_stage(lead, data.stage, origin=message, manager=user)
         elif data.action.startswith("remind"):
@@ -95,13 +95,13 @@ class Actions:
             return
         what, markup = t(lang, f"relay.remind.reasons.{reason}"), None
         if data.action == "remind_when" and when in REMIND_TIMES:
-            text = await self.reminders.add(lead, self.chat.chat_id, message.message_id, self.chat.manager_name(user), f"{REMIND_TIMES[when]} {what}")
+            text = await self.reminders.add(lead, message.chat.id, message.message_id, self.chat.manager_name(user), f"{REMIND_TIMES[when]} {what}")
         elif data.action == "remind_what":
             text, markup = t(lang, "relay.remind.when", what=what, tz=self.chat.settings.timezone), remind_keyboard(lead, lang, reason)
         else:  # «Назад» to the reasons
             text, markup = t(lang, "relay.remind.what"), remind_keyboard(lead, lang)
         try:
-            await self.chat.bot.edit_message_text(text, chat_id=self.chat.chat_id, message_id=message.message_id, reply_markup=markup)
+            await self.chat.bot.edit_message_text(text, chat_id=message.chat.id, message_id=message.message_id, reply_markup=markup)
         except TelegramBadRequest as exc:
             if not unmodified(exc):  # a press replayed: the picker shows it already
                 raise
@@ -143,11 +143,12 @@ class Actions:
                  operators=plural(lang, "relay.counts.managers", len(roster.operators)))
 
     async def announce_commands(self) -> None:
-        """The operator chat's command menu: built-ins and templates."""
+        """The operator groups' command menu: built-ins and templates."""
         commands = [BotCommand(command=name, description=t(self.chat.lang, f"relay.commands.{name}")) for name in MENU]
         commands += [BotCommand(command=name, description=title) for name, title in self.chat.roster.titles.items()]
-        with contextlib.suppress(TelegramAPIError):
-            await self.chat.bot.set_my_commands(commands[:100], scope=BotCommandScopeChat(chat_id=self.chat.chat_id))
+        for chat_id in self.chat.chat_ids:
+            with contextlib.suppress(TelegramAPIError):
+                await self.chat.bot.set_my_commands(commands[:100], scope=BotCommandScopeChat(chat_id=chat_id))
 
     def templates(self) -> str:
         """/templates: the quick replies and templates managers can send."""

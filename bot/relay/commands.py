@@ -29,18 +29,18 @@ def is_command(message: Message) -> bool:
 
 
 class MembersOnly(BaseMiddleware):
-    """Commands are taken only from members of the operator chat; others are logged and dropped."""
+    """Commands are taken only from members of the operator group they are sent in; others are logged and dropped."""
 
     async def __call__(self, handler: Callable[[Message, dict[str, Any]], Awaitable[Any]], event: Message, data: dict[str, Any]) -> Any:
         relay: RelayService = data["relay"]
-        if not await relay.chat.is_member(event.from_user.id):
+        if not await relay.chat.is_member(event.chat.id, event.from_user.id):
             log.warning("relay.command_refused", user_id=event.from_user.id, command=event.text.split(maxsplit=1)[0])
             return None
         return await handler(event, data)
 
 
 async def stats(message: Message, relay: RelayService) -> None:
-    await relay.chat.reply(message, await relay.chat.sla.stats(relay.chat.chat_id))
+    await relay.chat.reply(message, await relay.chat.sla.stats())
 
 
 async def templates(message: Message, relay: RelayService) -> None:

@@ -29,6 +29,7 @@ class Operator(BaseModel):
     name: str = Field(min_length=1, max_length=256)
     amocrm_user_id: int | None = None
     head: bool = False  # gets the second-level SLA escalations
+    chat_id: int | None = None  # the operator group of this manager's leads (with several groups)
 
 
 class Template(BaseModel):

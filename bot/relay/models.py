@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -79,3 +80,27 @@ class RelayWait(Base):
     answered_by_name: Mapped[str | None] = mapped_column(String(256))
     response_seconds: Mapped[int | None]  # working seconds from started_at to the answer
     dismissed: Mapped[bool] = mapped_column(default=False)
+
+
+class RelayPost(Base):
+    """A post waiting for its turn in an operator group (:mod:`.pacer`, which owns the table's queries).
+
+    ``kind`` ``message``: a buyer's message to copy into the lead's topic (``payload``: the
+    :class:`bot.inbound.Inbound`); ``notice``: a text from the bot (``payload``: ``{"text": html}``).
+    Urgent posts (a new lead, a first question, an SLA ping) go before the rest. A post is leased
+    (``owner``, ``lease_until``) while it is being posted and deleted once it is.
+    """
+
+    __tablename__ = "relay_posts"
+    __table_args__ = (Index("ix_relay_posts_chat_id_urgent_id", "chat_id", "urgent", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    chat_id: Mapped[int]  # the operator group
+    lead_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    urgent: Mapped[bool] = mapped_column(default=False)
+    payload: Mapped[dict[str, Any]]
+    owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ from aiogram.types import Message, User
 from bot.db.models import Lead
 from bot.inbound import Inbound, attachment
 from bot.messenger import BuyerUnreachable, unreachable_reason
+from bot.sender import GaveUp, Unknown
 from bot.relay import store
 from bot.relay.albums import Albums
 from bot.relay.chat import OperatorChat
@@ -63,10 +64,10 @@ class ManagerMessages:
             async with self.chat.db.begin() as session:
                 fresh = await session.get(Lead, lead.id)
                 await self.chat.journal.message(session, fresh, direction="out", author="manager", author_name=name,
-                                                kind=message.content_type.value, text=note, tg_chat_id=self.chat.chat_id,
+                                                kind=message.content_type.value, text=note, tg_chat_id=message.chat.id,
                                                 tg_message_id=message.message_id, is_internal=True, meta={"manager_tg_id": user.id})
             return
-        scope = (self.chat.chat_id, message.message_thread_id)
+        scope = (message.chat.id, message.message_thread_id)
         if message.media_group_id:
             self.albums.add(scope, message.media_group_id, message, lambda items: self._relay_out(lead, items, user, name))
             return
@@ -81,6 +82,12 @@ class ManagerMessages:
             return await send()
         except BuyerUnreachable as exc:  # already flagged by the messenger
             reason = exc.reason
+        except GaveUp as exc:  # Telegram did not take it for SEND_RETRY_FOR: the manager decides what next
+            await self.chat.reply(origin, self.chat.failed(str(exc)))
+            return None
+        except Unknown:  # the connection broke after the request left: maybe delivered, not sent twice
+            await self.chat.reply(origin, t(self.chat.lang, "relay.unknown", time=self.chat.time()))
+            return None
         except (TelegramForbiddenError, TelegramBadRequest) as exc:
             reason = unreachable_reason(exc)
             if reason is None:
@@ -104,7 +111,7 @@ class ManagerMessages:
         reply_to = None
         if first.reply_to_message is not None:
             async with self.chat.db() as session:
-                link = await store.buyer_side(session, self.chat.chat_id, first.reply_to_message.message_id)
+                link = await store.buyer_side(session, first.chat.id, first.reply_to_message.message_id)
             reply_to = link.buyer_message_id if link and link.lead_id == lead.id else None
         pairs = await self.to_buyer(lead, first, lambda: self.copier.copy([Inbound.of(m) for m in messages], lead.tg_user_id, reply_to=reply_to))
         if pairs is None:
@@ -112,14 +119,15 @@ class ManagerMessages:
         delivered: dict[int, int] = {}
         for source, buyer in pairs:
             delivered.setdefault(source, buyer)
-        await self.remember(lead, [(buyer, source) for source, buyer in pairs],
+        await self.remember(lead, first.chat.id, [(buyer, source) for source, buyer in pairs],
                             [(message, delivered.get(message.message_id)) for message in messages], user, name)
 
-    async def remember(self, lead: Lead, pairs: list[tuple[int, int]], logged: list[tuple[Message, int | None]],
+    async def remember(self, lead: Lead, chat_id: int, pairs: list[tuple[int, int]], logged: list[tuple[Message, int | None]],
                        user: User, name: str, **meta: Any) -> None:
-        """Map ``(buyer message, operator message)`` pairs; log each message with its id in the buyer's chat, as the manager's."""
+        """Map ``(buyer message, message in operator group chat_id)`` pairs; log each message with its id in the buyer's
+        chat, as the manager's."""
         async with self.chat.db.begin() as session:
-            await store.add_links(session, lead.id, "out", lead.tg_user_id, pairs, self.chat.chat_id)
+            await store.add_links(session, lead.id, "out", lead.tg_user_id, pairs, chat_id)
             for message, buyer_message_id in logged:
                 await self.chat.messenger.log_out(lead.id, kind=message.content_type.value, text=message.text or message.caption,
                                                   tg_message_id=buyer_message_id, author="manager", author_name=name,
@@ -130,7 +138,7 @@ class ManagerMessages:
         if message.from_user is None or internal_note(message) is not None:
             return
         async with self.chat.db() as session:
-            link = await store.buyer_side(session, self.chat.chat_id, message.message_id)
+            link = await store.buyer_side(session, message.chat.id, message.message_id)
             lead = await session.get(Lead, link.lead_id) if link else None
         if link is None or lead is None or link.direction != "out":
             return

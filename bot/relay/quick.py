@@ -55,13 +55,14 @@ class QuickReplies:
             return
         pairs = []
         try:  # the buyer has it; the copy shows the team what was sent
-            mirror = await self.chat.bot.copy_message(self.chat.chat_id, lead.tg_user_id, sent.message_id,
-                                                      reply_parameters=replying_to(origin.message_id),
-                                                      message_thread_id=origin.message_thread_id if origin.is_topic_message else None)
+            async with self.chat.budgets.post(origin.chat.id):
+                mirror = await self.chat.bot.copy_message(origin.chat.id, lead.tg_user_id, sent.message_id,
+                                                          reply_parameters=replying_to(origin.message_id),
+                                                          message_thread_id=origin.message_thread_id if origin.is_topic_message else None)
             pairs = [(sent.message_id, mirror.message_id)]
         except TelegramAPIError as exc:
             log.warning("relay.mirror_failed", lead_id=lead.id, error=str(exc))
-        await self.managers.remember(lead, pairs, [(sent, sent.message_id)], manager, name, quick_reply=action)
+        await self.managers.remember(lead, origin.chat.id, pairs, [(sent, sent.message_id)], manager, name, quick_reply=action)
 
     def _context(self, lead: Lead, manager_name: str) -> TemplateContext:
         lang = lead.language

@@ -11,8 +11,8 @@ from bot.relay.service import RelayService
 
 
 def in_operator_chat(message: Message, relay: RelayService) -> bool:
-    """Only the configured operator chat talks to buyers."""
-    return relay.chat.chat_id is not None and message.chat.id == relay.chat.chat_id
+    """Only the configured operator groups talk to buyers."""
+    return message.chat.id in relay.chat.chat_ids
 
 
 async def operator_message(message: Message, relay: RelayService) -> None:

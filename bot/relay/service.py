@@ -1,12 +1,14 @@
 """The operator chat: one forum topic per lead, the two-way relay, commands, quick replies, card buttons, SLA pings.
 
 Buyer → managers (:mod:`.inbound`): every free buyer message (the journey's :class:`bot.ports.BuyerRelay`
-hook) is copied into the lead's topic (:mod:`.topics`), created with a lead card on first need and
-recreated if it was deleted. Managers → buyer (:mod:`.outbound`): any message in a lead's topic is
+hook) is queued for the lead's topic (:mod:`.topics`), created with a lead card on first need and
+recreated if it was deleted; :mod:`.pacer` posts what is queued within each group's budget (about 20
+posts a minute), the most urgent first. With several groups (``OPERATOR_CHAT_IDS``) a lead's
+conversation is in its manager's group, or one of them evenly, and stays there. Managers → buyer (:mod:`.outbound`): any message in a lead's topic is
 copied to the buyer from the bot, except internal notes (``//`` or ``#note``) and commands
 (:mod:`.commands`, acting through :mod:`.actions` and :mod:`.quick`). Every pair of messages is kept in
 ``relay_links``, so replies and edits find their counterpart after a restart. :mod:`.worker` refreshes
-cards and posts the SLA pings in the background.
+cards and queues the SLA pings in the background.
 
 Without topics (a plain supergroup, the lesser mode) buyer messages are forwarded, so the
 author shows, and managers answer by replying to them or to the lead card.
@@ -14,6 +16,7 @@ author shows, and managers answer by replying to them or to the lead card.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from aiogram.types import Message
 
@@ -34,10 +37,12 @@ from bot.relay.config import load_roster
 from bot.relay.copier import Copier
 from bot.relay.inbound import BuyerMessages
 from bot.relay.outbound import ManagerMessages
+from bot.relay.pacer import Pacer
 from bot.relay.quick import QuickReplies
 from bot.relay.sla import Sla
 from bot.relay.topics import Topics
 from bot.relay.worker import RelayWorker
+from bot.sender import RELAY
 
 
 class RelayService:
@@ -52,11 +57,13 @@ class RelayService:
         self.chat = OperatorChat(settings, db, journal, messenger, quiz, roster, self.sla)
         self.albums = Albums()
         self.topics = Topics(self.chat)
-        copier = Copier(messenger.bot)
-        self.buyers = BuyerMessages(self.chat, self.topics, copier, self.albums)
-        self.managers = ManagerMessages(self.chat, self.topics, copier, self.albums)
+        to_group = Copier(messenger.bot)
+        self.pacer = Pacer(self.chat, self.topics, to_group)
+        self.buyers = BuyerMessages(self.chat, self.topics, to_group, self.pacer)
+        to_buyers = Copier(messenger.bot, partial(messenger.sender.call, kind=RELAY))  # through outages, by the relay's rule
+        self.managers = ManagerMessages(self.chat, self.topics, to_buyers, self.albums)
         self.actions = Actions(self.chat, self.topics, self.managers, QuickReplies(self.chat, self.managers, catalog), journey)
-        self.worker = RelayWorker(self.chat, self.topics)
+        self.worker = RelayWorker(self.chat, self.topics, self.pacer)
         self.on_record = self.worker.on_record
         self.check_sla = self.worker.check_sla
 
@@ -65,21 +72,22 @@ class RelayService:
         await self.buyers.forward(lead, message)
 
     async def notice(self, lead: Lead, text: str) -> None:
-        """:class:`bot.ports.OperatorTopic`: a notice in the lead's topic (nothing without an operator chat)."""
-        if self.chat.chat_id is not None:
-            await self.topics.notice(lead, text)
+        """:class:`bot.ports.OperatorTopic`: a notice queued for the lead's topic (nothing without an operator chat)."""
+        if self.chat.chat_ids:
+            await self.worker.notice(lead, text)
 
     async def lead_in_topic(self, message: Message) -> Lead | None:
         """:class:`bot.ports.OperatorTopic`: the lead an operator-chat message is about."""
-        found = await self.topics.lead_of(message) if self.chat.chat_id is not None else None
+        found = await self.topics.lead_of(message) if message.chat.id in self.chat.chat_ids else None
         return found[1] if found else None
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The relay's background worker (``App.workers``), until ``stop``."""
-        if self.chat.chat_id is None:
+        """The relay's background work (``App.workers``: the worker and the pacer), until ``stop``."""
+        if not self.chat.chat_ids:
             return
         try:
             await self.actions.announce_commands()
-            await self.worker.run(stop)
+            await asyncio.gather(self.worker.run(stop), self.pacer.run(stop))
         finally:
             await self.albums.flush()
+            await self.chat.budgets.close()

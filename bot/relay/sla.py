@@ -34,10 +34,10 @@ def percentile(values: Sequence[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
-def topic_link(chat_id: int, topic: RelayTopic | None) -> str | None:
+def topic_link(topic: RelayTopic) -> str | None:
     """``https://t.me/c/…`` to a lead's topic (or card), for supergroups."""
-    target = topic and (topic.thread_id or topic.card_message_id)
-    text = str(chat_id)
+    target = topic.thread_id or topic.card_message_id
+    text = str(topic.chat_id)
     return f"https://t.me/c/{text[4:]}/{target}" if target and text.startswith("-100") else None
 
 
@@ -136,7 +136,7 @@ class Sla:
         return t(self.lang, "relay.stats.period", period=period, median=duration(median(seconds), self.lang),
                  p90=duration(percentile(seconds, 0.9), self.lang), count=plural(self.lang, "relay.stats.answers", len(seconds)))
 
-    async def stats(self, chat_id: int) -> str:
+    async def stats(self) -> str:
         """/stats: today's and this week's median and p90 first response, per manager, and who waits longest."""
         now = self.clock()
         today = self.hours.start_of_day(now)
@@ -159,7 +159,7 @@ class Sla:
             lines.append(t(self.lang, "relay.stats.slowest"))
             for wait, lead, topic in waiting[:SLOWEST]:
                 name = lead_name(lead, self.lang)
-                link = topic_link(chat_id, topic)
+                link = topic_link(topic) if topic else None
                 label = Safe(t(self.lang, "relay.stats.link", url=link, name=name)) if link else name
                 lines.append(t(self.lang, "relay.stats.waiting", topic=label,
                                duration=duration(self.hours.between(wait.started_at, now), self.lang)))

@@ -64,9 +64,9 @@ async def mark_stale(session: AsyncSession, lead_id: int) -> None:
     await session.execute(update(RelayTopic).where(RelayTopic.lead_id == lead_id).values(stale=True))
 
 
-async def topics_to_refresh(session: AsyncSession, chat_id: int, limit: int = 20) -> Sequence[RelayTopic]:
-    """Topics to create (planned) or whose card may be out of date."""
-    query = (select(RelayTopic).where(RelayTopic.chat_id == chat_id, or_(RelayTopic.stale, RelayTopic.card_message_id.is_(None)))
+async def topics_to_refresh(session: AsyncSession, chat_ids: Sequence[int], limit: int = 20) -> Sequence[RelayTopic]:
+    """Topics (in the groups ``chat_ids``) to create (planned) or whose card may be out of date."""
+    query = (select(RelayTopic).where(RelayTopic.chat_id.in_(list(chat_ids)), or_(RelayTopic.stale, RelayTopic.card_message_id.is_(None)))
              .order_by(RelayTopic.updated_at).limit(limit))
     return (await session.execute(query)).scalars().all()
 
@@ -80,6 +80,12 @@ async def add_links(session: AsyncSession, lead_id: int, direction: str, buyer_c
                   operator_chat_id=operator_chat_id, operator_message_id=operator_id)
         for buyer_id, operator_id in pairs
     )
+
+
+async def relayed_in_since(session: AsyncSession, lead_id: int, since: datetime) -> bool:
+    """Whether a buyer message of the lead reached the operator chat since ``since``."""
+    query = select(RelayLink.id).where(RelayLink.lead_id == lead_id, RelayLink.direction == "in", RelayLink.created_at >= since).limit(1)
+    return (await session.execute(query)).first() is not None
 
 
 async def operator_side(session: AsyncSession, buyer_chat_id: int, buyer_message_id: int) -> RelayLink | None:

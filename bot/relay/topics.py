@@ -15,7 +15,7 @@ from aiogram.types import Message
 from bot.db.models import Lead
 from bot.relay import store
 from bot.relay.card import TOPIC_COLOR, card_keyboard, card_text, fingerprint, topic_name
-from bot.relay.chat import OperatorChat, replying_to, thread_gone, unmodified
+from bot.relay.chat import OperatorChat, thread_gone, unmodified
 from bot.relay.models import RelayTopic
 
 log = structlog.get_logger(__name__)
@@ -26,7 +26,7 @@ class Topics:
     def __init__(self, chat: OperatorChat) -> None:
         self.chat = chat
         self._locks: WeakValueDictionary[int, asyncio.Lock] = WeakValueDictionary()
-        self._forum: bool | None = None
+        self._forum: dict[int, bool] = {}
 
     def lock(self, lead_id: int) -> asyncio.Lock:
         lock = self._locks.get(lead_id)
@@ -34,10 +34,10 @@ class Topics:
             lock = self._locks[lead_id] = asyncio.Lock()
         return lock
 
-    async def is_forum(self) -> bool:
-        if self._forum is None:
-            self._forum = bool((await self.chat.bot.get_chat(self.chat.chat_id)).is_forum)
-        return self._forum
+    async def is_forum(self, chat_id: int) -> bool:
+        if chat_id not in self._forum:
+            self._forum[chat_id] = bool((await self.chat.bot.get_chat(chat_id)).is_forum)
+        return self._forum[chat_id]
 
     def _card(self, lead: Lead, closed: bool) -> tuple[str, str]:
         chat = self.chat
@@ -50,38 +50,41 @@ class Topics:
             topic = await store.topic(session, lead.id)
         if gone is not None and topic is not None and topic.card_message_id != gone.card_message_id:
             return topic  # another instance recreated it already
-        if (gone is not None or topic is None or topic.card_message_id is None or topic.chat_id != self.chat.chat_id
-                or (topic.thread_id is not None) != await self.is_forum()):  # topics were switched on or off since
-            return await self._create(lead, topic)
+        chat_id = self.chat.group(lead, topic)
+        if (gone is not None or topic is None or topic.card_message_id is None or topic.chat_id != chat_id
+                or (topic.thread_id is not None) != await self.is_forum(chat_id)):  # topics were switched on or off since
+            return await self._create(lead, topic, chat_id)
         try:
             await self.refresh(lead, topic)
         except TelegramBadRequest as exc:
             if not thread_gone(exc):
                 raise
-            return await self._create(lead, topic)
+            return await self._create(lead, topic, chat_id)
         return topic
 
-    async def _create(self, lead: Lead, previous: RelayTopic | None) -> RelayTopic:
-        """Create the topic (in a forum) and post the card; one instance wins if several try."""
+    async def _create(self, lead: Lead, previous: RelayTopic | None, chat_id: int) -> RelayTopic:
+        """Create the topic (in a forum) and post the card, within the group's budgets; one instance wins if several try."""
         chat, bot = self.chat, self.chat.bot
         name, text = self._card(lead, closed=False)
         thread_id = None
-        if await self.is_forum():
-            thread_id = (await bot.create_forum_topic(chat.chat_id, name, icon_color=TOPIC_COLOR)).message_thread_id
-        card = await bot.send_message(chat.chat_id, text, message_thread_id=thread_id, reply_markup=card_keyboard(lead, chat.lang, closed=False))
+        if await self.is_forum(chat_id):
+            async with chat.budgets.new_topic(chat_id):
+                thread_id = (await bot.create_forum_topic(chat_id, name, icon_color=TOPIC_COLOR)).message_thread_id
+        async with chat.budgets.post(chat_id):
+            card = await bot.send_message(chat_id, text, message_thread_id=thread_id, reply_markup=card_keyboard(lead, chat.lang, closed=False))
         async with chat.db.begin() as session:
-            placed = await store.place_topic(session, lead.id, chat.chat_id, thread_id, card.message_id, name=name,
+            placed = await store.place_topic(session, lead.id, chat_id, thread_id, card.message_id, name=name,
                                              card_hash=fingerprint(name, text),
                                              replaces=previous.card_message_id if previous else None)
             topic = await store.topic(session, lead.id)
         if not placed:  # another instance was faster: ours goes
             with contextlib.suppress(TelegramAPIError):
                 if thread_id is not None:
-                    await bot.delete_forum_topic(chat.chat_id, thread_id)
+                    await bot.delete_forum_topic(chat_id, thread_id)
                 else:
-                    await bot.delete_message(chat.chat_id, card.message_id)
+                    await bot.delete_message(chat_id, card.message_id)
         else:
-            log.info("relay.topic_created", lead_id=lead.id, thread_id=thread_id, recreated=previous is not None)
+            log.info("relay.topic_created", lead_id=lead.id, chat_id=chat_id, thread_id=thread_id, recreated=previous is not None)
         return topic
 
     async def refresh(self, lead: Lead, topic: RelayTopic) -> None:
@@ -93,8 +96,8 @@ class Topics:
         chat = self.chat
         try:
             if topic.thread_id is not None and name != topic.name:
-                await chat.bot.edit_forum_topic(chat.chat_id, topic.thread_id, name=name)
-            await chat.bot.edit_message_text(text, chat_id=chat.chat_id, message_id=topic.card_message_id,
+                await chat.bot.edit_forum_topic(topic.chat_id, topic.thread_id, name=name)
+            await chat.bot.edit_message_text(text, chat_id=topic.chat_id, message_id=topic.card_message_id,
                                              reply_markup=card_keyboard(lead, chat.lang, closed=topic.is_closed))
         except TelegramBadRequest as exc:
             if not unmodified(exc):
@@ -124,31 +127,26 @@ class Topics:
             async with self.lock(lead_id):
                 await self.conversation(lead)
 
-    async def notice(self, lead: Lead, text: str) -> None:
-        """Post a notice in the lead's topic (in the reply mode: as a reply to its card)."""
-        await self.send_in_topic(lead, lambda topic: self.chat.bot.send_message(
-            self.chat.chat_id, text, message_thread_id=topic.thread_id,
-            reply_parameters=replying_to(topic.card_message_id if topic.thread_id is None else None)))
-
     async def lead_of(self, message: Message) -> tuple[RelayTopic, Lead] | None:
         """The lead a message in the operator chat is about: by its topic, or by the message it replies to."""
+        chat_id = message.chat.id
         async with self.chat.db() as session:
             if message.is_topic_message and message.message_thread_id:
-                return await store.conversation(session, self.chat.chat_id, thread_id=message.message_thread_id)
+                return await store.conversation(session, chat_id, thread_id=message.message_thread_id)
             if message.reply_to_message is None:
                 return None
             replied = message.reply_to_message.message_id
-            link = await store.buyer_side(session, self.chat.chat_id, replied)
-            card = None if link else await store.topic_by_card(session, self.chat.chat_id, replied)
+            link = await store.buyer_side(session, chat_id, replied)
+            card = None if link else await store.topic_by_card(session, chat_id, replied)
             lead_id = link.lead_id if link else card.lead_id if card else None
-            return await store.conversation(session, self.chat.chat_id, lead_id=lead_id) if lead_id else None
+            return await store.conversation(session, chat_id, lead_id=lead_id) if lead_id else None
 
     async def set_closed(self, lead: Lead, topic: RelayTopic, closed: bool, *, manager: str | None) -> None:
         """Close or reopen the conversation (and its forum topic); closing dismisses the open wait."""
         bot = self.chat.bot
         if topic.thread_id is not None:
             try:
-                await (bot.close_forum_topic if closed else bot.reopen_forum_topic)(self.chat.chat_id, topic.thread_id)
+                await (bot.close_forum_topic if closed else bot.reopen_forum_topic)(topic.chat_id, topic.thread_id)
             except TelegramBadRequest as exc:
                 if not unmodified(exc):
                     raise

@@ -364,10 +364,15 @@ class TelegramSandbox:
     # -- behaviour switches -------------------------------------------------------------------
 
     def rate_limits(self, enabled: bool = True, *, global_per_second: float = 30, per_chat_per_second: float = 1,
-                    per_chat_burst: int = 3, group_per_minute: float = 20, paid_per_second: float = 1000) -> None:
-        """Switch Telegram's flood limits on/off (off by default) and set them; resets their history."""
+                    per_chat_burst: int = 3, group_per_minute: float = 20, paid_per_second: float = 1000,
+                    group_limits: bool = True, topics_per_minute: float = 20, group_window: float = 60) -> None:
+        """Set Telegram's flood limits and reset their history: the global and per-chat ones switch with
+        ``enabled`` (off by default); the group ones (``group_per_minute`` posts, ``topics_per_minute``
+        topics created, per group in any ``group_window`` seconds, 60 like Telegram's) with ``group_limits``
+        (on by default)."""
         self._core.limiter.configure(RateLimitConfig(enabled, global_per_second, per_chat_per_second,
-                                                     per_chat_burst, group_per_minute, paid_per_second))
+                                                     per_chat_burst, group_per_minute, paid_per_second,
+                                                     group_limits, topics_per_minute, group_window))
 
     def fail_next(self, method: str, *, error_code: int, description: str | None = None,
                   retry_after: int | None = None, count: int = 1, chat_id: int | str | None = None) -> None:

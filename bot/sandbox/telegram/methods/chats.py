@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from ..errors import bad_request
+from ..errors import RateLimited, bad_request
 from ..params import Params
 from ..state import TOPIC_COLORS, Chat, Topic
 from .base import MethodGroup, api_method
@@ -127,6 +127,9 @@ class ChatMethods(MethodGroup):
         color = p.integer("icon_color", TOPIC_COLORS[0])
         if color not in TOPIC_COLORS:
             raise bad_request("TOPIC_COLOR_INVALID")
+        refused = self.core.limiter.admit_topic(chat.id)
+        if refused is not None:
+            raise RateLimited(refused.retry_after, refused.scope)
         return self.state.create_topic(chat, name, color, p.text("icon_custom_emoji_id")).to_api()
 
     @api_method("editForumTopic")

@@ -1,0 +1,99 @@
+"""Group commit: many small write transactions of concurrent callers written as one.
+
+Each write transaction on SQLite costs a turn of the one writer (and on PostgreSQL a commit); a burst of
+buyers therefore queues on commits, not on work. :class:`GroupCommit` runs the work of every caller that
+arrives while a transaction is being written in the next one, each caller's part inside its own savepoint
+(a failing part is rolled back alone and its caller gets the error) and in the caller's own context (so
+:data:`bot.db.updates.HANDLING` and log context see the caller's update). A transaction that fails as a
+whole (a commit refused, a deadlock) is retried part by part, each in a transaction of its own: a part may
+therefore run twice, the first run rolled back, and must only touch the database.
+
+On SQLite the driver opens no transaction before a savepoint, so each part commits as its savepoint ends, all
+within the one writer's turn: what is saved there is the turns (and connections), not the commits.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+Work = Callable[[AsyncSession], Awaitable[T]]
+
+
+@dataclass
+class _Part(Generic[T]):
+    work: Work[T]
+    context: contextvars.Context
+    done: asyncio.Future[T] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    """``await group(work)`` runs ``work(session)`` in a write transaction shared with whoever else is waiting;
+    returns what ``work`` returned once the transaction committed."""
+
+    def __init__(self, begin: Callable[[], Any], name: str) -> None:
+        self._begin = begin  # a write transaction: ``async with begin() as session``
+        self.name = name
+        self._waiting: list[_Part[Any]] = []
+        self._writing: asyncio.Task[None] | None = None
+
+    async def __call__(self, work: Work[T]) -> T:
+        part: _Part[T] = _Part(work, contextvars.copy_context())
+        self._waiting.append(part)
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write())
+        return await part.done
+
+    async def _write(self) -> None:
+        while self._waiting:
+            parts, self._waiting = self._waiting, []
+            try:
+                results = await self._together(parts)
+            except asyncio.CancelledError:
+                for part in (*parts, *self._waiting):
+                    part.done.cancel()
+                raise
+            except Exception:
+                log.warning("db.group_failed", group=self.name, parts=len(parts), exc_info=True)
+                for part in parts:
+                    await self._alone(part)
+                continue
+            for part, (ok, value) in zip(parts, results):
+                if part.done.done():
+                    continue
+                if ok:
+                    part.done.set_result(value)
+                else:
+                    part.done.set_exception(value)
+
+    async def _together(self, parts: list[_Part[Any]]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        async with self._begin() as session:
+            for part in parts:
+                try:
+                    async with session.begin_nested():
+                        value = await asyncio.create_task(part.work(session), context=part.context)
+                except Exception as exc:
+                    results.append((False, exc))
+                else:
+                    results.append((True, value))
+        return results
+
+    async def _alone(self, part: _Part[Any]) -> None:
+        try:
+            async with self._begin() as session:
+                value = await asyncio.create_task(part.work(session), context=part.context)
+        except Exception as exc:
+            if not part.done.done():
+                part.done.set_exception(exc)
+        else:
+            if not part.done.done():
+                part.done.set_result(value)
