@@ -291,6 +291,7 @@ class App:
         await self.bot.session.close()
         await self.crm.close()
         await self.broadcasts.close()
+        await self.relay.close()
         self.analytics.close()
         await self.db.close()
 

@@ -128,8 +128,11 @@ class Engine:
     async def due(self) -> list[int]:
         """Start scheduled broadcasts whose time has come; the running ones with work now."""
         now = self.clock()
-        async with self.db.begin() as session:
-            await store.activate_due(session, now)
+        async with self.db() as session:  # read first: a write would queue behind (and hold up) the buyers' writes
+            due = await store.any_due(session, now)
+        if due:
+            async with self.db.begin() as session:
+                await store.activate_due(session, now)
         async with self.db() as session:
             return [i for i in await store.runnable(session, now) if i not in self._active]
 

@@ -57,10 +57,19 @@ async def transition(session: AsyncSession, broadcast_id: int, sources: Iterable
     return (await session.execute(query)).rowcount == 1
 
 
+def _due(now: datetime) -> tuple[Any, ...]:
+    return Broadcast.state == SCHEDULED, Broadcast.send_at <= now
+
+
+async def any_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether a scheduled broadcast's time has come (a read)."""
+    return (await session.execute(select(Broadcast.id).where(*_due(now)).limit(1))).first() is not None
+
+
 async def activate_due(session: AsyncSession, now: datetime) -> None:
     """Scheduled broadcasts whose time has come start running."""
     await session.execute(
-        update(Broadcast).where(Broadcast.state == SCHEDULED, Broadcast.send_at <= now).values(state=RUNNING, started_at=now)
+        update(Broadcast).where(*_due(now)).values(state=RUNNING, started_at=now)
     )
 
 

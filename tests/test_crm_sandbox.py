@@ -1,6 +1,10 @@
 """The sandbox keeps amoCRM's rules, and the client reads its answers the way amoCRM means them."""
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -104,3 +108,33 @@ async def test_the_demo_can_show_a_lead_as_amocrm_holds_it(amocrm: AmoSandbox) -
     card = amocrm.describe_lead(lead["id"])
     for line in ("Воронка: Привлечение → Новая заявка", "Город: Казань", "Телефон: +79990001122", "Перезвонить", "привет"):
         assert line in card
+
+
+async def test_the_sandbox_runs_as_its_own_process_and_tells_what_it_saw() -> None:
+    """``python -m bot.sandbox.amocrm`` prints where it serves; ``/sandbox/requests`` and ``/sandbox/notes`` answer from outside,
+    stamped with a monotonic clock this process shares, and are themselves neither rate-limited nor recorded."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.sandbox.amocrm", "--port", "0", "--rate-limit", "2", stdout=asyncio.subprocess.PIPE)
+    try:
+        started = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))  # type: ignore[union-attr]
+        auth = {"Authorization": f"Bearer {started['token']}"}
+        async with httpx.AsyncClient(base_url=started["base_url"]) as http:
+            before = time.monotonic()
+            lead = (await http.post("/api/v4/leads", json=[{"name": "Опт"}], headers=auth)).json()["_embedded"]["leads"][0]
+            note = {"entity_id": lead["id"], "note_type": "common", "params": {"text": "привет"}}
+            added = await http.post("/api/v4/leads/notes", json=[note], headers=auth)
+            assert "at" not in added.json()["_embedded"]["notes"][0]
+            assert (await http.get("/api/v4/account", headers=auth)).status_code == 429  # the third within a second
+            after = time.monotonic()
+            for _ in range(3):
+                notes = (await http.get("/sandbox/notes")).json()
+            requests = (await http.get("/sandbox/requests")).json()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+        ("POST", "/api/v4/leads", 200), ("POST", "/api/v4/leads/notes", 200), ("GET", "/api/v4/account", 429)]
+    assert all(before <= r["at"] <= after for r in requests)
+    [note] = notes
+    assert (note["entity_id"], note["text"]) == (lead["id"], "привет")
+    assert requests[1]["at"] <= note["at"] <= after

@@ -109,7 +109,7 @@ async def test_the_offer_goes_at_the_learned_time_with_whats_new_at_the_buyers_p
     await eventually(lambda: amocrm.account.leads[deal.id]["status_id"] == repeat_sale, timeout=15)
     await eventually(lambda: any(t["text"].startswith("Оформить повторный заказ") for t in amocrm.account.find_tasks(entity_ids=[deal.id])),
                      timeout=15)
-    assert any(t.startswith("🔁 Покупатель хочет повторить заказ") for t in bot_texts(sandbox, OPERATORS))
+    await eventually(lambda: any(t.startswith("🔁 Покупатель хочет повторить заказ") for t in bot_texts(sandbox, OPERATORS)))
     row = next(r for r in await followups(app, lead.id) if r.kind == "reorder" and r.state == "done")
     assert await app.followups.reorders.answer(buyer.id, row.id, False, None) == "Спасибо, ваш ответ уже учтён."
 

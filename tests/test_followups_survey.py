@@ -136,7 +136,7 @@ async def test_a_happy_buyer_without_a_main_batch_gets_the_manager_a_task(app: A
     nudges = {r.lead_id: (r.state, r.reason) for r in [*await followups(app, lead.id), *await followups(app, other_lead.id)] if r.kind == "nudge"}
     assert nudges == {lead.id: ("done", None), other_lead.id: ("skipped", "stale: the main batch is agreed")}
     assert not any(t["text"].startswith("Предложить основную партию") for t in tasks(amocrm, other_deal.id))
-    assert any(t.startswith("⏰ Тестовую партию оценили на 5 из 5") for t in bot_texts(sandbox, OPERATORS))
+    await eventually(lambda: any(t.startswith("⏰ Тестовую партию оценили на 5 из 5") for t in bot_texts(sandbox, OPERATORS)))
 
 
 async def test_a_rating_only_counts_from_its_buyer_and_once(app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox, buyer: Buyer,

@@ -36,7 +36,7 @@ from bot.journal import Journal
 from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.ports import OperatorTopic
-from bot.sender import RELAY, GaveUp, Outgoing
+from bot.sender import RELAY, GaveUp, Outgoing, Unknown
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
@@ -132,8 +132,12 @@ class Replies:
                 log.exception("amojo.reply_crashed", reply_id=reply.id)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await Loop("crm.replies", self.round, every=1.0).run(stop)
-        await self.idle()
+        try:
+            await Loop("crm.replies", self.round, every=1.0).run(stop)
+            await self.idle()
+        finally:  # stopped before they were done: their replies stay claimed, taken again when the lease runs out
+            for task in self._tasks:
+                task.cancel()
 
     async def _deliver(self, reply: AmojoReply) -> None:
         content = reply.payload.get("message") or {}
@@ -168,12 +172,15 @@ class Replies:
         await self._delivered(reply, lead, sent, manager, content.get("text") or "", kind or "text")
 
     async def _send(self, lead: Lead, kind: str | None, text: str, staged: list[Outgoing], content: dict[str, Any]) -> TgMessage | None:
-        """The one place a reply from amoCRM leaves for Telegram: a text through the send outbox (None when its
-        outcome is unknown: not repeated), a file downloaded from amoCRM and sent as it is."""
+        """The one place a reply from amoCRM leaves for Telegram, by the sender's rule for relayed messages (None when
+        its outcome is unknown: not repeated): a text recorded in the send outbox, a file downloaded from amoCRM."""
         if kind is None:
             return next(iter(await self.messenger.deliver(lead, staged, log=False)), None)
         file = await self._download(content)
-        return await self.messenger.send_media(lead, kind, file, caption=text or None)
+        try:
+            return await self.messenger.send_media(lead, kind, file, caption=text or None)  # the relay's rule too
+        except Unknown:
+            return None
 
     async def _lead(self, session: AsyncSession, conversation_id: str) -> Lead | None:
         row = await chats.by_conversation(session, conversation_id)

@@ -119,8 +119,12 @@ class FollowUps:
     # ---------------------------------------------------------------- sending
     async def tick(self) -> bool:
         """One round: claim what is due and deliver it; True when more may be waiting."""
+        now = self.clock()
+        async with self.db() as session:  # read first: an idle round takes no write turn
+            if not await store.any_due(session, now):
+                return False
         async with self.db.begin() as session:
-            rows = await store.claim_due(session, self.clock(), LEASE, BATCH)
+            rows = await store.claim_due(session, now, LEASE, BATCH)
         for row in rows:
             await self._handle(row)
         return len(rows) == BATCH

@@ -28,6 +28,11 @@ def _due(now: datetime) -> Any:
                and_(FollowUp.state == SENDING, FollowUp.lease_until < now))
 
 
+async def any_due(session: AsyncSession, now: datetime) -> bool:
+    """Whether a follow-up is due (a read)."""
+    return (await session.execute(select(FollowUp.id).where(_due(now)).limit(1))).first() is not None
+
+
 async def claim_due(session: AsyncSession, now: datetime, lease: timedelta, limit: int) -> list[FollowUp]:
     """Claim up to ``limit`` due rows (pending, or sending with a lapsed lease), each with an UPDATE that holds only
     while the row is still due: a row another instance claimed first is left to it."""

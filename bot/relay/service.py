@@ -90,4 +90,7 @@ class RelayService:
             await asyncio.gather(self.worker.run(stop), self.pacer.run(stop))
         finally:
             await self.albums.flush()
-            await self.chat.budgets.close()
+
+    async def close(self) -> None:
+        """Release the groups' budgets (their Redis connections)."""
+        await self.chat.budgets.close()

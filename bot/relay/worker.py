@@ -7,6 +7,7 @@ subscriber); the worker's rounds do it, so a buyer's update never waits on the o
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import structlog
 from aiogram.exceptions import TelegramAPIError
@@ -17,6 +18,7 @@ from bot.journal import GREETED, QUESTION_ASKED, Record
 from bot.loops import Loop
 from bot.relay import store
 from bot.relay.chat import OperatorChat
+from bot.relay.models import RelayTopic
 from bot.relay.pacer import Pacer
 from bot.relay.topics import Topics
 
@@ -58,10 +60,14 @@ class RelayWorker:
 
     async def tick(self) -> None:
         """One round: topics planned on arrival, cards after lead events, SLA pings."""
-        async with self.chat.db.begin() as session:
-            topics = await store.topics_to_refresh(session, self.chat.chat_ids)
-            for topic in topics:
-                topic.stale = False
+        async with self.chat.db() as session:  # read first: an idle round takes no write turn
+            waiting = await store.topics_to_refresh(session, self.chat.chat_ids, limit=1)
+        topics: Sequence[RelayTopic] = []
+        if waiting:
+            async with self.chat.db.begin() as session:
+                topics = await store.topics_to_refresh(session, self.chat.chat_ids)
+                for topic in topics:
+                    topic.stale = False
         for topic in topics:
             try:
                 await self.topics.refresh_card(topic.lead_id)

@@ -1,4 +1,14 @@
-"""The sandbox amoCRM over HTTP: API v4 paths, OAuth, rate limit, outages, faults, outgoing webhooks."""
+"""The sandbox amoCRM over HTTP: API v4 paths, OAuth, rate limit, outages, faults, outgoing webhooks.
+
+Two read-only control routes (not amoCRM's; outside the rate limit and not themselves recorded), for a process
+that drives the sandbox from outside (``python -m bot.sandbox.amocrm``, ``bench.crm``):
+
+- ``GET /sandbox/requests``: ``[{"at", "method", "path", "status"}]``, every request seen, in arrival order;
+- ``GET /sandbox/notes``: ``[{"id", "entity_id", "text", "at"}]``, every note, ``at`` when the request that added it
+  was carried out (a note added in-process, as by a test, is stamped at the next request; ``null`` until then).
+
+``at`` is ``time.monotonic()``, comparable across processes on Linux (one system-wide clock).
+"""
 from __future__ import annotations
 
 import asyncio
@@ -20,6 +30,7 @@ NGINX_PAGE = "<html><head><title>{status}</title></head><body><center><h1>{statu
 HTML_429 = NGINX_PAGE.format(status="429 Too Many Requests")
 HTML_403 = NGINX_PAGE.format(status="403 Forbidden")
 ACCESS_TTL = 86400
+CONTROL = "/sandbox/"
 
 
 @dataclass
@@ -47,6 +58,16 @@ class Hold:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+def peak_rate(stamps: list[float], window: float = 1.0) -> int:
+    """The most of the (sorted) ``stamps`` within any ``window`` seconds."""
+    best, start = 0, 0
+    for end, at in enumerate(stamps):
+        while at - stamps[start] > window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 def _json(data: Any, status: int = 200, content_type: str = "application/hal+json") -> web.Response:
     return web.Response(text=json.dumps(data, ensure_ascii=False), status=status, content_type=content_type)
 
@@ -66,6 +87,7 @@ class AmoSandbox:
         self.outage = False
         self.blocked = False
         self.requests: list[Seen] = []
+        self.note_at: dict[int, float] = {}  # note id → monotonic time its request was carried out (not in the API's answers)
         self.refreshes = 0
         self.long_lived_token = secrets.token_urlsafe(32)
         self.client_id, self.client_secret = "sandbox-integration", secrets.token_urlsafe(24)
@@ -107,12 +129,7 @@ class AmoSandbox:
 
     def peak_rate(self, window: float = 1.0) -> int:
         """The most requests that arrived within any ``window`` seconds."""
-        stamps, best, start = [r.at for r in self.requests], 0, 0
-        for end, at in enumerate(stamps):
-            while at - stamps[start] > window:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return peak_rate([r.at for r in self.requests], window)
 
     def count(self, status: int | None = None, path: str | None = None) -> int:
         return sum(1 for r in self.requests if (status is None or r.status == status) and (path is None or r.path.startswith(path)))
@@ -222,6 +239,8 @@ class AmoSandbox:
             ("GET", "/api/v4/tasks", self._tasks),
             ("POST", "/api/v4/tasks", self._batch("tasks", a.add_tasks)),
             ("PATCH", "/api/v4/tasks", self._batch("tasks", a.update_tasks)),
+            ("GET", "/sandbox/requests", self._seen_requests),
+            ("GET", "/sandbox/notes", self._seen_notes),
         ]
         for method, path, handler in [*routes, *self.chats.routes()]:
             app.router.add_route(method, path, handler)
@@ -229,9 +248,15 @@ class AmoSandbox:
 
     @web.middleware
     async def _gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith(CONTROL):
+            return await handler(request)
         now = time.monotonic()
         response = await self._answer(request, handler, now)
         self.requests.append(Seen(now, request.method, request.path, response.status))
+        if len(self.note_at) < len(self.account.notes):
+            done = time.monotonic()
+            for note_id in self.account.notes.keys() - self.note_at.keys():
+                self.note_at[note_id] = done
         return response
 
     async def _answer(self, request: web.Request, handler: Any, now: float) -> web.StreamResponse:
@@ -445,6 +470,14 @@ class AmoSandbox:
             order_desc=q.get("order[id]") == "desc",
         )
         return self._list(request, "tasks", found)
+
+    async def _seen_requests(self, request: web.Request) -> web.Response:
+        seen = [{"at": r.at, "method": r.method, "path": r.path, "status": r.status} for r in self.requests]
+        return _json(seen, content_type="application/json")
+
+    async def _seen_notes(self, request: web.Request) -> web.Response:
+        return _json([{"id": n["id"], "entity_id": n["entity_id"], "text": n["params"].get("text"), "at": self.note_at.get(n["id"])}
+                      for n in self.account.notes.values()], content_type="application/json")
 
     # ------------------------------------------------------------- lifecycle
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
