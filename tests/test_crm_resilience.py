@@ -182,3 +182,23 @@ async def test_a_blocked_account_stops_the_sync_loudly_and_resumes_later(env: En
     assert bodies(env.notes((await env.lead(lead.id)).crm_lead_id)) == texts
     async with env.db() as session:
         assert (await store.read(session, store.STATE))["state"] == "ok"
+
+
+async def test_two_workers_drain_the_outbox_once_and_in_order(env: Env, database_url: str) -> None:
+    """Two instances' workers (each its own engine) drain one outbox at once: every note once, each lead's in order."""
+    other_db = await open_db(database_url)
+    other = await make_env(other_db, database_url, env.sandbox, clock=env.clock)
+    try:
+        leads = [await env.new_lead(tg_user_id=100 + index, first_name=f"Покупатель {index}") for index in range(8)]
+        await env.drain()
+        said = {lead.id: await conversation(env, lead.id, 6) for lead in leads}
+
+        await asyncio.gather(env.drain(), other.drain(), env.drain(), other.drain())
+        await asyncio.gather(env.drain(), other.drain())
+
+        for lead in leads:
+            assert bodies(env.notes((await env.lead(lead.id)).crm_lead_id)) == said[lead.id]
+        assert {item.state for item in await env.items()} == {DONE}
+    finally:
+        await other.crm.close()
+        await other_db.close()
