@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,11 @@ async def test_two_instances_share_the_rate_and_the_survivor_finishes(survivor: 
                          REDIS_URL=REDIS_URL, BROADCAST_PAID=str(RATE), QUIET_HOURS="", HTTP_PORT="0", LOG_LEVEL="WARNING"),
            "PYTHONPATH": str(PROJECT_DIR)}
     process = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", "--role", "worker", cwd=killed, env=env)
+
     def sends_of(users: range) -> list[float]:
         return [c.started_at for c in sandbox.calls if c.method == "sendMessage" and c.chat_id in users]
 
-    shift = [LEASE * 0]
+    shift = [timedelta(0)]
     survivor.broadcasts.clock = lambda: utcnow() + shift[0]
     stop = asyncio.Event()
     serving = None
