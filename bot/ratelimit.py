@@ -206,17 +206,54 @@ def rate_limit(limit: int, period: float = 1.0, *, redis_url: str | None, key: s
 
 
 class ChatSpacing:
-    """At most one message per ``interval`` to a chat: ``delay(chat)`` books the next free moment."""
+    """At most one message per ``interval`` to a chat: ``await delay(chat)`` books the next free moment (seconds)."""
 
     def __init__(self, interval: float = 1.0, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.interval = interval
         self.clock = clock
         self._next: dict[int, float] = {}
 
-    def delay(self, chat_id: int) -> float:
+    async def delay(self, chat_id: int) -> float:
         now = self.clock()
         if len(self._next) > 10_000:
             self._next = {chat: at for chat, at in self._next.items() if at > now}
         slot = max(now, self._next.get(chat_id, 0.0))
         self._next[chat_id] = slot + self.interval
         return slot - now
+
+    async def close(self) -> None:
+        """Nothing to release (the same interface as :class:`RedisChatSpacing`)."""
+
+
+# KEYS[1]: the chat's next free moment (ms of the Redis clock); ARGV[1]: the interval in ms. Returns ms to wait.
+_SPACING_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local slot = math.max(now, tonumber(redis.call('GET', KEYS[1]) or '0'))
+local interval = tonumber(ARGV[1])
+redis.call('SET', KEYS[1], tostring(slot + interval), 'PX', slot - now + interval + 1000)
+return slot - now
+"""
+
+
+class RedisChatSpacing:
+    """:class:`ChatSpacing` kept in Redis under ``prefix:<chat>``, so that all instances space one chat together."""
+
+    def __init__(self, redis_url: str, prefix: str, interval: float = 1.0) -> None:
+        from redis.asyncio import Redis
+
+        self.interval = interval
+        self.prefix = prefix
+        self.redis = Redis.from_url(redis_url)
+        self._script = self.redis.register_script(_SPACING_SCRIPT)
+
+    async def delay(self, chat_id: int) -> float:
+        return int(await self._script(keys=[f"{self.prefix}:{chat_id}"], args=[int(self.interval * 1000)])) / 1000
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def chat_spacing(interval: float = 1.0, *, redis_url: str | None, prefix: str) -> ChatSpacing | RedisChatSpacing:
+    """Shared through Redis under ``prefix`` when ``redis_url`` is set, else this process's own."""
+    return RedisChatSpacing(redis_url, prefix, interval) if redis_url else ChatSpacing(interval)

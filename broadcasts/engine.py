@@ -42,7 +42,7 @@ from bot.inbound import attachment
 from bot.journal import BLOCKED, Journal
 from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
-from bot.ratelimit import ChatSpacing, RateLimit
+from bot.ratelimit import ChatSpacing, RateLimit, RedisChatSpacing
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant, too_many_skipped
 from broadcasts.models import (
@@ -102,6 +102,7 @@ class Engine:
         clock: Clock = utcnow,
         catalog: Catalog | None = None,
         log_sent: bool = False,
+        spacing: ChatSpacing | RedisChatSpacing | None = None,
     ) -> None:
         self.db = db
         self.log_sent = log_sent  # each message sent goes into the conversation log (the amoCRM chat shows it)
@@ -115,7 +116,7 @@ class Engine:
         self.max_errors = max_errors
         self.max_attempts = max_attempts
         self.clock = clock
-        self.spacing = ChatSpacing()
+        self.spacing = spacing or ChatSpacing()
         self.catalog = catalog
         self.owner = owner_id()
         self.stopping = False
@@ -390,7 +391,7 @@ class _Run:
     async def _send(self, row: store.Row) -> None:
         r = row.recipient
         try:
-            delay = self.e.spacing.delay(r.tg_user_id)
+            delay = await self.e.spacing.delay(r.tg_user_id)
             if delay:
                 await asyncio.sleep(delay)
             message = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)

@@ -18,7 +18,7 @@ from bot.loops import Loop
 from bot.messenger import Messenger
 from bot.ports import Catalog
 from bot.quiz import Quiz
-from bot.ratelimit import RateLimit, paced, rate_limit
+from bot.ratelimit import RateLimit, chat_spacing, paced, rate_limit
 from bot.telegram import create_bot
 from bot.texts import t
 from broadcasts import store
@@ -71,6 +71,7 @@ class Broadcasts:
             db, self.bot, journal, self.renderer, self.limiter, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),
             timezone=settings.timezone, max_errors=settings.broadcast_max_errors, max_attempts=settings.broadcast_max_attempts,
             clock=self.now, catalog=catalog, log_sent=settings.channel,
+            spacing=chat_spacing(redis_url=settings.redis_url, prefix="optobot:tg:chat"),
         )
         self.sequences = Sequences(load_sequences(settings.broadcast_sequences, self.renderer), db, journal, self.now)
         self.campaigns = Campaigns(db, self.renderer, quiz, rate=self.rate, timezone=settings.timezone, clock=self.now)
@@ -152,5 +153,6 @@ class Broadcasts:
 
     async def close(self) -> None:
         await self.limiter.close()
+        await self.engine.spacing.close()
         if self._owns_bot and self.bot is not None:
             await self.bot.session.close()

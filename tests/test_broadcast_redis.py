@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from bot.ratelimit import RedisWindow, paced
+from bot.ratelimit import RedisChatSpacing, RedisWindow, paced
 from tests.broadcast_support import add_leads, bapp, broadcast_settings, clock, create, states, until_done  # noqa: F401
 from tests.conftest import REDIS_URL
 
@@ -47,3 +47,18 @@ async def test_the_app_sends_through_the_shared_rate_limit(bapp, sandbox) -> Non
     broadcast_id = await create(bapp)
     await until_done(bapp, broadcast_id)
     assert await states(bapp, broadcast_id) == {"sent": 5} and sandbox.throttles == []
+
+
+async def test_two_instances_space_one_chat_together() -> None:
+    """One message a second to a chat across instances: each booking of the same chat waits a second more."""
+    prefix = f"optobot-test:{uuid.uuid4().hex}"
+    first, second = RedisChatSpacing(REDIS_URL, prefix), RedisChatSpacing(REDIS_URL, prefix)
+    try:
+        delays = [await first.delay(42), await second.delay(42), await first.delay(42), await second.delay(7)]
+        assert delays[0] == pytest.approx(0, abs=0.05)
+        assert delays[1] == pytest.approx(1.0, abs=0.1) and delays[2] == pytest.approx(2.0, abs=0.1)
+        assert delays[3] == pytest.approx(0, abs=0.05)  # another chat is not held up
+    finally:
+        await first.redis.delete(f"{prefix}:42", f"{prefix}:7")
+        await first.close()
+        await second.close()
