@@ -3,13 +3,14 @@
 Each write transaction on SQLite costs a turn of the one writer (and on PostgreSQL a commit); a burst of
 buyers therefore queues on commits, not on work. :class:`GroupCommit` runs the work of every caller that
 arrives while a transaction is being written in the next one, each caller's part inside its own savepoint
-(a failing part is rolled back alone and its caller gets the error) and in the caller's own context (so
+on PostgreSQL (a failing part is rolled back alone and its caller gets the error) and in the caller's own context (so
 :data:`bot.db.updates.HANDLING` and log context see the caller's update). A transaction that fails as a
 whole (a commit refused, a deadlock) is retried part by part, each in a transaction of its own: a part may
 therefore run twice, the first run rolled back, and must only touch the database.
 
-On SQLite the driver opens no transaction before a savepoint, so each part commits as its savepoint ends, all
-within the one writer's turn: what is saved there is the turns (and connections), not the commits.
+On SQLite there are no savepoints: the driver would open its transaction at the first savepoint, so the parts' reads
+would hold a snapshot that another process's write makes stale («database is locked» instead of a wait). There a
+failing part fails the group, and every part is then run alone.
 """
 from __future__ import annotations
 
@@ -77,7 +78,11 @@ class GroupCommit:
     async def _together(self, parts: list[_Part[Any]]) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         async with self._begin() as session:
+            savepoints = session.bind.dialect.name != "sqlite"
             for part in parts:
+                if not savepoints:  # a failing part fails the group: every part is then run alone
+                    results.append((True, await asyncio.create_task(part.work(session), context=part.context)))
+                    continue
                 try:
                     async with session.begin_nested():
                         value = await asyncio.create_task(part.work(session), context=part.context)

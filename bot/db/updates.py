@@ -24,21 +24,21 @@ _CLAIM_LOCK = 0x0B07_0920  # the advisory lock that orders claims of the inbox (
 
 @dataclass
 class Handling:
-    """The update a handler is working on; ``settled`` once its handled mark is in a transaction."""
+    """The update a handler is working on; ``settled`` is the transaction (session) its handled mark is in."""
 
     update_id: int
-    settled: bool = False
+    settled: AsyncSession | None = None
 
 
 HANDLING: ContextVar[Handling | None] = ContextVar("handling_update", default=None)
 
 
 async def settle(session: AsyncSession) -> None:
-    """Mark the update being handled (if any) as handled in ``session``'s transaction (once per update)."""
+    """Mark the update being handled (if any) as handled in ``session``'s transaction (once per transaction)."""
     handling = HANDLING.get()
-    if handling is not None and not handling.settled:
+    if handling is not None and handling.settled is not session:  # a transaction rolled back and run again marks again
         await mark_handled(session, [handling.update_id])
-        handling.settled = True
+        handling.settled = session
 
 
 async def store(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> set[int]:
