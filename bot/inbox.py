@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 LEASE = 10.0  # seconds an instance holds the updates it took; renewed while a handler runs
 POLL_TIMEOUT = 25  # seconds of a long poll
+HANDLING_AT_ONCE = 64  # updates (of different chats) handled at the same time; the rest wait, stored
 MAX_ATTEMPTS = 3  # an update whose handler failed this many times is given up (its error kept)
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = 600.0  # seconds between two deletions of what was handled more than KEEP_HANDLED ago
@@ -71,6 +72,7 @@ class Inbox:
         self._renewed = 0.0
         self._pruned = 0.0
         self._idle = asyncio.Event()
+        self._handling = asyncio.Semaphore(HANDLING_AT_ONCE)
         self._idle.set()
 
     # ------------------------------------------------------------ intake
@@ -143,8 +145,9 @@ class Inbox:
         lane = self._lanes[chat_id]
         try:
             while lane:
-                update_id, update = heapq.heappop(lane)
-                await self._handle(update_id, update)
+                async with self._handling:  # a flood waits its turn, stored: it does not crowd the database
+                    update_id, update = heapq.heappop(lane)
+                    await self._handle(update_id, update)
         finally:
             del self._lanes[chat_id], self._running[chat_id]
             if not self._running:
