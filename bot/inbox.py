@@ -4,8 +4,8 @@ Polling (:meth:`Inbox.poll`) stores each ``getUpdates`` batch in one insert befo
 confirms it; the webhook stores the update before answering 200 (concurrent webhook requests share one
 insert). The insert leases the new updates to this instance, which hands them to per-chat lanes: one chat's
 updates run one at a time in ``update_id`` order, different chats at once. An update is marked handled in
-its handler's first journal transaction (:func:`bot.db.updates.settle`) and again, batched, after the
-handler returns. The :attr:`Inbox.replay` loop renews the leases of what is under way and takes over
+its handler's first journal transaction (:func:`bot.db.updates.settle`), or, batched, after the handler
+returns when none of its transactions committed a mark. The :attr:`Inbox.replay` loop renews the leases of what is under way and takes over
 updates nobody holds: leftovers of a crash (after their lease ran out) and failed handlers (retried).
 """
 from __future__ import annotations
@@ -164,7 +164,10 @@ class Inbox:
             log.exception("inbox.update_failed", update_id=update_id)
             await self._failed(update_id, exc)
         else:
-            self._mark(update_id)
+            if not handling.durable:
+                self._mark(update_id)
+            else:
+                self._mine.discard(update_id)
         finally:
             updates.HANDLING.reset(token)
 

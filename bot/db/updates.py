@@ -2,6 +2,7 @@
 
 :data:`HANDLING` names the update whose handler is running; :func:`settle` marks it handled inside the
 handler's own transaction (the journal calls it), so an update whose effects committed is never handled again.
+Once a transaction holding the mark has committed, the handler's later transactions skip it.
 """
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import Row, and_, delete, event, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from bot.db.base import utcnow
 from bot.db.models import TgUpdate
@@ -24,21 +25,55 @@ _CLAIM_LOCK = 0x0B07_0920  # the advisory lock that orders claims of the inbox (
 
 @dataclass
 class Handling:
-    """The update a handler is working on; ``settled`` is the transaction (session) its handled mark is in."""
+    """The update a handler is working on; ``settled`` is the transaction (session) its handled mark is in,
+    ``durable`` whether that transaction committed."""
 
     update_id: int
     settled: AsyncSession | None = None
+    durable: bool = False
 
 
 HANDLING: ContextVar[Handling | None] = ContextVar("handling_update", default=None)
+_MARKS = "inbox.marks"  # Session.info: the handled marks written in its transaction, with the savepoint of each
 
 
 async def settle(session: AsyncSession) -> None:
-    """Mark the update being handled (if any) as handled in ``session``'s transaction (once per transaction)."""
+    """Mark the update being handled (if any) as handled in ``session``'s transaction: once per transaction, and
+    not at all once a transaction that marked it committed (a mark rolled back is written again)."""
     handling = HANDLING.get()
-    if handling is not None and handling.settled is not session:  # a transaction rolled back and run again marks again
-        await mark_handled(session, [handling.update_id])
-        handling.settled = session
+    if handling is None or handling.durable or handling.settled is session:
+        return
+    await mark_handled(session, [handling.update_id])
+    handling.settled = session
+    session.info.setdefault(_MARKS, []).append((handling, session.sync_session.get_nested_transaction()))
+
+
+@event.listens_for(Session, "after_commit")
+def _marks_committed(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint released is not yet a commit
+        for handling, _ in session.info.pop(_MARKS, ()):
+            handling.durable = True
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _marks_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    marks = session.info.get(_MARKS)
+    if not marks:
+        return
+    kept = [] if not rolled_back.nested else [mark for mark in marks if not _within(mark[1], rolled_back)]
+    for handling, _ in marks:
+        if all(handling is not other for other, _ in kept):
+            handling.settled = None
+    session.info[_MARKS] = kept
+
+
+def _within(savepoint: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    """Whether ``savepoint`` (None: the transaction itself) is ``outer`` or nested in it."""
+    while savepoint is not None:
+        if savepoint is outer:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 async def store(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> set[int]:

@@ -114,11 +114,11 @@ class JourneyService:
         reply_ms = round(replied * 1000)
 
         async def record(session: AsyncSession) -> None:
-            for out in sent:
-                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
-            if first:
+            if first:  # set before the log's flush: one UPDATE of the lead
                 fresh = await session.get(Lead, lead.id)
                 fresh.first_reply_ms = reply_ms
+            for out in sent:
+                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
 
         await self.db.together(record)
 
