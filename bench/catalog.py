@@ -39,7 +39,7 @@ import httpx
 import yaml
 from pypdf import PdfReader
 
-from bench.common import percentile
+from bench.common import percentile, ready
 from bench.journey import QUIZ, SECRET, TOKEN, RemoteSandbox, free_port
 from bot.catalog.render import CatalogRequest, compose, render_body, render_cover
 from bot.config import DEFAULT_CATALOG_DIR
@@ -106,18 +106,7 @@ async def service(sandbox: RemoteSandbox, catalog: Path, workdir: Path) -> Async
                                                        stdout=log, stderr=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as client:
-            for _ in range(600):
-                if process.returncode is not None:
-                    raise RuntimeError("optobot run exited: " + (workdir / "optobot.log").read_text()[-2000:])
-                try:
-                    if (await client.get(f"{base}/healthz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("optobot run did not start in 60 s")
+        await ready(f"{base}/healthz", process, workdir / "optobot.log")
         yield base, process.pid
     finally:
         if process.returncode is None:

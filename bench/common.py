@@ -1,10 +1,31 @@
 """Helpers shared by the benchmarks."""
 from __future__ import annotations
 
+import asyncio
 import math
+from pathlib import Path
+
+import httpx
 
 
 def percentile(values: list[float], share: float) -> float:
     """Nearest-rank percentile (``share`` in 0..1)."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
+
+
+async def ready(url: str, process: asyncio.subprocess.Process, log: Path | None = None) -> None:
+    """Until ``url`` (an instance's ``/readyz`` or ``/healthz``) answers 200; the instance exiting first (with its log's
+    end) or 120 s without an answer fails."""
+    async with httpx.AsyncClient() as client:
+        for _ in range(600):
+            if process.returncode is not None:
+                tail = f": {log.read_text()[-2000:]}" if log is not None else ""
+                raise RuntimeError(f"optobot run for {url} exited with {process.returncode}{tail}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"optobot run for {url} not ready in 120 s")
