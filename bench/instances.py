@@ -24,11 +24,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from bench.common import percentile
+from bench.common import percentile, ready
 from bench.journey import SECRET, TOKEN, RemoteSandbox, greetings, website_quizzes
 from bot.config import PROJECT_DIR
 from bot.db.session import open_database
@@ -54,21 +53,6 @@ async def fresh_database(server_url: str) -> AsyncIterator[str]:
         await admin.close()
 
 
-async def ready(port: int, process: asyncio.subprocess.Process) -> None:
-    """Until the instance's ``/readyz`` answers 200."""
-    async with httpx.AsyncClient() as client:
-        for _ in range(600):
-            if process.returncode is not None:
-                raise RuntimeError(f"optobot run on port {port} exited with {process.returncode}")
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"optobot run on port {port} not ready in 120 s")
-
-
 async def measure(count: int, server_url: str, redis_url: str, leads: int, rate: float, workdir: Path) -> dict[str, Any]:
     sandbox = await RemoteSandbox.start()
     ports = [free_port() for _ in range(count)]
@@ -83,7 +67,7 @@ async def measure(count: int, server_url: str, redis_url: str, leads: int, rate:
                            "RENDER_WARM": "0", "CATALOG_PRERENDER": "false", "REPORT_SCHEDULE": "off", "LOG_LEVEL": "WARNING",
                            "PYTHONPATH": str(PROJECT_DIR)}
                     processes.append(await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=workdir, env=env))
-                    await ready(port, processes[-1])  # one after the other: the first migrates the database
+                    await ready(f"http://127.0.0.1:{port}/readyz", processes[-1])  # one after the other: the first migrates the database
                 while not await sandbox.calls("setWebhook"):
                     await asyncio.sleep(0.2)
                 payloads = await website_quizzes(f"http://127.0.0.1:{ports[0]}", sandbox, leads)

@@ -21,6 +21,10 @@ from bot.sender import CATALOGUE, RELAY, SERVICE, Outgoing, Sender, Unknown
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
+MEDIA_METHODS: dict[str, type[SendPhoto | SendDocument | SendVideo | SendVoice]] = {
+    "photo": SendPhoto, "document": SendDocument, "video": SendVideo, "voice": SendVoice}
+"""A manager's attachment kind → its Bot API method, whose media field is named after the kind."""
+
 UNREACHABLE_MARKERS = ("bot was blocked by the user", "user is deactivated", "chat not found", "bot can't initiate conversation")
 
 
@@ -139,11 +143,7 @@ class Messenger:
     async def send_media(self, lead: Lead, kind: str, media: str | InputFile, *, caption: str | None = None) -> Message:
         """Send a manager's ``photo``, ``document``, ``video`` or ``voice`` through outages by the relay's rule (not
         logged: the caller logs it)."""
-        chat_id = lead.tg_user_id
-        method = {"photo": lambda: SendPhoto(chat_id=chat_id, photo=media, caption=caption),
-                  "document": lambda: SendDocument(chat_id=chat_id, document=media, caption=caption),
-                  "video": lambda: SendVideo(chat_id=chat_id, video=media, caption=caption),
-                  "voice": lambda: SendVoice(chat_id=chat_id, voice=media, caption=caption)}[kind]()
+        method = MEDIA_METHODS[kind](chat_id=lead.tg_user_id, caption=caption, **{kind: media})
         return await self._deliver(lead, lambda: self.sender.call(method, RELAY))
 
     async def send_document(self, lead: Lead, document: str | InputFile, *, caption: str | None = None, reply_markup: Any = None) -> Message:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import shutil
+import sqlite3
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
@@ -274,8 +275,8 @@ def test_the_sample_catalogue_still_loads_from_its_folder() -> None:
     assert len(load_catalogue(CATALOG_DIR).products) == 64
 
 
-def test_the_command_prints_the_report_and_one_line_errors(folder: Path, feed: Path, tmp_path: Path) -> None:
-    env = {"CATALOG_DIR": str(folder), "LOG_LEVEL": "WARNING"}
+def test_the_command_prints_the_report_records_it_and_one_line_errors(folder: Path, feed: Path, tmp_path: Path) -> None:
+    env = {"CATALOG_DIR": str(folder), "LOG_LEVEL": "WARNING", "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'optobot.sqlite3'}"}
     checked = optobot(tmp_path, "catalog", "import", str(feed), "--dry-run", **env)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith("Проверка ") and "Отклонено (2):" in checked.stdout and not (tmp_path / "data" / "catalog" / "active.json").exists()
@@ -286,3 +287,12 @@ def test_the_command_prints_the_report_and_one_line_errors(folder: Path, feed: P
         assert failed.returncode == 2 and failed.stderr.strip() == f"optobot: catalog import: {expected}" and not failed.stdout
     refused = optobot(tmp_path, "catalog", "import", str(feed), **{**env, "CATALOG_DIR": str(CATALOG_DIR)})  # the feed lacks its categories
     assert refused.returncode == 1 and refused.stdout.startswith("Импорт ") and "Traceback" not in refused.stderr
+
+    with sqlite3.connect(tmp_path / "optobot.sqlite3") as history:  # in the version history, as uploads and refreshes are
+        rows = history.execute("SELECT origin, source, status, version, report, finished_at FROM catalog_imports ORDER BY id").fetchall()
+    version = Store(folder, tmp_path / "data").current().version
+    assert [row[:4] for row in rows] == [("command", str(feed), DRY_RUN, version), ("command", str(feed), APPLIED, version),
+                                        ("command", str(feed), REFUSED, None)]
+    assert [row[4].splitlines()[0] for row in rows] == [checked.stdout.splitlines()[0], applied.stdout.splitlines()[0],
+                                                       refused.stdout.splitlines()[0]]
+    assert all(row[5] for row in rows)

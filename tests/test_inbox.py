@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, text
 
 from bot.catalog.render import CatalogRenderer
+from bot.db import updates
+from bot.db.base import utcnow
 from bot.db.models import Message, TgUpdate
+from bot.db.session import Database, open_database
 from bot.sandbox.balancer import free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.conftest import REDIS_URL, make_settings, running
@@ -52,3 +56,45 @@ async def test_an_update_delivered_to_two_instances_is_handled_once(
     assert sorted(row.update_id for row in stored) == sorted(10**6 + user for user in users)
     assert all(row.handled_at is not None and row.error is None for row in stored)
     assert json.loads(stored[0].raw)["message"]["text"] == "/start"
+
+
+async def finished_or_blocked(db: Database, task: asyncio.Task[None]) -> None:
+    """Until ``task`` is done or a transaction of ``db``'s database waits for a lock."""
+    query = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")
+    while not task.done():
+        async with db() as session:
+            if (await session.execute(query)).scalar_one():
+                return
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("taking", ["renewal", "take-over"])
+async def test_renewing_or_taking_over_updates_never_deadlocks_with_their_handlers(postgres_url: str, taking: str) -> None:
+    """A group commit marks its callers' updates handled one by one, in whatever order they came (here 2, then 1);
+    the inbox renewing its leases on both, or another instance taking both over, meanwhile skips the row being
+    marked instead of holding one and waiting for the other (PostgreSQL would kill one side: «deadlock detected»)."""
+    db = open_database(postgres_url)
+    lease_until = utcnow() + timedelta(seconds=60 if taking == "renewal" else -1)
+    async with db.begin() as session:
+        await session.execute(insert(TgUpdate), [{"update_id": update_id, "chat_id": update_id, "raw": "{}", "attempts": 1,
+                                                  "owner": "first", "lease_until": lease_until} for update_id in (1, 2)])
+
+    async def renew_or_take() -> None:
+        async with db.begin() as session:
+            if taking == "renewal":
+                await updates.renew(session, [1, 2], "first", utcnow() + timedelta(seconds=60))
+            else:
+                await updates.claim(session, "second", utcnow(), utcnow() + timedelta(seconds=60), 10)
+
+    try:
+        async with db.begin() as handlers:
+            await updates.mark_handled(handlers, [2])
+            other = asyncio.create_task(renew_or_take())
+            await finished_or_blocked(db, other)
+            await updates.mark_handled(handlers, [1])
+        await other
+        async with db() as session:
+            assert await updates.unhandled(session) == 0
+    finally:
+        await db.close()

@@ -11,11 +11,10 @@ from matplotlib.axes import Axes  # noqa: E402  (after choosing the backend)
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from bot.analytics.drawing import REPORT_CHARTS  # noqa: E402
 from bot.analytics.figures import number, percent, share, short_day, small  # noqa: E402
 from bot.analytics.labels import Labels  # noqa: E402
 from bot.analytics.queries import BOT_STEPS, CRM_STEPS, KEY_STAGE, NONE, RESPONSE_BUCKETS  # noqa: E402
-from bot.analytics.report import Report, Row  # noqa: E402
+from bot.analytics.report import REPORT_CHARTS, Report, Row  # noqa: E402
 from bot.analytics.summary import rate  # noqa: E402
 from bot.texts import raw, t  # noqa: E402
 

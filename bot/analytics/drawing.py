@@ -6,11 +6,9 @@ import asyncio
 from typing import Any
 
 from bot.analytics.labels import Labels
-from bot.analytics.report import Report
+from bot.analytics.report import REPORT_CHARTS, Report
 from bot.workers import WorkerPool
 
-
-REPORT_CHARTS = ("funnel", "sources", "managers", "days")  # the charts of /report and the digest, in order
 WORKERS = 2  # the charts of a report are drawn side by side
 
 

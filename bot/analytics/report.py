@@ -18,6 +18,7 @@ from bot.db.session import Database
 from bot.quiz import Quiz
 
 T = TypeVar("T")
+REPORT_CHARTS = ("funnel", "sources", "managers", "days")  # the charts of /report and the digest, in order
 READERS = 3  # queries at a time: enough to keep the database's cores busy, each with its own cache and sort space
 
 

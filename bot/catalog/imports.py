@@ -1,5 +1,5 @@
-"""Imports as the service runs them: recorded in ``catalog_imports`` (this module owns its queries), an admin's upload
-waiting for «Применить», and the scheduled refresh of ``CATALOG_SOURCE`` (``CATALOG_REFRESH``): one refresh per period
+"""Imports as the service and the command run them, each recorded in ``catalog_imports`` (this module owns its queries):
+``optobot catalog import``, an admin's upload waiting for «Применить», and the scheduled refresh of ``CATALOG_SOURCE`` (``CATALOG_REFRESH``): one refresh per period
 across instances (the instance that inserts the period's row does it), conditional on the feed's ETag/Last-Modified."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.catalog.importer import APPLIED, PENDING, REFUSED, Report, fetch_source, read_mapping, run_import
+from bot.catalog.importer import APPLIED, PENDING, REFUSED, Fetched, Report, fetch_source, read_mapping, run_import
 from bot.catalog.model import CatalogError
 from bot.catalog.models import CatalogImport
 from bot.catalog.store import Store
@@ -28,6 +28,17 @@ log = structlog.get_logger(__name__)
 UNCHANGED, CANCELLED = "unchanged", "cancelled"
 #: Tell the admins about a refresh that was not applied (report text).
 Notify = Callable[[str], Awaitable[None]]
+
+
+async def read_source(client: httpx.AsyncClient, source: str, etag: str | None = None,
+                      last_modified: str | None = None) -> tuple[Fetched, Path | None]:
+    """A feed by URL (conditionally when validators are known) or a file, and where its relative picture paths start."""
+    if source.lower().startswith(("http://", "https://")):
+        return await fetch_source(client, source, etag, last_modified), None
+    path = Path(source)
+    if not path.is_file():
+        raise CatalogError(f"{source}: no such file")
+    return Fetched(path.read_bytes(), None, None), path.resolve().parent
 
 
 class Imports:
@@ -62,6 +73,18 @@ class Imports:
                 status=status, version=report.version if report else None, report=report.text(lang) if report else "",
                 finished_at=self.clock(), **values))
 
+    async def command(self, source: str, mapping_file: Path | None, *, dry_run: bool, force: bool) -> Report:
+        """``optobot catalog import``; a mapping or a source that cannot be read raises :class:`CatalogError`, unrecorded."""
+        mapping = read_mapping(self.settings.catalog_dir, mapping_file)
+        async with httpx.AsyncClient() as client:
+            fetched, base = await read_source(client, source)
+        import_id = await self._begin("command", source)
+        assert import_id is not None
+        report = await self._import(source, fetched.data or b"", base=base, mapping=mapping, dry_run=dry_run, force=force)
+        await self._finish(import_id, report.status, report, self.settings.default_language,
+                           etag=fetched.etag, last_modified=fetched.last_modified)
+        return report
+
     async def upload(self, name: str, data: bytes) -> tuple[int, Report]:
         """An admin's file: checked and saved, waiting for :meth:`apply` (or :meth:`cancel`)."""
         import_id = await self._begin("upload", name)
@@ -89,13 +112,16 @@ class Imports:
                                           .values(status=CANCELLED, finished_at=self.clock()))
             return taken.rowcount == 1
 
-    async def _import(self, name: str, data: bytes, *, base: Path | None, pending: bool = False) -> Report:
+    async def _import(self, name: str, data: bytes, *, base: Path | None, mapping: dict[str, Any] | None = None,
+                      pending: bool = False, dry_run: bool = False, force: bool = False) -> Report:
+        """:func:`run_import` with ``mapping``, by default ``CATALOG_DIR/import.yaml``; one import at a time."""
         async with self._lock, httpx.AsyncClient() as client:
             try:
-                mapping = read_mapping(self.settings.catalog_dir, None)
+                mapping = mapping if mapping is not None else read_mapping(self.settings.catalog_dir, None)
             except CatalogError as error:
                 return Report(source=name, reason=str(error))
-            return await run_import(self.store, name, data, mapping=mapping, base=base, client=client, pending=pending)
+            return await run_import(self.store, name, data, mapping=mapping, base=base, client=client, pending=pending,
+                                    dry_run=dry_run, force=force)
 
     async def refresh_once(self) -> bool:
         """Refresh ``CATALOG_SOURCE`` if this period's refresh is not claimed yet; False (the loop waits) either way."""
@@ -111,24 +137,19 @@ class Imports:
                 CatalogImport.status.in_((APPLIED, UNCHANGED))).order_by(CatalogImport.id.desc()).limit(1))).first()
         etag, modified = (last.etag, last.last_modified) if last else (None, None)
         try:
-            if source.lower().startswith(("http://", "https://")):
-                async with httpx.AsyncClient() as client:
-                    fetched = await fetch_source(client, source, etag, modified)
-                data, base, etag, modified = fetched.data, None, fetched.etag, fetched.last_modified
-            else:
-                path = Path(source)
-                data, base = path.read_bytes(), path.resolve().parent
+            async with httpx.AsyncClient() as client:
+                fetched, base = await read_source(client, source, etag, modified)
         except (CatalogError, OSError) as error:
             report = Report(source=source, reason=str(error))
             await self._finish(import_id, REFUSED, report, lang)
             await self.notify(report.text(lang))
             return False
-        if data is None:
+        if fetched.data is None:
             await self._finish(import_id, UNCHANGED, None, lang, etag=etag, last_modified=modified)
             log.info("catalog.refresh_unchanged", source=source)
             return False
-        report = await self._import(source, data, base=base)
-        await self._finish(import_id, report.status, report, lang, etag=etag, last_modified=modified)
+        report = await self._import(source, fetched.data, base=base)
+        await self._finish(import_id, report.status, report, lang, etag=fetched.etag, last_modified=fetched.last_modified)
         log.info("catalog.refreshed", source=source, status=report.status, version=report.version)
         if report.status != APPLIED:
             await self.notify(report.text(lang))

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, event, exists, func, or_, select, text, update
+from sqlalchemy import Row, Select, and_, delete, event, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
@@ -105,6 +105,16 @@ def _claimable(now: datetime, owner: str) -> Any:
     return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now), ~held_before)
 
 
+def _unlocked(rows: Select[Any]) -> Any:
+    """``rows`` locked in ``update_id`` order, skipping any another transaction holds (PostgreSQL).
+
+    A claim or a renewal of many updates must never wait: a handler's transaction marks its update handled
+    (:func:`settle`), and a group commit marks several in whatever order its parts came; a waiting
+    multi-row update holding some of them would close a deadlock. A row being marked is not renewed
+    (it is being handled: the next round renews it if it is still unhandled) nor taken (it is handled)."""
+    return rows.with_for_update(skip_locked=True).scalar_subquery()
+
+
 async def any_claimable(session: AsyncSession, owner: str, now: datetime) -> bool:
     """Whether some update waits for ``owner`` to take it (a read)."""
     query = select(TgUpdate.update_id).where(*_claimable(now, owner)).limit(1)
@@ -119,7 +129,7 @@ async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: d
     candidates = select(TgUpdate.update_id).where(*_claimable(now, owner)).order_by(TgUpdate.update_id).limit(limit)
     query = (
         update(TgUpdate)
-        .where(TgUpdate.update_id.in_(candidates.scalar_subquery()), TgUpdate.handled_at.is_(None),
+        .where(TgUpdate.update_id.in_(_unlocked(candidates)), TgUpdate.handled_at.is_(None),
                or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
         .values(owner=owner, lease_until=lease_until, attempts=TgUpdate.attempts + 1)
         .returning(TgUpdate.update_id, TgUpdate.chat_id, TgUpdate.raw)
@@ -130,7 +140,8 @@ async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: d
 
 async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
     """Extend ``owner``'s lease on the updates ``ids`` it is still handling."""
-    query = (update(TgUpdate).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.owner == owner, TgUpdate.handled_at.is_(None))
+    mine = select(TgUpdate.update_id).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.owner == owner, TgUpdate.handled_at.is_(None))
+    query = (update(TgUpdate).where(TgUpdate.update_id.in_(_unlocked(mine.order_by(TgUpdate.update_id))))
              .values(lease_until=lease_until).execution_options(synchronize_session=False))
     await session.execute(query)
 

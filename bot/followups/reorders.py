@@ -16,13 +16,13 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.db.models import Lead
 from bot.followups import store
+from bot.followups.buttons import ButtonFollowUp
 from bot.followups.models import REORDER, FollowUp
 from bot.journal import REORDER_REQUESTED, REORDER_SNOOZED, Journal
 from bot.messenger import BuyerUnreachable, Messenger
@@ -46,22 +46,19 @@ def rhythm(shipped: list[datetime], default: timedelta) -> timedelta:
     return (shipped[-1] - shipped[0]) / (len(shipped) - 1) if len(shipped) > 1 else default
 
 
-class Reorders:
+class Reorders(ButtonFollowUp):
+    kind, field, already = REORDER, "answer", "followups.reorder.already"
+
     def __init__(self, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger, catalog: Catalog,
                  tell_managers: Callable[[Lead, str], Awaitable[None]], *, clock: Callable[[], datetime], wake: Callable[[], None],
                  default: timedelta, notice: timedelta, snooze: timedelta, tz: ZoneInfo, lang: str) -> None:
-        self.db = db
-        self.journal = journal
-        self.messenger = messenger
+        super().__init__(db, journal, messenger, tell_managers, clock=clock, lang=lang)
         self.catalog = catalog
-        self.tell_managers = tell_managers
-        self.clock = clock
         self.wake = wake
         self.default = default
         self.notice = notice
         self.snooze = snooze
         self.tz = tz  # the managers'
-        self.lang = lang  # the managers'
 
     async def on_stage(self, session: AsyncSession, lead: Lead, stage: str | None, deal: str) -> bool:
         """A stage move: an order of the buyer's own cancels the pending offer, a shipment schedules the next; True if one was."""
@@ -101,27 +98,25 @@ class Reorders:
 
     async def answer(self, tg_user_id: int, followup_id: int, again: bool, message_id: int | None) -> str:
         """The buyer tapped «Повторить заказ» or «Пока не нужно»; returns the text the press is answered with."""
+        return await self.press(tg_user_id, followup_id, "again" if again else "later", message_id)
+
+    async def record(self, session: AsyncSession, lead: Lead, row: FollowUp, answer: str) -> None:
+        if answer == "again":
+            await self.journal.event(session, lead, REORDER_REQUESTED, followup=row.id)
+            return
         now = self.clock()
-        async with self.db.begin() as session:
-            if (found := await store.of_buyer(session, tg_user_id, followup_id, REORDER)) is None:
-                return ""
-            lead, row = found
-            if "answer" in row.data:
-                return t(lead.language, "followups.reorder.already")
-            row.data = {**row.data, "answer": "again" if again else "later"}
-            if again:
-                await self.journal.event(session, lead, REORDER_REQUESTED, followup=row.id)
-            else:
-                await self.journal.event(session, lead, REORDER_SNOOZED, days=round(self.snooze / timedelta(days=1), 1))
-                await store.schedule(session, lead_id=lead.id, kind=REORDER, key=f"reorder-later:{row.id}", due_at=now + self.snooze,
-                                     now=now, stage=row.stage, data={k: row.data[k] for k in ("shipped", "expected", "known")})
-        if not again:
+        await self.journal.event(session, lead, REORDER_SNOOZED, days=round(self.snooze / timedelta(days=1), 1))
+        await store.schedule(session, lead_id=lead.id, kind=REORDER, key=f"reorder-later:{row.id}", due_at=now + self.snooze,
+                             now=now, stage=row.stage, data={k: row.data[k] for k in ("shipped", "expected", "known")})
+
+    def managers_text(self, answer: str) -> str:
+        when = (self.clock() + self.snooze).astimezone(self.tz).strftime("%d.%m.%Y")
+        return t(self.lang, "followups.topic.reorder_again" if answer == "again" else "followups.topic.reorder_later", when=when)
+
+    async def after(self, lead: Lead, row: FollowUp, answer: str) -> str:
+        """Thank the buyer; a snoozed offer wakes the loop for its next one."""
+        if answer == "later":
             self.wake()
-        if message_id is not None:
-            with contextlib.suppress(TelegramAPIError):  # an old or deleted offer: the answer still counts
-                await self.messenger.bot.edit_message_reply_markup(chat_id=lead.tg_user_id, message_id=message_id, reply_markup=None)
-        when = (now + self.snooze).astimezone(self.tz).strftime("%d.%m.%Y")
-        await self.tell_managers(lead, t(self.lang, "followups.topic.reorder_again" if again else "followups.topic.reorder_later", when=when))
         with contextlib.suppress(BuyerUnreachable):
-            await self.messenger.send_text(lead, t(lead.language, "followups.reorder.thanks" if again else "followups.reorder.snoozed"))
+            await self.messenger.send_text(lead, t(lead.language, "followups.reorder.thanks" if answer == "again" else "followups.reorder.snoozed"))
         return ""

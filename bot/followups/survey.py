@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
-from aiogram.exceptions import TelegramAPIError
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import ForceReply, InlineKeyboardButton, InlineKeyboardMarkup
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.db import leads
 from bot.db.models import Lead
 from bot.followups import store
-from bot.followups.models import NUDGE, SURVEY
+from bot.followups.buttons import ButtonFollowUp
+from bot.followups.models import NUDGE, SURVEY, FollowUp
 from bot.journal import TEST_BATCH_COMMENTED, TEST_BATCH_RATED, TEST_BATCH_UNHAPPY, Journal
 from bot.messenger import BuyerUnreachable, Messenger
 from bot.texts import t
@@ -37,59 +37,45 @@ def survey_keyboard(followup_id: int) -> InlineKeyboardMarkup:
         InlineKeyboardButton(text=str(n), callback_data=SurveyCb(followup=followup_id, rating=n).pack()) for n in range(1, 6)]])
 
 
-class Survey:
+class Survey(ButtonFollowUp):
+    kind, field, already = SURVEY, "rating", "followups.survey.already"
+
     def __init__(self, db: async_sessionmaker[AsyncSession], journal: Journal, messenger: Messenger,
                  tell_managers: Callable[[Lead, str], Awaitable[None]], *, clock: Callable[[], datetime],
                  nudge_after: timedelta, lang: str) -> None:
-        self.db = db
-        self.journal = journal
-        self.messenger = messenger
-        self.tell_managers = tell_managers
-        self.clock = clock
+        super().__init__(db, journal, messenger, tell_managers, clock=clock, lang=lang)
         self.nudge_after = nudge_after
-        self.lang = lang  # the managers'
 
     async def rate(self, tg_user_id: int, followup_id: int, rating: int, message_id: int | None) -> str:
         """The buyer tapped a rating; returns the text the button press is answered with."""
-        if not 1 <= rating <= 5:
-            return ""
-        async with self.db.begin() as session:
-            if (found := await store.of_buyer(session, tg_user_id, followup_id, SURVEY)) is None:
-                return ""
-            lead, row = found
-            if "rating" in row.data:
-                return t(lead.language, "followups.survey.already")
-            row.data = {**row.data, "rating": rating}
-            await self.journal.event(session, lead, TEST_BATCH_RATED, rating=rating, test_batch_rating=str(rating))
-            if rating <= UNHAPPY:
-                await self.journal.event(session, lead, TEST_BATCH_UNHAPPY, rating=rating)
-            else:
-                now = self.clock()
-                await store.schedule(session, lead_id=lead.id, kind=NUDGE, key=row.key.replace(SURVEY, NUDGE, 1),
-                                     due_at=now + self.nudge_after, now=now, data={"rating": rating})
-        await self.tell_managers(lead, t(self.lang, "followups.topic.unhappy" if rating <= UNHAPPY else "followups.topic.rated", rating=rating))
-        await self._ask_comment(lead, row.id, rating, message_id)
-        return t(lead.language, "followups.survey.thanks")
+        return await self.press(tg_user_id, followup_id, rating, message_id) if 1 <= rating <= 5 else ""
 
-    async def _ask_comment(self, lead: Lead, followup_id: int, rating: int, message_id: int | None) -> None:
-        """Show the rating in place of the buttons, then ask what to change (a reply to that question is the comment)."""
-        bot = self.messenger.bot
-        if message_id is not None:
-            with contextlib.suppress(TelegramAPIError):  # an old or deleted survey: the question still goes
-                await bot.edit_message_text(t(lead.language, "followups.survey.rated", stars="⭐" * rating), chat_id=lead.tg_user_id,
-                                            message_id=message_id)
+    async def record(self, session: AsyncSession, lead: Lead, row: FollowUp, rating: int) -> None:
+        await self.journal.event(session, lead, TEST_BATCH_RATED, rating=rating, test_batch_rating=str(rating))
+        if rating <= UNHAPPY:
+            await self.journal.event(session, lead, TEST_BATCH_UNHAPPY, rating=rating)
+        else:
+            now = self.clock()
+            await store.schedule(session, lead_id=lead.id, kind=NUDGE, key=row.key.replace(SURVEY, NUDGE, 1),
+                                 due_at=now + self.nudge_after, now=now, data={"rating": rating})
+
+    def pressed_text(self, lead: Lead, rating: int) -> str:
+        return t(lead.language, "followups.survey.rated", stars="⭐" * rating)
+
+    def managers_text(self, rating: int) -> str:
+        return t(self.lang, "followups.topic.unhappy" if rating <= UNHAPPY else "followups.topic.rated", rating=rating)
+
+    async def after(self, lead: Lead, row: FollowUp, rating: int) -> str:
+        """Ask what to change (a reply to that question is the comment)."""
         async with self.db.begin() as session:  # asked before it goes: a quick reply finds it
-            row = await store.get(session, followup_id)
-            if row is not None:
-                row.data = {**row.data, "comment_message_id": None}
-        try:
+            if (asking := await store.get(session, row.id)) is not None:
+                asking.data = {**asking.data, "comment_message_id": None}
+        with contextlib.suppress(BuyerUnreachable):
             sent = await self.messenger.send_text(lead, t(lead.language, "followups.survey.comment"), reply_markup=ForceReply())
-        except BuyerUnreachable:
-            return
-        async with self.db.begin() as session:
-            row = await store.get(session, followup_id)
-            if row is not None and "comment" not in row.data:
-                row.data = {**row.data, "comment_message_id": sent.message_id}
+            async with self.db.begin() as session:
+                if (asking := await store.get(session, row.id)) is not None and "comment" not in asking.data:
+                    asking.data = {**asking.data, "comment_message_id": sent.message_id}
+        return t(lead.language, "followups.survey.thanks")
 
     async def comment(self, tg_user_id: int, reply_to: int, text: str) -> bool:
         """A buyer's reply to the question; False if it answers something else."""

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 import bot.db.base
-from bot.funnel import KEY_STAGE, STAGES, depth
 
 revision = "0600"
 down_revision = "0001"
@@ -18,6 +17,13 @@ depends_on = None
 
 BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Timestamp = bot.db.base.UTCDateTime(timezone=True)
+
+# The funnel as bot.funnel had it at this revision, frozen here (a migration does not follow later code): each stage's
+# depth, a deal won as deep as «main_batch_sent»; the key stage is «test_batch_sent».
+STAGES = ("new", "qualified", "catalog_sent", "test_batch_sent", "test_batch_received", "test_batch_approved",
+          "main_batch_agreed", "main_batch_sent", "repeat_sale")
+DEPTH = {**{name: n for n, name in enumerate(STAGES)}, "won": STAGES.index("main_batch_sent")}
+KEY_DEPTH = DEPTH["test_batch_sent"]
 
 # Leads from before: a website quiz behind them, else an ad link (a source without one), else cold.
 ARRIVAL = """
@@ -71,9 +77,9 @@ def _backfill_stages() -> None:
     events = sa.table("lead_events", sa.column("lead_id"), sa.column("kind"), sa.column("created_at", Timestamp),
                       sa.column("data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")))
     stage = events.c.data["stage"].as_string()
-    deeper = [name for name in (*STAGES, "won") if depth(name) >= depth(KEY_STAGE)]
+    deeper = [name for name, n in DEPTH.items() if n >= KEY_DEPTH]
     moves = sa.and_(events.c.lead_id == leads.c.id, events.c.kind.in_(("crm_stage_changed", "stage_changed")))
-    ranked = sa.case({name: depth(name) for name in (*STAGES, "won")}, value=stage, else_=-1)
+    ranked = sa.case(DEPTH, value=stage, else_=-1)
     furthest = sa.select(stage).where(moves, ranked >= 0).order_by(ranked.desc()).limit(1).scalar_subquery()
     first_key = sa.select(sa.func.min(events.c.created_at)).where(moves, stage.in_(deeper)).scalar_subquery()
     op.execute(leads.update().values(furthest_stage=sa.func.coalesce(furthest, sa.case((leads.c.stage.in_(STAGES), leads.c.stage))),
