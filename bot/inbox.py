@@ -34,7 +34,6 @@ log = structlog.get_logger(__name__)
 
 LEASE = 10.0  # seconds an instance holds the updates it took; renewed while a handler runs
 POLL_TIMEOUT = 25  # seconds of a long poll
-HANDLING_AT_ONCE = 64  # updates (of different chats) handled at the same time; the rest wait, stored
 MAX_ATTEMPTS = 3  # an update whose handler failed this many times is given up (its error kept)
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = 600.0  # seconds between two deletions of what was handled more than KEEP_HANDLED ago
@@ -55,7 +54,8 @@ def chat_of(update: Update) -> int | None:
 class Inbox:
     """Stores updates, hands them to the dispatcher in per-chat lanes, and takes over what nobody handles."""
 
-    def __init__(self, db: Database, dp: Dispatcher, bot: Bot, *, lease: float = LEASE) -> None:
+    def __init__(self, db: Database, dp: Dispatcher, bot: Bot, *, handling_at_once: int = 64, lease: float = LEASE) -> None:
+        """``handling_at_once``: updates (of different chats) handled at the same time; the rest wait, stored."""
         self.db = db
         self.dp = dp
         self.bot = bot
@@ -72,7 +72,7 @@ class Inbox:
         self._renewed = 0.0
         self._pruned = 0.0
         self._idle = asyncio.Event()
-        self._handling = asyncio.Semaphore(HANDLING_AT_ONCE)
+        self._handling = asyncio.Semaphore(handling_at_once)
         self._idle.set()
 
     # ------------------------------------------------------------ intake

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, delete, event, exists, func, or_, select, text, update
+from sqlalchemy import Row, and_, delete, event, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from bot.db.base import utcnow
 from bot.db.models import TgUpdate
-from bot.db.sql import insert_ignore
+from bot.db.sql import any_row, insert_ignore, lease_rows, unlocked
 
 _CLAIM_LOCK = 0x0B07_0920  # the advisory lock that orders claims of the inbox (PostgreSQL)
 
@@ -105,43 +105,29 @@ def _claimable(now: datetime, owner: str) -> Any:
     return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now), ~held_before)
 
 
-def _unlocked(rows: Select[Any]) -> Any:
-    """``rows`` locked in ``update_id`` order, skipping any another transaction holds (PostgreSQL).
-
-    A claim or a renewal of many updates must never wait: a handler's transaction marks its update handled
-    (:func:`settle`), and a group commit marks several in whatever order its parts came; a waiting
-    multi-row update holding some of them would close a deadlock. A row being marked is not renewed
-    (it is being handled: the next round renews it if it is still unhandled) nor taken (it is handled)."""
-    return rows.with_for_update(skip_locked=True).scalar_subquery()
-
-
 async def any_claimable(session: AsyncSession, owner: str, now: datetime) -> bool:
     """Whether some update waits for ``owner`` to take it (a read)."""
-    query = select(TgUpdate.update_id).where(*_claimable(now, owner)).limit(1)
-    return (await session.execute(query)).first() is not None
+    return await any_row(session, TgUpdate.update_id, *_claimable(now, owner))
 
 
 async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
     """Lease to ``owner`` up to ``limit`` unhandled updates nobody holds (oldest first); returns their ``update_id,
-    chat_id, raw``. On PostgreSQL claims run one at a time (a transaction lock), so two instances never split a chat."""
+    chat_id, raw``. On PostgreSQL claims run one at a time (a transaction lock), so two instances never split a chat;
+    an update a handler's transaction is marking handled is skipped, not waited for (it is handled)."""
     if session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK})
-    candidates = select(TgUpdate.update_id).where(*_claimable(now, owner)).order_by(TgUpdate.update_id).limit(limit)
-    query = (
-        update(TgUpdate)
-        .where(TgUpdate.update_id.in_(_unlocked(candidates)), TgUpdate.handled_at.is_(None),
-               or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
-        .values(owner=owner, lease_until=lease_until, attempts=TgUpdate.attempts + 1)
-        .returning(TgUpdate.update_id, TgUpdate.chat_id, TgUpdate.raw)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted((await session.execute(query)).all(), key=lambda row: row.update_id)
+    return await lease_rows(session, TgUpdate.update_id, _claimable(now, owner),
+                            (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now)),
+                            limit, {"owner": owner, "lease_until": lease_until, "attempts": TgUpdate.attempts + 1},
+                            (TgUpdate.chat_id, TgUpdate.raw))
 
 
 async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
-    """Extend ``owner``'s lease on the updates ``ids`` it is still handling."""
+    """Extend ``owner``'s lease on the updates ``ids`` it is still handling. One a handler's transaction is marking
+    handled (:func:`settle`; a group commit marks several, in whatever order its parts came) is skipped, not waited
+    for: the next round renews it if it is still unhandled."""
     mine = select(TgUpdate.update_id).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.owner == owner, TgUpdate.handled_at.is_(None))
-    query = (update(TgUpdate).where(TgUpdate.update_id.in_(_unlocked(mine.order_by(TgUpdate.update_id))))
+    query = (update(TgUpdate).where(TgUpdate.update_id.in_(unlocked(mine.order_by(TgUpdate.update_id))))
              .values(lease_until=lease_until).execution_options(synchronize_session=False))
     await session.execute(query)
 
