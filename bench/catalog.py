@@ -39,7 +39,7 @@ import httpx
 import yaml
 from pypdf import PdfReader
 
-from bench.common import percentile, ready
+from bench.common import memory, percentile, ready
 from bench.journey import QUIZ, SECRET, TOKEN, RemoteSandbox, free_port
 from bot.catalog.render import CatalogRequest, compose, render_body, render_cover
 from bot.config import DEFAULT_CATALOG_DIR
@@ -60,18 +60,6 @@ def catalogue_of(size: int, folder: Path) -> Path:
     return folder
 
 
-def memory(pid: int) -> dict[str, float]:
-    """RSS and PSS (MB) of ``pid`` and its children, summed, and the number of processes."""
-    pids = [pid] + [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == pid]
-    rss = pss = 0
-    for each in pids:
-        with open(f"/proc/{each}/smaps_rollup") as rollup:
-            fields = dict(line.split(":", 1) for line in rollup if ":" in line and not line.startswith(("0", "5", "7")))
-        rss += int(fields["Rss"].split()[0])
-        pss += int(fields["Pss"].split()[0])
-    return {"processes": len(pids), "rss_mb": round(rss / 1024), "pss_mb": round(pss / 1024)}
-
-
 async def settled(pid: int, processes: int, timeout: float = 120) -> dict[str, float]:
     """:func:`memory` once ``processes`` run and their RSS has not moved by 1 MB for 2 s (the workers started)."""
     deadline, previous = time.monotonic() + timeout, None
@@ -83,13 +71,6 @@ async def settled(pid: int, processes: int, timeout: float = 120) -> dict[str, f
             raise RuntimeError(f"the service did not settle: {current}")
         previous = current if current["processes"] == processes else None
         await asyncio.sleep(2)
-
-
-def _parent(entry: Path) -> int | None:
-    try:
-        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 @asynccontextmanager

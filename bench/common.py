@@ -29,3 +29,23 @@ async def ready(url: str, process: asyncio.subprocess.Process, log: Path | None 
                 pass
             await asyncio.sleep(0.2)
     raise RuntimeError(f"optobot run for {url} not ready in 120 s")
+
+
+def memory(pid: int, leave_out: tuple[int, ...] = ()) -> dict[str, float]:
+    """RSS and PSS (MB) of ``pid`` and its children but ``leave_out``, summed, and the number of processes."""
+    pids = [pid] + [int(p.name) for p in Path("/proc").iterdir()
+                    if p.name.isdigit() and _parent(p) == pid and int(p.name) not in leave_out]
+    rss = pss = 0
+    for each in pids:
+        with open(f"/proc/{each}/smaps_rollup") as rollup:
+            fields = dict(line.split(":", 1) for line in rollup if ":" in line and not line.startswith(("0", "5", "7")))
+        rss += int(fields["Rss"].split()[0])
+        pss += int(fields["Pss"].split()[0])
+    return {"processes": len(pids), "rss_mb": round(rss / 1024), "pss_mb": round(pss / 1024)}
+
+
+def _parent(entry: Path) -> int | None:
+    try:
+        return int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None

@@ -10,6 +10,8 @@ is remote), on a fresh SQLite file, and measures:
   (``TCPConnector(limit=0)``), either ``--in-flight`` N at a time (the next buyer starts when one is
   greeted) or open-loop at ``--rate`` arrivals per second (nobody waits for anybody); the benchmark prints
   what it offered and what it got (greetings per second), and the load average;
+- the memory of the service (this process, which runs it, and its render workers: RSS and PSS) idle after the start
+  and after the greetings;
 - cached resend: a tap on «catalogue» (PDF already uploaded) to ``sendDocument`` by ``file_id``.
 """
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench.common import percentile
+from bench.common import memory, percentile
 from bot.app import App
 from bot.config import load_settings
 from bot.logs import setup_logging
@@ -170,7 +172,9 @@ async def main(leads: int, in_flight: int, database_url: str | None = None, rate
                 CATALOG_PRERENDER=not greetings_only,
             )
             async with App(settings).running() as app:
+                idle = memory(os.getpid(), leave_out=(sandbox.process.pid,))
                 greeting, per_second = await greetings(sandbox, await website_quizzes(f"http://127.0.0.1:{app.http_port}", sandbox, leads), in_flight, rate)
+                after = memory(os.getpid(), leave_out=(sandbox.process.pid,))
                 resend = None if greetings_only else await cached_resends(sandbox, 20)
     finally:
         await sandbox.close()
@@ -179,6 +183,7 @@ async def main(leads: int, in_flight: int, database_url: str | None = None, rate
         "database": (database_url or "sqlite").split(":")[0], "load_average": [round(x, 2) for x in os.getloadavg()],
         "greeting_ms": {f"p{p}": round(percentile(greeting, p / 100) * 1000, 1) for p in (50, 95, 99)},
         "got_greetings_per_s": round(per_second, 1),
+        "memory_idle": idle, f"memory_after_{leads}_greetings": after,
     }
     if greetings_only:
         return result

@@ -14,7 +14,7 @@ from openpyxl import load_workbook
 from pypdf import PdfReader
 
 from bot.catalog.model import load_catalogue, mapping_problems
-from bot.catalog.render import CatalogRenderer
+from bot.catalog.render import CatalogRenderer, CatalogRequest, render_pdf
 from bot.config import SAMPLES_DIR
 from bot.quiz import load_quiz
 from bot.sandbox.telegram import TelegramSandbox
@@ -38,6 +38,20 @@ def test_the_food_sample_is_whole() -> None:
     assert all(any(param.name == "Срок годности" for param in p.params) for p in catalogue.products)
     assert all((FOOD / picture).is_file() for p in catalogue.products for picture in p.pictures)
     assert not set(c.id for c in catalogue.categories) & set(c.id for c in load_catalogue(SAMPLES_DIR / "clothing").categories)
+
+
+def test_free_params_are_in_english_where_params_en_says_so() -> None:
+    catalogue = load_catalogue(FOOD)
+    buckwheat = next(p for p in catalogue.products if p.sku == "F-101")
+    assert [catalogue.param_line(param, "ru") for param in buckwheat.params] == ["Срок годности: 12 мес.", "Страна: Россия"]
+    assert [catalogue.param_line(param, "en") for param in buckwheat.params] == ["Shelf life: 12 months", "Country: Russia"]
+    storage = next(param for p in catalogue.products for param in p.params if param.name == "Хранение")
+    assert catalogue.param_line(storage, "en") == f"Storage: {storage.value}"  # a value it lacks: as written
+    assert catalogue.model_copy(update={"params_en": {}}).param_line(storage, "en") == f"Хранение: {storage.value}"  # Russian fallback
+
+    text = re.sub(r"\s+", " ", "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(render_pdf(
+        CatalogRequest(name="Jane", categories=("cereals",), volume="medium", language="en", limit=2), FOOD))).pages))
+    assert "Shelf life: 12 months" in text and "Country: Russia" in text and "Срок годности" not in text
 
 
 async def test_a_food_buyer_gets_their_categories_at_their_tier(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,

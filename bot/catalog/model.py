@@ -79,8 +79,10 @@ class Param(_Data):
     value: str = Field(min_length=1)
     unit: str = ""
 
-    def text(self) -> str:
-        return f"{self.value} {self.unit}".strip()
+    def text(self, words: Mapping[str, str] | None = None) -> str:
+        """``value unit``, each as ``words`` has it (as written where it has none)."""
+        words = words or {}
+        return f"{words.get(self.value, self.value)} {words.get(self.unit, self.unit)}".strip()
 
 
 class Product(_Data):
@@ -162,6 +164,7 @@ class Catalogue(_Data):
     currency: str = "RUB"
     variants_label: str = ""
     variants_label_en: str = ""
+    params_en: dict[str, str] = Field(default_factory=dict)  # the free params' words (name, value, unit) in English
     units: tuple[Unit, ...] = ()
     categories: tuple[Category, ...] = Field(min_length=1)
     tiers: tuple[Tier, ...] = Field(min_length=1)
@@ -279,6 +282,11 @@ class Catalogue(_Data):
     def variants_title(self, lang: str) -> str:
         """What the products' variants are called (Размеры, Фасовка…); ``""`` for the generic text."""
         return self.variants_label_en if lang == "en" and self.variants_label_en else self.variants_label
+
+    def param_line(self, param: Param, lang: str) -> str:
+        """``Страна: Россия``; in English each word as ``params_en`` has it (as written where it has none)."""
+        words = self.params_en if lang == "en" else {}
+        return f"{words.get(param.name, param.name)}: {param.text(words)}"
 
     def money(self, amount: Decimal | int, lang: str) -> str:
         """``1 450 ₽``, ``189,50 ₽``, ``12.50 $``: grouped the language's way, the currency sign on the right."""
