@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -29,19 +28,12 @@ from tests.amojo_support import channel_settings, connect
 from tests.buyer import Buyer
 from tests.conftest import SECRET, TOKEN
 from tests.relay_support import OPERATORS, known_lead, running
+from tests.crm_support import amocrm  # noqa: F401  (the sandbox's fixture)
 from tests.test_amojo_chat import statuses
 from tests.test_cli import environment
 from tests.test_inbox_crash import until
 
 ANSWER = "Да, работаем с ИП"
-
-
-@pytest.fixture
-async def amocrm() -> AsyncIterator[AmoSandbox]:
-    server = AmoSandbox(rate_limit=None)
-    await server.start()
-    yield server
-    await server.close()
 
 
 async def answer_waits(database_url: str) -> bool:
@@ -56,7 +48,7 @@ async def answer_waits(database_url: str) -> bool:
 
 
 async def test_a_reply_whose_instance_died_waiting_out_telegram_reaches_the_buyer_once(
-        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer,
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer,  # noqa: F811
         buyer: Buyer, monkeypatch: pytest.MonkeyPatch) -> None:
     port = free_port()
     settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path, HTTP_PORT=port)
