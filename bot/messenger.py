@@ -66,8 +66,9 @@ class Messenger:
             raise BuyerUnreachable(lead.id, reason) from exc
 
     async def _resumed(self, out: Outgoing, sent: Message) -> None:
-        """A message the sender delivered after a restart or for a stopped instance: logged like any other."""
-        if out.lead_id is not None:
+        """A message the sender delivered after a restart or for a stopped instance: logged like any other, but a
+        relayed one, which its relay logs as the manager's once it sees it sent (:mod:`bot.crm.replies`)."""
+        if out.lead_id is not None and out.kind != RELAY:
             await self.log_out(out.lead_id, kind="text", text=sent.text or out.text, tg_message_id=sent.message_id)
 
     async def _refused(self, out: Outgoing, exc: Exception) -> None:

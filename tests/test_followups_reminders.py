@@ -3,14 +3,18 @@ across a restart of the service; the topic is told; a time the bot cannot read g
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.app import App
 from bot.catalog.render import CatalogRenderer
 from bot.cli import execute, build_parser
+from bot.config import Settings
 from bot.db.models import Lead
 from bot.db.session import database
 from bot.followups import store
@@ -18,8 +22,8 @@ from bot.followups.reminders import BadWhen, parse_when
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer, buttons
 from tests.conftest import command_line
-from tests.followups_support import MOSCOW, NOON, bot_texts, followups, settled, started
-from tests.relay_support import IVAN, OLGA, OPERATORS, FakeClock, Team, eventually, open_topic, relay_settings, running, team  # noqa: F401
+from tests.followups_support import MOSCOW, NOON, bot_texts, clock, followups, settled, started  # noqa: F401  (clock: a fixture)
+from tests.relay_support import IVAN, OLGA, OPERATORS, FakeClock, Team, eventually, open_topic, running, settings, team  # noqa: F401
 
 
 def main(argv: list[str]) -> int:
@@ -32,12 +36,17 @@ def buyer(sandbox: TelegramSandbox) -> Buyer:
     return started(sandbox, 1001, "Анна", "Петрова")
 
 
-async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
-                                                      renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
-    settings = relay_settings(sandbox, database_url, tmp_path)
-    clock = FakeClock(NOON)
+@asynccontextmanager
+async def on_clock(settings: Settings, renderer: CatalogRenderer, clock: FakeClock) -> AsyncIterator[App]:
+    """The service, its follow-ups on ``clock``."""
     async with running(settings, renderer) as app:
         app.followups.clock = clock
+        yield app
+
+
+async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, settings: Settings, renderer: CatalogRenderer,
+                                                      clock: FakeClock, buyer: Buyer, team: Team) -> None:
+    async with on_clock(settings, renderer, clock) as app:
         opened = await open_topic(app, buyer, team)
         team.say(IVAN, opened.thread, "/remind завтра 10:00 Оплатить счёт №17 <до пятницы>")
         answer = (await team.wait(opened.thread, 3))[-1]
@@ -50,8 +59,7 @@ async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, 
         lead_id = opened.lead_id
 
     clock.set(datetime(2026, 12, 2, 10, 0, 5, tzinfo=MOSCOW))
-    async with running(settings, renderer) as app:  # the service restarted; the reminder is in the database
-        app.followups.clock = clock
+    async with on_clock(settings, renderer, clock) as app:  # the service restarted; the reminder is in the database
         app.followups.wake.set()
         reminder = await buyer.reply()
         assert reminder["text"] == "🔔 Напоминание: Оплатить счёт №17 <до пятницы>"
@@ -63,12 +71,10 @@ async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, 
     assert len([t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")]) == 1
 
 
-async def test_the_lead_card_leads_the_manager_through_a_reminder(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
-                                                                  renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
-    settings = relay_settings(sandbox, database_url, tmp_path)
-    clock = FakeClock(NOON)
-    async with running(settings, renderer) as app:
-        app.followups.clock = clock
+async def test_the_lead_card_leads_the_manager_through_a_reminder(sandbox: TelegramSandbox, settings: Settings,
+                                                                  renderer: CatalogRenderer, clock: FakeClock, buyer: Buyer,
+                                                                  team: Team) -> None:
+    async with on_clock(settings, renderer, clock) as app:
         opened = await open_topic(app, buyer, team)
         assert buttons(opened.card)[-1][0] == "⏰ Напомнить клиенту…"
         sandbox.click(IVAN, opened.card, buttons(opened.card)[-1][1])
@@ -117,12 +123,9 @@ def test_the_delay_counts_from_now() -> None:
     assert parse_when("+2h x", NOON, MOSCOW)[0] == NOON + timedelta(hours=2)
 
 
-async def test_admins_see_whats_coming_and_cancel_one(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
-                                                      renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
-    settings = relay_settings(sandbox, database_url, tmp_path)
-    clock = FakeClock(NOON)
-    async with running(settings, renderer) as app:
-        app.followups.clock = clock
+async def test_admins_see_whats_coming_and_cancel_one(sandbox: TelegramSandbox, settings: Settings, renderer: CatalogRenderer,
+                                                      clock: FakeClock, buyer: Buyer, team: Team) -> None:
+    async with on_clock(settings, renderer, clock) as app:
         opened = await open_topic(app, buyer, team)
         team.say(IVAN, opened.thread, "/remind +2h Прислать <паспорт>")
         team.say(IVAN, opened.thread, "/remind +1d Оплатить счёт")

@@ -64,16 +64,30 @@ async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lea
         rows = list((await session.scalars(query)).all())
         for row in rows:
             row.state, row.claimed_at = SENDING, now
+        await session.flush()  # before the rows leave the session, or the claim is never written
         session.expunge_all()
         return rows
 
 
-async def finish_reply(session: AsyncSession, reply_id: int, now: datetime, *, error: str | None = None,
-                       retry_at: datetime | None = None) -> None:
-    """Done, failed for good (``error``), or back to pending until ``retry_at`` (in the caller's transaction)."""
+async def send_of(session: AsyncSession, reply_id: int) -> int | None:
+    """The send outbox record of the reply's text, if an earlier try recorded it."""
+    return await session.scalar(select(AmojoReply.send_id).where(AmojoReply.id == reply_id))
+
+
+async def keep_send(session: AsyncSession, reply_id: int, send_id: int) -> None:
+    """Note the send outbox record of the reply's text (in the transaction that records it)."""
+    await session.execute(update(AmojoReply).where(AmojoReply.id == reply_id).values(send_id=send_id))
+
+
+async def finish_reply(session: AsyncSession, reply: AmojoReply, now: datetime, *, error: str | None = None,
+                       retry_at: datetime | None = None) -> bool:
+    """Done, failed for good (``error``), or back to pending until ``retry_at`` (in the caller's transaction).
+    False, and nothing changed, if ``reply``'s claim is over (its lease ran out and another try took it)."""
     if retry_at is not None:
         values: dict[str, Any] = {"state": PENDING, "next_attempt_at": retry_at, "last_error": error,
                                   "attempts": AmojoReply.attempts + 1}
     else:
         values = {"state": FAILED if error else DONE, "last_error": error, "done_at": now}
-    await session.execute(update(AmojoReply).where(AmojoReply.id == reply_id).values(claimed_at=None, **values))
+    query = (update(AmojoReply).where(AmojoReply.id == reply.id, AmojoReply.state == SENDING, AmojoReply.claimed_at == reply.claimed_at)
+             .values(claimed_at=None, **values))
+    return (await session.execute(query)).rowcount == 1

@@ -77,5 +77,6 @@ class AmojoReply(Base):
     next_attempt_at: Mapped[datetime | None]
     claimed_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    send_id: Mapped[int | None]  # the send outbox record of its text (tg_sends): a later try takes its outcome, never sends again
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     done_at: Mapped[datetime | None]

@@ -2,7 +2,8 @@
 
 The hook hands each stored reply to :meth:`Replies.dispatch` (delivered at once, one buyer's in order); the loop
 takes what is due again (a retry, or a reply whose instance died). Text goes through the send outbox as a relayed
-message (:mod:`bot.sender`: never sent twice when its outcome is unknown). The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
+message (:mod:`bot.sender`: never sent twice when its outcome is unknown); the reply keeps that record, so a try after
+a crash (or after waiting out Telegram past the lease) takes its outcome instead of sending a second copy. The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
 downloaded from amoCRM with a size cap and a timeout), logs it as the manager's message (so the SLA wait
 closes, and it is not sent back to the chat), shows it in the lead's operator topic «из amoCRM: <manager>»
 and queues the delivery status for amoCRM (delivered, or an error with the reason).
@@ -30,8 +31,9 @@ from bot.crm import chats
 from bot.crm.amojo import DELIVERED, ERROR
 from bot.crm.conversation import STATUS
 from bot.crm.models import CHAT, PENDING, AmojoReply, OutboxItem
+from bot.db import sends
 from bot.db.base import utcnow
-from bot.db.models import Lead
+from bot.db.models import Lead, TgSend
 from bot.journal import Journal
 from bot.loops import Loop
 from bot.messenger import BuyerUnreachable, Messenger
@@ -146,9 +148,17 @@ class Replies:
         text = telegram_html(content.get("text") or "")
         async with self.db.begin(urgent=True) as session:  # on the way to the buyer: the buyer, and a text recorded, at once
             lead = await self._lead(session, reply.conversation_id)
-            staged = await self.messenger.stage(session, lead, [(text, None)], kind=RELAY) if lead is not None and not kind else []
+            send_id = await chats.send_of(session, reply.id)
+            earlier = next(iter(await sends.get(session, [send_id])), None) if send_id is not None else None
+            staged: list[Outgoing] = []
+            if lead is not None and not kind and send_id is None:
+                staged = await self.messenger.stage(session, lead, [(text, None)], kind=RELAY)
+                await chats.keep_send(session, reply.id, staged[0].id)
         if lead is None:
             await self._close(reply, None, f"no buyer for conversation {reply.conversation_id}", manager)
+            return
+        if send_id is not None:
+            await self._recorded(reply, lead, earlier, manager, content.get("text") or "")
             return
         try:
             sent = await self._send(lead, kind, text, staged, content)
@@ -161,7 +171,7 @@ class Replies:
         except (TelegramNetworkError, httpx.TransportError) as exc:  # try again shortly; the status waits
             log.warning("amojo.reply_retry", reply_id=reply.id, error=str(exc))
             async with self.db.begin() as session:
-                await chats.finish_reply(session, reply.id, self.clock(), error=str(exc), retry_at=self.clock() + RETRY)
+                await chats.finish_reply(session, reply, self.clock(), error=str(exc), retry_at=self.clock() + RETRY)
             return
         except (TelegramAPIError, ValueError) as exc:
             await self._close(reply, lead, str(exc), manager)
@@ -169,7 +179,21 @@ class Replies:
         if sent is None:
             await self._close(reply, lead, UNCONFIRMED, manager)
             return
-        await self._delivered(reply, lead, sent, manager, content.get("text") or "", kind or "text")
+        await self._delivered(reply, lead, sent.message_id, sent.text or sent.caption, manager, content.get("text") or "", kind or "text")
+
+    async def _recorded(self, reply: AmojoReply, lead: Lead, earlier: TgSend | None, manager: str, text: str) -> None:
+        """A reply whose text an earlier try recorded (it died, or waited out Telegram past the lease): that record's
+        outcome, never a second copy. Still pending, the sender (or its resume loop) is on it: looked at again shortly."""
+        if earlier is not None and earlier.state in sends.PENDING:
+            async with self.db.begin() as session:
+                await chats.finish_reply(session, reply, self.clock(), error=f"its text (send {earlier.id}) is being sent",
+                                         retry_at=self.clock() + RETRY)
+        elif earlier is not None and earlier.state == "sent":
+            await self._delivered(reply, lead, earlier.tg_message_id, None, manager, text, "text")
+        elif earlier is not None and earlier.state == "failed":
+            await self._close(reply, lead, earlier.error or "Telegram refused the message", manager)
+        else:  # unknown (the buyer may have it), or forgotten (a record is kept a week)
+            await self._close(reply, lead, UNCONFIRMED, manager)
 
     async def _send(self, lead: Lead, kind: str | None, text: str, staged: list[Outgoing], content: dict[str, Any]) -> TgMessage | None:
         """The one place a reply from amoCRM leaves for Telegram, by the sender's rule for relayed messages (None when
@@ -205,16 +229,19 @@ class Replies:
                     raise ValueError(f"the reply's file is larger than {MAX_FILE // 1024 // 1024} MB")
         return BufferedInputFile(bytes(data), filename=content.get("file_name") or url.rsplit("/", 1)[-1] or "file")
 
-    async def _delivered(self, reply: AmojoReply, lead: Lead, sent: TgMessage, manager: str, text: str, kind: str) -> None:
-        """Log it as the manager's message (the SLA wait closes), queue «delivered», show it in the topic."""
+    async def _delivered(self, reply: AmojoReply, lead: Lead, tg_message_id: int | None, sent_text: str | None, manager: str, text: str,
+                         kind: str) -> None:
+        """Log it as the manager's message (the SLA wait closes), queue «delivered», show it in the topic; once, by the
+        try that still holds the reply."""
         async with self.db.begin() as session:
+            if not await chats.finish_reply(session, reply, self.clock()):
+                return
             fresh = await session.get(Lead, lead.id)
             if fresh is not None:
                 await self.journal.message(session, fresh, direction="out", author="manager", author_name=manager, kind=kind,
-                                           text=sent.text or sent.caption or text, tg_chat_id=lead.tg_user_id,
-                                           tg_message_id=sent.message_id, meta={"amojo_message_id": reply.message_id, "via": "amocrm"})
+                                           text=sent_text or text, tg_chat_id=lead.tg_user_id, tg_message_id=tg_message_id,
+                                           meta={"amojo_message_id": reply.message_id, "via": "amocrm"})
             self._status(session, lead.id, reply.message_id, DELIVERED)
-            await chats.finish_reply(session, reply.id, self.clock())
         self.wake_outbox()
         await self._show(lead, manager, text or f"[{kind}]")
 
@@ -222,9 +249,10 @@ class Replies:
         """Not deliverable (the buyer blocked the bot, a file too large…): the error status goes back to amoCRM."""
         log.info("amojo.reply_failed", reply_id=reply.id, reason=reason)
         async with self.db.begin() as session:
+            if not await chats.finish_reply(session, reply, self.clock(), error=reason):
+                return
             if lead is not None:
                 self._status(session, lead.id, reply.message_id, ERROR, reason)
-            await chats.finish_reply(session, reply.id, self.clock(), error=reason)
         self.wake_outbox()
 
     def _status(self, session: AsyncSession, lead_id: int, message_id: str, status: int, error: str | None = None) -> None:

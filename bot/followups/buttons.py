@@ -4,6 +4,7 @@ own next step."""
 from __future__ import annotations
 
 import contextlib
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -19,7 +20,9 @@ from bot.messenger import Messenger
 from bot.texts import t
 
 
-class ButtonFollowUp:
+class ButtonFollowUp(ABC):
+    """A follow-up answered with a button; a subclass says what an answer records, shows and does next."""
+
     kind: str  # the follow-up kind the buttons belong to
     field: str  # the key of the answer in the row's data
     already: str  # the text key a second press is answered with
@@ -52,18 +55,18 @@ class ButtonFollowUp:
         await self.tell_managers(lead, self.managers_text(answer))
         return await self.after(lead, row, answer)
 
+    @abstractmethod
     async def record(self, session: AsyncSession, lead: Lead, row: FollowUp, answer: Any) -> None:
         """What the answer writes with it, in its transaction (journal events, the next follow-up)."""
-        raise NotImplementedError
 
     def pressed_text(self, lead: Lead, answer: Any) -> str | None:
         """The message's text in place of the buttons; None: the buttons are only removed."""
         return None
 
+    @abstractmethod
     def managers_text(self, answer: Any) -> str:
         """The managers' notice in the lead's topic."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def after(self, lead: Lead, row: FollowUp, answer: Any) -> str:
         """The next step once recorded (a question, thanks); returns the text the press is answered with."""
-        raise NotImplementedError
