@@ -145,7 +145,7 @@ class App:
         self.dp.include_router(followups_router())  # before the relay and the journey (a reply to the survey)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
-        self.inbox = Inbox(self.db, self.dp, self.bot)
+        self.inbox = Inbox(self.db, self.dp, self.bot, handling_at_once=settings.inbox_handling_at_once)
         self.receiver = Receiver(receiver_lock(self.db.engine), self.bot, self.inbox, public_url=settings.public_url,
                                  allowed_updates=self.dp.resolve_used_update_types())
         self.ops = Ops(self.db, self.bot, settings.redis_url, probes=[self.crm.probe, self.inbox.probe])

@@ -63,6 +63,7 @@ class Settings(BaseSettings):
     catalog_prerender: bool = Field(default=True, alias="CATALOG_PRERENDER")
     start_token_ttl_days: int = Field(default=30, ge=1, alias="START_TOKEN_TTL_DAYS")
     send_retry_for: float = Field(default=600, gt=0, le=86400, alias="SEND_RETRY_FOR")
+    inbox_handling_at_once: int = Field(default=64, ge=1, le=10000, alias="INBOX_HANDLING_AT_ONCE")
     timezone: str = Field(default="Europe/Moscow", alias="TIMEZONE")
     log_level: str = Field(default="INFO", alias="LOG_LEVEL")
     log_format: str = Field(default="text", pattern="^(text|json)$", alias="LOG_FORMAT")

@@ -4,8 +4,8 @@ Polling (:meth:`Inbox.poll`) stores each ``getUpdates`` batch in one insert befo
 confirms it; the webhook stores the update before answering 200 (concurrent webhook requests share one
 insert). The insert leases the new updates to this instance, which hands them to per-chat lanes: one chat's
 updates run one at a time in ``update_id`` order, different chats at once. An update is marked handled in
-its handler's first journal transaction (:func:`bot.db.updates.settle`) and again, batched, after the
-handler returns. The :attr:`Inbox.replay` loop renews the leases of what is under way and takes over
+its handler's first journal transaction (:func:`bot.db.updates.settle`), or, batched, after the handler
+returns when none of its transactions committed a mark. The :attr:`Inbox.replay` loop renews the leases of what is under way and takes over
 updates nobody holds: leftovers of a crash (after their lease ran out) and failed handlers (retried).
 """
 from __future__ import annotations
@@ -34,7 +34,6 @@ log = structlog.get_logger(__name__)
 
 LEASE = 10.0  # seconds an instance holds the updates it took; renewed while a handler runs
 POLL_TIMEOUT = 25  # seconds of a long poll
-HANDLING_AT_ONCE = 64  # updates (of different chats) handled at the same time; the rest wait, stored
 MAX_ATTEMPTS = 3  # an update whose handler failed this many times is given up (its error kept)
 KEEP_HANDLED = timedelta(days=7)
 PRUNE_EVERY = 600.0  # seconds between two deletions of what was handled more than KEEP_HANDLED ago
@@ -55,7 +54,8 @@ def chat_of(update: Update) -> int | None:
 class Inbox:
     """Stores updates, hands them to the dispatcher in per-chat lanes, and takes over what nobody handles."""
 
-    def __init__(self, db: Database, dp: Dispatcher, bot: Bot, *, lease: float = LEASE) -> None:
+    def __init__(self, db: Database, dp: Dispatcher, bot: Bot, *, handling_at_once: int = 64, lease: float = LEASE) -> None:
+        """``handling_at_once``: updates (of different chats) handled at the same time; the rest wait, stored."""
         self.db = db
         self.dp = dp
         self.bot = bot
@@ -72,7 +72,7 @@ class Inbox:
         self._renewed = 0.0
         self._pruned = 0.0
         self._idle = asyncio.Event()
-        self._handling = asyncio.Semaphore(HANDLING_AT_ONCE)
+        self._handling = asyncio.Semaphore(handling_at_once)
         self._idle.set()
 
     # ------------------------------------------------------------ intake
@@ -164,7 +164,10 @@ class Inbox:
             log.exception("inbox.update_failed", update_id=update_id)
             await self._failed(update_id, exc)
         else:
-            self._mark(update_id)
+            if not handling.durable:
+                self._mark(update_id)
+            else:
+                self._mine.discard(update_id)
         finally:
             updates.HANDLING.reset(token)
 

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, fun
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
-from bot.db.sql import insert_ignore
+from bot.db.sql import any_row, insert_ignore
 from broadcasts.models import (
     ACTIVE,
     CANCELLED,
@@ -63,7 +63,7 @@ def _due(now: datetime) -> tuple[Any, ...]:
 
 async def any_due(session: AsyncSession, now: datetime) -> bool:
     """Whether a scheduled broadcast's time has come (a read)."""
-    return (await session.execute(select(Broadcast.id).where(*_due(now)).limit(1))).first() is not None
+    return await any_row(session, Broadcast.id, *_due(now))
 
 
 async def activate_due(session: AsyncSession, now: datetime) -> None:

@@ -18,10 +18,14 @@ async def by_tg_user(session: AsyncSession, tg_user_id: int, *, for_update: bool
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def of_user_or_id(session: AsyncSession, tg_user_id: int, lead_id: int | None) -> tuple[Lead | None, Lead | None]:
+async def of_user_or_id(session: AsyncSession, tg_user_id: int, lead_id: int | None, *,
+                        for_update: bool = False) -> tuple[Lead | None, Lead | None]:
     """In one query: the lead of a Telegram user, and the lead ``lead_id`` (a website quiz's)."""
     condition = Lead.tg_user_id == tg_user_id if lead_id is None else or_(Lead.tg_user_id == tg_user_id, Lead.id == lead_id)
-    found = (await session.execute(select(Lead).where(condition))).scalars().all()
+    query = select(Lead).where(condition)
+    if for_update:
+        query = query.with_for_update()
+    found = (await session.execute(query)).scalars().all()
     return (next((lead for lead in found if lead.tg_user_id == tg_user_id), None),
             next((lead for lead in found if lead.id == lead_id), None))
 

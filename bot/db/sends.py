@@ -9,6 +9,7 @@ from sqlalchemy import Row, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import TgSend
+from bot.db.sql import any_row, lease_rows
 
 PENDING = ("sending", "waiting")
 
@@ -37,22 +38,13 @@ def _claimable(now: datetime) -> Any:
 
 
 async def any_claimable(session: AsyncSession, now: datetime) -> bool:
-    return (await session.execute(select(TgSend.id).where(*_claimable(now)).limit(1))).first() is not None
+    return await any_row(session, TgSend.id, *_claimable(now))
 
 
 async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
     """Lease to ``owner`` up to ``limit`` pending sends nobody holds (oldest first; locked rows skipped on PostgreSQL)."""
-    candidates = select(TgSend.id).where(*_claimable(now)).order_by(TgSend.id).limit(limit)
-    if session.bind.dialect.name == "postgresql":
-        candidates = candidates.with_for_update(skip_locked=True)
-    query = (
-        update(TgSend)
-        .where(TgSend.id.in_(candidates.scalar_subquery()), *_claimable(now))
-        .values(owner=owner, lease_until=lease_until)
-        .returning(TgSend.id, TgSend.state, TgSend.kind, TgSend.chat_id)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted((await session.execute(query)).all(), key=lambda row: row.id)
+    return await lease_rows(session, TgSend.id, _claimable(now), _claimable(now), limit, {"owner": owner, "lease_until": lease_until},
+                            (TgSend.state, TgSend.kind, TgSend.chat_id))
 
 
 async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:

@@ -1,9 +1,12 @@
-"""SQL that reads the same on SQLite and PostgreSQL: INSERT … ON CONFLICT DO NOTHING, JSON lists, epoch seconds."""
+"""SQL that reads the same on SQLite and PostgreSQL: INSERT … ON CONFLICT DO NOTHING, JSON lists, epoch seconds,
+the «anything to do?» read and the lease of a batch of rows that background loops share."""
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, case, exists, func, literal, select, type_coerce
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy import BigInteger, ColumnElement, Row, Select, case, exists, func, literal, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.ext.compiler import compiles
@@ -15,6 +18,28 @@ def insert_ignore(session: AsyncSession, model: type) -> Any:
     """INSERT … ON CONFLICT DO NOTHING for the session's database."""
     dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite
     return dialect.insert(model).on_conflict_do_nothing()
+
+
+async def any_row(session: AsyncSession, key: Any, *where: Any) -> bool:
+    """Whether a row of ``key``'s table matches ``where``: the read an idle background round makes before it takes a
+    write turn (on SQLite one would hold up the buyers' writes)."""
+    return (await session.execute(select(key).where(*where).limit(1))).first() is not None
+
+
+def unlocked(rows: Select[Any]) -> Any:
+    """``rows`` locked in their order, skipping any another transaction holds (PostgreSQL; SQLite has one writer):
+    a multi-row update that waited for some rows while holding others could close a deadlock."""
+    return rows.with_for_update(skip_locked=True).scalar_subquery()
+
+
+async def lease_rows(session: AsyncSession, key: Any, where: Sequence[Any], still: Sequence[Any], limit: int,
+                     values: Mapping[str, Any], returning: Sequence[Any]) -> list[Row[Any]]:
+    """Write ``values`` (an owner, a lease) on up to ``limit`` rows matching ``where``, lowest ``key`` first, that
+    still match ``still`` when written and that no other transaction holds; ``key, *returning`` of each, by ``key``."""
+    candidates = select(key).where(*where).order_by(key).limit(limit)
+    query = (update(key.class_).where(key.in_(unlocked(candidates)), *still).values(**values)
+             .returning(key, *returning).execution_options(synchronize_session=False))
+    return sorted((await session.execute(query)).all(), key=lambda row: row[0])
 
 
 def json_has_any(column: Any, key: str | None, values: list[str], dialect: str) -> ColumnElement[bool]:

@@ -2,6 +2,7 @@
 
 :data:`HANDLING` names the update whose handler is running; :func:`settle` marks it handled inside the
 handler's own transaction (the journal calls it), so an update whose effects committed is never handled again.
+Once a transaction holding the mark has committed, the handler's later transactions skip it.
 """
 from __future__ import annotations
 
@@ -11,34 +12,68 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, delete, exists, func, or_, select, text, update
+from sqlalchemy import Row, and_, delete, event, exists, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import Session, SessionTransaction, aliased
 
 from bot.db.base import utcnow
 from bot.db.models import TgUpdate
-from bot.db.sql import insert_ignore
+from bot.db.sql import any_row, insert_ignore, lease_rows, unlocked
 
 _CLAIM_LOCK = 0x0B07_0920  # the advisory lock that orders claims of the inbox (PostgreSQL)
 
 
 @dataclass
 class Handling:
-    """The update a handler is working on; ``settled`` is the transaction (session) its handled mark is in."""
+    """The update a handler is working on; ``settled`` is the transaction (session) its handled mark is in,
+    ``durable`` whether that transaction committed."""
 
     update_id: int
     settled: AsyncSession | None = None
+    durable: bool = False
 
 
 HANDLING: ContextVar[Handling | None] = ContextVar("handling_update", default=None)
+_MARKS = "inbox.marks"  # Session.info: the handled marks written in its transaction, with the savepoint of each
 
 
 async def settle(session: AsyncSession) -> None:
-    """Mark the update being handled (if any) as handled in ``session``'s transaction (once per transaction)."""
+    """Mark the update being handled (if any) as handled in ``session``'s transaction: once per transaction, and
+    not at all once a transaction that marked it committed (a mark rolled back is written again)."""
     handling = HANDLING.get()
-    if handling is not None and handling.settled is not session:  # a transaction rolled back and run again marks again
-        await mark_handled(session, [handling.update_id])
-        handling.settled = session
+    if handling is None or handling.durable or handling.settled is session:
+        return
+    await mark_handled(session, [handling.update_id])
+    handling.settled = session
+    session.info.setdefault(_MARKS, []).append((handling, session.sync_session.get_nested_transaction()))
+
+
+@event.listens_for(Session, "after_commit")
+def _marks_committed(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint released is not yet a commit
+        for handling, _ in session.info.pop(_MARKS, ()):
+            handling.durable = True
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _marks_rolled_back(session: Session, rolled_back: SessionTransaction) -> None:
+    marks = session.info.get(_MARKS)
+    if not marks:
+        return
+    kept = [] if not rolled_back.nested else [mark for mark in marks if not _within(mark[1], rolled_back)]
+    for handling, _ in marks:
+        if all(handling is not other for other, _ in kept):
+            handling.settled = None
+    session.info[_MARKS] = kept
+
+
+def _within(savepoint: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    """Whether ``savepoint`` (None: the transaction itself) is ``outer`` or nested in it."""
+    while savepoint is not None:
+        if savepoint is outer:
+            return True
+        savepoint = savepoint.parent
+    return False
 
 
 async def store(session: AsyncSession, rows: Sequence[dict[str, Any]], owner: str, lease_until: datetime) -> set[int]:
@@ -70,43 +105,29 @@ def _claimable(now: datetime, owner: str) -> Any:
     return (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now), ~held_before)
 
 
-def _unlocked(rows: Select[Any]) -> Any:
-    """``rows`` locked in ``update_id`` order, skipping any another transaction holds (PostgreSQL).
-
-    A claim or a renewal of many updates must never wait: a handler's transaction marks its update handled
-    (:func:`settle`), and a group commit marks several in whatever order its parts came; a waiting
-    multi-row update holding some of them would close a deadlock. A row being marked is not renewed
-    (it is being handled: the next round renews it if it is still unhandled) nor taken (it is handled)."""
-    return rows.with_for_update(skip_locked=True).scalar_subquery()
-
-
 async def any_claimable(session: AsyncSession, owner: str, now: datetime) -> bool:
     """Whether some update waits for ``owner`` to take it (a read)."""
-    query = select(TgUpdate.update_id).where(*_claimable(now, owner)).limit(1)
-    return (await session.execute(query)).first() is not None
+    return await any_row(session, TgUpdate.update_id, *_claimable(now, owner))
 
 
 async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: datetime, limit: int) -> Sequence[Row[Any]]:
     """Lease to ``owner`` up to ``limit`` unhandled updates nobody holds (oldest first); returns their ``update_id,
-    chat_id, raw``. On PostgreSQL claims run one at a time (a transaction lock), so two instances never split a chat."""
+    chat_id, raw``. On PostgreSQL claims run one at a time (a transaction lock), so two instances never split a chat;
+    an update a handler's transaction is marking handled is skipped, not waited for (it is handled)."""
     if session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CLAIM_LOCK})
-    candidates = select(TgUpdate.update_id).where(*_claimable(now, owner)).order_by(TgUpdate.update_id).limit(limit)
-    query = (
-        update(TgUpdate)
-        .where(TgUpdate.update_id.in_(_unlocked(candidates)), TgUpdate.handled_at.is_(None),
-               or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now))
-        .values(owner=owner, lease_until=lease_until, attempts=TgUpdate.attempts + 1)
-        .returning(TgUpdate.update_id, TgUpdate.chat_id, TgUpdate.raw)
-        .execution_options(synchronize_session=False)
-    )
-    return sorted((await session.execute(query)).all(), key=lambda row: row.update_id)
+    return await lease_rows(session, TgUpdate.update_id, _claimable(now, owner),
+                            (TgUpdate.handled_at.is_(None), or_(TgUpdate.lease_until.is_(None), TgUpdate.lease_until < now)),
+                            limit, {"owner": owner, "lease_until": lease_until, "attempts": TgUpdate.attempts + 1},
+                            (TgUpdate.chat_id, TgUpdate.raw))
 
 
 async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
-    """Extend ``owner``'s lease on the updates ``ids`` it is still handling."""
+    """Extend ``owner``'s lease on the updates ``ids`` it is still handling. One a handler's transaction is marking
+    handled (:func:`settle`; a group commit marks several, in whatever order its parts came) is skipped, not waited
+    for: the next round renews it if it is still unhandled."""
     mine = select(TgUpdate.update_id).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.owner == owner, TgUpdate.handled_at.is_(None))
-    query = (update(TgUpdate).where(TgUpdate.update_id.in_(_unlocked(mine.order_by(TgUpdate.update_id))))
+    query = (update(TgUpdate).where(TgUpdate.update_id.in_(unlocked(mine.order_by(TgUpdate.update_id))))
              .values(lease_until=lease_until).execution_options(synchronize_session=False))
     await session.execute(query)
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db import leads
 from bot.db.models import Lead, Message
-from bot.db.sql import insert_ignore
+from bot.db.sql import any_row, insert_ignore
 from bot.followups.models import ASK, CANCELLED, PENDING, SENDING, SURVEY, FollowUp
 
 
@@ -30,7 +30,7 @@ def _due(now: datetime) -> Any:
 
 async def any_due(session: AsyncSession, now: datetime) -> bool:
     """Whether a follow-up is due (a read)."""
-    return (await session.execute(select(FollowUp.id).where(_due(now)).limit(1))).first() is not None
+    return await any_row(session, FollowUp.id, _due(now))
 
 
 async def claim_due(session: AsyncSession, now: datetime, lease: timedelta, limit: int) -> list[FollowUp]:

@@ -114,11 +114,11 @@ class JourneyService:
         reply_ms = round(replied * 1000)
 
         async def record(session: AsyncSession) -> None:
-            for out in sent:
-                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
-            if first:
+            if first:  # set before the log's flush: one UPDATE of the lead
                 fresh = await session.get(Lead, lead.id)
                 fresh.first_reply_ms = reply_ms
+            for out in sent:
+                await self.messenger.log_out(lead.id, kind="text", text=out.text, tg_message_id=out.message_id, session=session)
 
         await self.db.together(record)
 
@@ -138,9 +138,10 @@ class JourneyService:
 
     async def _visit(self, visitor: Visitor, message: Inbound, payload: str | None, session: AsyncSession) -> tuple[Lead, list[Outgoing], bool]:
         """:meth:`_record_start`'s work, in ``session``."""
-        known = await leads.by_tg_user(session, visitor.tg_user_id, for_update=True)
-        returning = bool(known and known.greeted_at)
         submission = await self._valid_submission(session, visitor, payload)
+        # one read for the user's lead and the quiz's (which _link then finds in the session)
+        known, _ = await leads.of_user_or_id(session, visitor.tg_user_id, submission and submission.lead_id, for_update=True)
+        returning = bool(known and known.greeted_at)
         if submission is not None:
             await self._link(session, visitor, known, submission)
             if known is None:
