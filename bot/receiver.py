@@ -8,6 +8,13 @@ server drops it when the connection closes, at once for a killed process); on SQ
 an exclusive ``flock`` on a file beside the database (the kernel drops it with the process). The others try
 again every :data:`RETRY` seconds, and the holder checks its connection every :data:`CHECK` seconds and stops
 receiving when it is gone, so a dead holder is replaced within about :data:`RETRY` seconds.
+
+A holder cut off by the network without its socket closing (no FIN, no RST) would keep the advisory lock until
+PostgreSQL noticed the dead connection (hours with default TCP settings, never behind a proxy that stays up). So
+the holder stops receiving when a check gets no answer within :data:`ANSWER` seconds, and an instance that finds
+the lock taken ends the holder's session (``pg_terminate_backend``) once it has said nothing for :data:`SILENT`
+seconds (its checks keep it talking every :data:`CHECK` s): a silent holder is replaced within about
+:data:`SILENT` + :data:`RETRY` seconds, after it stopped receiving itself (:data:`CHECK` + :data:`ANSWER` < :data:`SILENT`).
 """
 from __future__ import annotations
 
@@ -32,7 +39,16 @@ log = structlog.get_logger(__name__)
 
 RETRY = 2.0  # seconds between tries of an instance that does not hold the lock
 CHECK = 2.0  # seconds between the holder's checks that it still holds it
+ANSWER = 5.0  # seconds a statement on the lock's connection may take before the connection counts as lost
+SILENT = 15.0  # seconds without a word from the holder's session after which another instance ends it
 _LOCK_KEY = 0x0B07_0921  # the advisory lock of the receiver (PostgreSQL)
+#: Ends the session holding the lock if it has been silent (no statement begun or ended) for ``silent`` seconds.
+_END_SILENT_HOLDER = """
+SELECT count(pg_terminate_backend(activity.pid)) FROM pg_locks AS held JOIN pg_stat_activity AS activity USING (pid)
+WHERE held.locktype = 'advisory' AND held.granted AND held.classid = 0 AND held.objid = :key AND held.objsubid = 1
+  AND held.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND activity.state_change < clock_timestamp() - make_interval(secs => :silent)
+"""
 
 
 class Lock(Protocol):
@@ -49,18 +65,25 @@ class AdvisoryLock:
         self._connection: AsyncConnection | None = None
 
     async def _scalar(self, sql: str, **params: object) -> object:
-        if self._connection is None:
-            self._connection = await self.engine.connect()
         try:
-            value = (await self._connection.execute(text(sql), params)).scalar_one()
-            await self._connection.commit()  # the lock outlives the transaction; no transaction stays open
+            async with asyncio.timeout(ANSWER):  # a silent network answers nothing, ever
+                if self._connection is None:
+                    self._connection = await self.engine.connect()
+                value = (await self._connection.execute(text(sql), params)).scalar_one()
+                await self._connection.commit()  # the lock outlives the transaction; no transaction stays open
             return value
         except Exception:
             await self._drop()
             raise
 
     async def acquire(self) -> bool:
-        return bool(await self._scalar("SELECT pg_try_advisory_lock(:key)", key=_LOCK_KEY))
+        """Take the lock if it is free; if its holder has been silent for :data:`SILENT` seconds, end its session
+        (the lock is free at the next try)."""
+        if await self._scalar("SELECT pg_try_advisory_lock(:key)", key=_LOCK_KEY):
+            return True
+        if await self._scalar(_END_SILENT_HOLDER, key=_LOCK_KEY, silent=SILENT):
+            log.warning("receiver.silent_holder_ended", silent_for=SILENT)
+        return False
 
     async def held(self) -> bool:
         try:

@@ -14,12 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from bot.catalog.render import CatalogRenderer
 from bot.config import PROJECT_DIR
 from bot.db.models import Message, TgUpdate
 from bot.db.session import open_database
-from bot.receiver import FileLock
+from bot import receiver
+from bot.receiver import AdvisoryLock, FileLock
 from bot.sandbox.balancer import Balancer, free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
@@ -256,3 +258,81 @@ async def test_on_sqlite_the_lock_is_a_file_beside_the_database_one_holder_at_a_
     await first.release()
     assert await second.acquire()
     await second.release()
+
+
+class FreezableProxy:
+    """A TCP proxy to ``port`` on 127.0.0.1; :meth:`freeze` stops forwarding both ways without closing anything, as a
+    network cut with no FIN and no RST looks to both ends."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.port = free_port()
+        self.frozen = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> FreezableProxy:
+        self._server = await asyncio.start_server(self._connect, "127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in self._pipes:
+            task.cancel()
+        for writer in self._writers:
+            writer.close()
+
+    def freeze(self) -> None:
+        self.frozen.set()
+
+    async def _connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target)
+        self._writers += [writer, upstream_writer]
+        for source, sink in ((reader, upstream_writer), (upstream_reader, writer)):
+            task = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        while data := await source.read(65536):
+            if self.frozen.is_set():
+                await asyncio.Event().wait()  # holds what it read, forever
+            sink.write(data)
+            await sink.drain()
+
+
+@pytest.mark.postgres
+async def test_a_receiver_cut_off_silently_stops_and_another_takes_the_lock_over(
+        postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The holder's network goes silent (no FIN, no RST): PostgreSQL would keep its session, and the lock, until TCP
+    gave up. The holder's next check gets no answer and it stops receiving; another instance finds the holder's session
+    silent for longer than that and ends it, then takes the lock."""
+    monkeypatch.setattr(receiver, "ANSWER", 1.0)
+    monkeypatch.setattr(receiver, "SILENT", 3.0)
+    async with FreezableProxy(make_url(postgres_url).port or 5432) as proxy:
+        cut_off = open_database(make_url(postgres_url).set(port=proxy.port).render_as_string(hide_password=False))
+        other = open_database(postgres_url)
+        holder, standby = AdvisoryLock(cut_off.engine), AdvisoryLock(other.engine)
+        try:
+            assert await holder.acquire() and await holder.held()
+            assert not await standby.acquire()
+            proxy.freeze()
+            check = asyncio.create_task(holder.held())
+
+            async def check_over() -> bool:
+                return check.done()
+
+            await until(check_over, 30, "the cut-off holder's check to end")
+            assert not check.result()  # no answer within ANSWER: it stops receiving
+            assert not await standby.acquire()  # PostgreSQL still keeps the silent session, and the lock
+
+            async def taken_over() -> bool:
+                return await standby.acquire()
+
+            await until(taken_over, 30, "another instance to take the lock over")
+        finally:
+            await holder.release()
+            await standby.release()
+            await cut_off.close()
+            await other.close()
