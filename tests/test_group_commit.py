@@ -1,15 +1,19 @@
 """Group commit (``db.together``): concurrent callers share transactions, a failing part fails alone, each part
-runs in its caller's context — on a real SQLite file and PostgreSQL."""
+runs in its caller's context, an update's handled mark commits with its part alone — on a real SQLite file and
+PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
 import contextvars
+from datetime import timedelta
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db.models import Instance
+from bot.db import updates
+from bot.db.base import utcnow
+from bot.db.models import Instance, TgUpdate
 from bot.db.session import open_database
 
 CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
@@ -75,5 +79,52 @@ async def test_parts_that_conflict_in_one_group_fail_alone(database_url: str) ->
         assert sum(not isinstance(result, Exception) for result in results) == 1
         async with db() as session:
             assert (await session.scalars(select(Instance.id))).all() == ["same"]
+    finally:
+        await db.close()
+
+
+async def test_an_updates_handled_mark_commits_with_its_part_and_is_not_written_again(database_url: str) -> None:
+    """Two handlers' parts in one group: the failing one's mark is rolled back with it (and would be made again), the
+    other's commits; once committed, the handler's later transactions do not mark it again."""
+    db = open_database(database_url)
+    try:
+        async with db.begin() as session:
+            rows = [{"update_id": update_id, "chat_id": update_id, "raw": "{}"} for update_id in (1, 2)]
+            await updates.store(session, rows, "me", utcnow() + timedelta(minutes=1))
+
+        async def handler(update_id: int, fails: bool) -> updates.Handling:
+            handling = updates.Handling(update_id)
+            updates.HANDLING.set(handling)
+
+            async def visit(session: AsyncSession) -> None:
+                await _instance(session, f"visit-{update_id}")
+                await updates.settle(session)
+                if fails:
+                    raise ValueError("this handler failed")
+
+            try:
+                await db.together(visit, urgent=True)
+            except ValueError:
+                pass
+            return handling
+
+        failed, handled = await asyncio.gather(handler(1, True), handler(2, False))
+
+        assert (failed.settled, failed.durable) == (None, False)
+        assert handled.durable
+        async with db() as session:
+            assert (await session.scalars(select(TgUpdate.update_id).where(TgUpdate.handled_at.is_(None)))).all() == [1]
+
+        async with db.begin() as session:
+            await session.execute(update(TgUpdate).values(handled_at=None))
+        token = updates.HANDLING.set(handled)
+        try:
+            async with db.begin() as session:
+                await _instance(session, "after the greeting")
+                await updates.settle(session)
+        finally:
+            updates.HANDLING.reset(token)
+        async with db() as session:
+            assert await updates.unhandled(session) == 2  # the mark was not written a second time
     finally:
         await db.close()

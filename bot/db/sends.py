@@ -9,7 +9,7 @@ from sqlalchemy import Row, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import TgSend
-from bot.db.sql import any_row, lease_rows
+from bot.db.sql import any_row, lease_rows, unlocked
 
 PENDING = ("sending", "waiting")
 
@@ -28,9 +28,10 @@ async def get(session: AsyncSession, ids: Sequence[int]) -> list[TgSend]:
 
 
 async def settle(session: AsyncSession, changes: Sequence[dict[str, Any]]) -> None:
-    """Apply ``{"id": …, column: value…}`` changes (sent, waiting, failed…), one statement for all."""
+    """Apply ``{"id": …, column: value…}`` changes (sent, waiting, failed…), one statement for all, rows locked in
+    ``id`` order (as every multi-row write of ``tg_sends`` does: no deadlock between two)."""
     if changes:
-        await session.execute(update(TgSend), list(changes))
+        await session.execute(update(TgSend), sorted(changes, key=lambda change: change["id"]))
 
 
 def _claimable(now: datetime) -> Any:
@@ -48,8 +49,10 @@ async def claim(session: AsyncSession, owner: str, now: datetime, lease_until: d
 
 
 async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_until: datetime) -> None:
-    query = (update(TgSend).where(TgSend.id.in_(list(ids)), TgSend.owner == owner, TgSend.state.in_(PENDING))
-             .values(lease_until=lease_until).execution_options(synchronize_session=False))
+    """Extend ``owner``'s lease on the sends ``ids``; one whose state is being written (:func:`settle`) is skipped,
+    not waited for (the next round renews it if it is still pending): waiting while holding others could deadlock."""
+    mine = select(TgSend.id).where(TgSend.id.in_(list(ids)), TgSend.owner == owner, TgSend.state.in_(PENDING)).order_by(TgSend.id)
+    query = update(TgSend).where(TgSend.id.in_(unlocked(mine))).values(lease_until=lease_until).execution_options(synchronize_session=False)
     await session.execute(query)
 
 

@@ -34,23 +34,30 @@ class Handling:
 
 
 HANDLING: ContextVar[Handling | None] = ContextVar("handling_update", default=None)
-_MARKS = "inbox.marks"  # Session.info: the handled marks written in its transaction, with the savepoint of each
+_MARKS = "inbox.marks"  # Session.info: the handled marks of its transaction, with the savepoint each was made in
 
 
 async def settle(session: AsyncSession) -> None:
     """Mark the update being handled (if any) as handled in ``session``'s transaction: once per transaction, and
-    not at all once a transaction that marked it committed (a mark rolled back is written again)."""
+    not at all once a transaction that marked it committed (a mark rolled back is made again). The marks of a
+    transaction (a group commit holds several) are written together, in one statement just before it commits."""
     handling = HANDLING.get()
     if handling is None or handling.durable or handling.settled is session:
         return
-    await mark_handled(session, [handling.update_id])
     handling.settled = session
     session.info.setdefault(_MARKS, []).append((handling, session.sync_session.get_nested_transaction()))
 
 
+@event.listens_for(Session, "before_commit")
+def _write_marks(session: Session) -> None:
+    marks = session.info.get(_MARKS)
+    if marks and not session.in_nested_transaction():  # a savepoint released is not yet a commit
+        session.execute(_handled(sorted(handling.update_id for handling, _ in marks)))
+
+
 @event.listens_for(Session, "after_commit")
 def _marks_committed(session: Session) -> None:
-    if not session.in_nested_transaction():  # a savepoint released is not yet a commit
+    if not session.in_nested_transaction():
         for handling, _ in session.info.pop(_MARKS, ()):
             handling.durable = True
 
@@ -132,10 +139,13 @@ async def renew(session: AsyncSession, ids: Iterable[int], owner: str, lease_unt
     await session.execute(query)
 
 
+def _handled(ids: Iterable[int]) -> Any:
+    return (update(TgUpdate).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.handled_at.is_(None))
+            .values(handled_at=utcnow()).execution_options(synchronize_session=False))
+
+
 async def mark_handled(session: AsyncSession, ids: Iterable[int]) -> None:
-    query = (update(TgUpdate).where(TgUpdate.update_id.in_(list(ids)), TgUpdate.handled_at.is_(None))
-             .values(handled_at=utcnow()).execution_options(synchronize_session=False))
-    await session.execute(query)
+    await session.execute(_handled(ids))
 
 
 async def fail(session: AsyncSession, update_id: int, error: str, *, max_attempts: int, backoff: float) -> None:
