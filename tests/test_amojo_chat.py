@@ -236,3 +236,17 @@ async def test_a_buyer_whose_telegram_chat_is_held_up_does_not_hold_up_replies_t
     assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)].count("Ответ Анне") == 1
     assert [m.get("text") for m in sandbox.messages(oleg.id, from_bot=True)].count("Ответ Олегу") == 1
     assert statuses(amocrm, conversation, to_anna) == statuses(amocrm, f"tg-{oleg.id}", to_oleg) == [{"delivery_status": 1}]
+
+
+async def test_a_buyers_replies_arrive_in_order_when_the_first_was_left_by_an_instance_that_died(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    app, conversation, _ = opened
+    monkeypatch.setattr(replies, "LEASE", 1.0)  # 120 s, scaled down
+    async with stored_only(app, registered_channel(amocrm)):
+        _, first = await amocrm.chats.reply(conversation, "Первый ответ")
+    _, second = await amocrm.chats.reply(conversation, "Второй ответ")
+    answers = await buyer.replies(2, timeout=20)
+    await eventually(lambda: statuses(amocrm, conversation, first) != [] and statuses(amocrm, conversation, second) != [], timeout=20)
+    assert [a["text"] for a in answers] == ["Первый ответ", "Второй ответ"]
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)].count("Первый ответ") == 1
+    assert statuses(amocrm, conversation, first) == statuses(amocrm, conversation, second) == [{"delivery_status": 1}]

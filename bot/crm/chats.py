@@ -12,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.crm import store
 from bot.crm.models import DONE, FAILED, PENDING, SENDING, AmojoChat, AmojoReply
 
+UNFINISHED = (PENDING, SENDING)  # a reply in these states holds up the buyer's later ones
+
 
 async def by_conversation(session: AsyncSession, conversation_id: str) -> AmojoChat | None:
     return await session.get(AmojoChat, conversation_id, populate_existing=True)
@@ -37,12 +39,16 @@ async def save(session: AsyncSession, conversation_id: str, lead_id: int, **colu
 
 async def keep_reply(db: async_sessionmaker[AsyncSession], message_id: str, conversation_id: str, payload: dict[str, Any],
                      now: datetime) -> AmojoReply | None:
-    """Store a reply from the hook, claimed by the caller (it delivers it at once; if it dies, the lease runs out and
-    :func:`claim_replies` takes it); None if it was stored before (amoCRM sent the hook again)."""
-    reply = AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload, state=SENDING, claimed_at=now,
-                       attempts=1)
+    """Store a reply from the hook; None if it was stored before (amoCRM sent the hook again). Claimed by the caller
+    (it delivers it at once; if it dies, the lease runs out and :func:`claim_replies` takes it), unless an earlier
+    reply to the buyer is not finished: then due (``claimed_at`` None), for :func:`claim_replies` after that one."""
     try:
         async with db.begin(urgent=True) as session:  # on the way to the buyer: before the background writes
+            await store.lock(session, store.REPLIES)  # not between another instance's look at the buyer's replies and its claim
+            behind = await session.scalar(select(exists().where(AmojoReply.conversation_id == conversation_id,
+                                                                AmojoReply.state.in_(UNFINISHED))))
+            reply = AmojoReply(message_id=message_id, conversation_id=conversation_id, payload=payload,
+                               **({"state": PENDING} if behind else {"state": SENDING, "claimed_at": now, "attempts": 1}))
             session.add(reply)
             await session.flush()
             session.expunge(reply)
@@ -59,7 +65,7 @@ async def claim_replies(db: async_sessionmaker[AsyncSession], now: datetime, lea
         (AmojoReply.state == PENDING) & or_(AmojoReply.next_attempt_at.is_(None), AmojoReply.next_attempt_at <= now),
         (AmojoReply.state == SENDING) & (AmojoReply.claimed_at < now - timedelta(seconds=lease)),
     ), ~exists().where(earlier.conversation_id == AmojoReply.conversation_id, earlier.id < AmojoReply.id,
-                       earlier.state.in_((PENDING, SENDING))))
+                       earlier.state.in_(UNFINISHED)))
     async with db() as session:  # a read first: the hook delivers at once, so most rounds find nothing
         if not await session.scalar(select(exists().where(due))):
             return []
