@@ -1,17 +1,22 @@
 """Helpers of the amoCRM chat tests: the whole service with the chat channel on, against both sandboxes."""
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import select
 
 from bot.app import App
 from bot.config import Settings
 from bot.crm import channel
+from bot.crm.hook import HOOK_PATH, hook_handler
 from bot.db.models import Lead
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.amocrm.chats import Channel
+from bot.sandbox.balancer import free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.relay_support import relay_settings
 
@@ -33,6 +38,28 @@ async def connect(app: App, registered: Channel) -> str:
     value = await channel.connect(app.db, app.crm.client, app.crm.chats_api, "Telegram")
     app.crm.wake()
     return str(value["scope_id"])
+
+
+def registered_channel(amocrm: AmoSandbox) -> Channel:
+    [registered] = amocrm.chats.channels.values()
+    return registered
+
+
+@asynccontextmanager
+async def stored_only(app: App, registered: Channel) -> AsyncIterator[None]:
+    """Meanwhile amoCRM's hooks reach an instance that stores a reply (claimed by it) and dies before delivering it."""
+    dead = web.Application()
+    dead.router.add_post(HOOK_PATH, hook_handler(app.db, registered.secret, app.crm.conversations.scope, lambda reply: None))
+    runner = web.AppRunner(dead)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    live, registered.hook_url = registered.hook_url, f"http://127.0.0.1:{port}/webhooks/amojo/:scope_id"
+    try:
+        yield
+    finally:
+        registered.hook_url = live
+        await runner.cleanup()
 
 
 async def lead_of(app: App, tg_user_id: int) -> Lead:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
+from bot.crm import replies
 from bot.crm.models import AmojoReply
 from bot.db.base import utcnow
 from bot.db.models import Lead, TgSend
@@ -20,7 +21,7 @@ from bot.relay.models import RelayWait
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.telegram import TelegramSandbox
 from bot.sender import RELAY
-from tests.amojo_support import channel_settings, connect, lead_of
+from tests.amojo_support import channel_settings, connect, lead_of, registered_channel, stored_only
 from tests.broadcast_support import create
 from tests.buyer import Buyer
 from tests.conftest import TOKEN
@@ -199,3 +200,53 @@ async def test_media_links_expire_are_unforgeable_and_never_hold_the_bot_token(
     assert [a.status_code for a in answers] == [200, 410, 404, 404]
     assert answers[0].content == b"a photo" and answers[0].headers["Content-Type"] == "image/jpeg"
     assert TOKEN not in fresh and TOKEN.split(":")[1] not in fresh and "/file/bot" not in fresh
+
+
+
+async def test_a_buyer_whose_telegram_chat_is_held_up_does_not_hold_up_replies_to_others(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anna's chat is in a flood wait past her reply's lease; Oleg's reply, left by an instance that died after storing
+    it, is taken by the loop and reaches him meanwhile; Anna's once her chat recovers; each once."""
+    app, conversation, _ = opened
+    monkeypatch.setattr(replies, "LEASE", 1.0)  # 120 s, scaled down
+    oleg = Buyer(sandbox, user_id=1002, first_name="Олег")
+    await known_lead(app, oleg, first_name="Олег", tg_username=None, crm_lead_id=None, responsible_user_id=None)
+    oleg.send("А доставка в Минск есть?")
+    await oleg.reply()  # «thanks»
+    await eventually(lambda: amocrm.chats.chat(f"tg-{oleg.id}") is not None, timeout=20)
+    sandbox.outage("sendMessage", seconds=600, error_code=429, retry_after=1, chat_id=buyer.id)  # Anna's chat: flood wait
+    _, to_anna = await amocrm.chats.reply(conversation, "Ответ Анне")
+
+    async def anna_held_past_her_lease() -> bool:  # her reply claimed again since it came (before: by the loop, which waited for it)
+        async with app.db() as session:
+            reply = (await session.scalars(select(AmojoReply).where(AmojoReply.message_id == to_anna))).one()
+            return reply.claimed_at is not None and reply.claimed_at > reply.created_at + timedelta(seconds=replies.LEASE / 2)
+
+    await eventually(anna_held_past_her_lease, timeout=20)
+    async with stored_only(app, registered_channel(amocrm)):
+        _, to_oleg = await amocrm.chats.reply(f"tg-{oleg.id}", "Ответ Олегу")
+    answer = await oleg.reply(timeout=20)
+    anna_had = [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)]
+    sandbox.outage("sendMessage", seconds=0, chat_id=buyer.id)  # Anna's chat recovers
+    await eventually(lambda: "Ответ Анне" in [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)], timeout=20)
+    await eventually(lambda: statuses(amocrm, conversation, to_anna) != [] and statuses(amocrm, f"tg-{oleg.id}", to_oleg) != [],
+                     timeout=20)
+
+    assert answer["text"] == "Ответ Олегу" and "Ответ Анне" not in anna_had
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)].count("Ответ Анне") == 1
+    assert [m.get("text") for m in sandbox.messages(oleg.id, from_bot=True)].count("Ответ Олегу") == 1
+    assert statuses(amocrm, conversation, to_anna) == statuses(amocrm, f"tg-{oleg.id}", to_oleg) == [{"delivery_status": 1}]
+
+
+async def test_a_buyers_replies_arrive_in_order_when_the_first_was_left_by_an_instance_that_died(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    app, conversation, _ = opened
+    monkeypatch.setattr(replies, "LEASE", 1.0)  # 120 s, scaled down
+    async with stored_only(app, registered_channel(amocrm)):
+        _, first = await amocrm.chats.reply(conversation, "Первый ответ")
+    _, second = await amocrm.chats.reply(conversation, "Второй ответ")
+    answers = await buyer.replies(2, timeout=20)
+    await eventually(lambda: statuses(amocrm, conversation, first) != [] and statuses(amocrm, conversation, second) != [], timeout=20)
+    assert [a["text"] for a in answers] == ["Первый ответ", "Второй ответ"]
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)].count("Первый ответ") == 1
+    assert statuses(amocrm, conversation, first) == statuses(amocrm, conversation, second) == [{"delivery_status": 1}]

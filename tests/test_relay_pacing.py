@@ -7,24 +7,30 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
-from bot.config import ConfigError, load_settings
+from bot.config import PROJECT_DIR, ConfigError, load_settings
 from bot.relay import pacer
 from bot.relay.chat import Budgets
-from bot.relay.models import RelayTopic
+from bot.db.session import open_database
+from bot.relay.models import RelayPost, RelayTopic
 from bot.sandbox.telegram import TelegramSandbox
 from tests import relay_support
 from tests.buyer import Buyer
+from tests.conftest import SECRET, TOKEN
+from tests.test_cli import environment
 from tests.test_crm_limits import most_in_any_window
+from tests.test_inbox_crash import until
 from tests.relay_support import (
     IVAN,
     OLGA,
@@ -278,3 +284,41 @@ async def test_instances_share_a_groups_budget_through_redis() -> None:
         await second.close()
     assert most_in_any_window(stamps, 0.98) <= 5  # 20 ms of slack for the trip back from Redis
     assert stamps[-1] - stamps[0] >= 1.9 and waited > 0.5
+
+
+async def test_a_post_under_way_when_its_instance_died_goes_again_announced_as_a_possible_repeat(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
+    settings = relay_settings(sandbox, database_url, tmp_path)
+    async with running(settings, renderer) as app:
+        opened = await open_topic(app, buyer, team)
+    env = {**environment(tmp_path, DATA_DIR=str(tmp_path / "killed")), "BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url,
+           "DATABASE_URL": database_url, "WEBHOOK_SECRET": SECRET, "HTTP_PORT": "0", "REPORT_SCHEDULE": "off",
+           "LOG_LEVEL": "ERROR", "PYTHONPATH": str(PROJECT_DIR), "OPERATOR_CHAT_ID": str(OPERATORS),
+           "OPERATORS_CONFIG": str(settings.operators_config), "ADMIN_IDS": str(OLGA), "WORKING_HOURS": "00:00-24:00",
+           "WORKING_DAYS": "1-7"}
+    for method in ("copyMessage", "copyMessages"):
+        sandbox.set_delay(30, method=method)  # the photo's copy is under way when the kill lands
+    service = await asyncio.create_subprocess_exec(sys.executable, "-m", "bot", "run", cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        sandbox.send_media(buyer.id, "photo", caption="Вот такие нужны")
+
+        async def under_way() -> bool:
+            assert service.returncode is None, "optobot run exited"
+            async with db() as session:
+                return (await session.scalars(select(RelayPost.attempts))).all() == [1]
+
+        db = open_database(database_url)
+        await until(under_way, 60, "the photo's copy to be under way")
+    finally:
+        os.killpg(service.pid, signal.SIGKILL)
+        await service.wait()
+        await db.close()
+    for method in ("copyMessage", "copyMessages"):
+        sandbox.set_delay(0, method=method)
+
+    async with running(settings, renderer) as app:
+        async with app.db.begin() as session:  # a minute later: the dead instance's lease ran out
+            await session.execute(update(RelayPost).values(lease_until=None))
+        await eventually(lambda: queue_empty(app), timeout=30)
+    topic = sandbox.messages(OPERATORS, thread_id=opened.thread, from_bot=True)
+    assert topic[-2]["text"].startswith("↻ Бот перезапускался") and topic[-1].get("caption") == "Вот такие нужны", topic[-2:]

@@ -3,7 +3,8 @@
 ``POST /webhooks/amojo/{scope_id}``: the ``X-Signature`` (HMAC-SHA1 of the body with the channel secret) is
 checked in constant time (bad or missing: 401), a hook older than 15 minutes (its ``time``) is refused the
 same way, and the reply is stored (``amojo_replies``, one per amoCRM message id) before the 200; nothing
-is sent for a refused hook. :mod:`bot.crm.replies` delivers it at once, in the background.
+is sent for a refused hook. :mod:`bot.crm.replies` delivers it at once, in the background (after the buyer's earlier replies, if some are
+not finished).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def hook_handler(db: async_sessionmaker[AsyncSession], secret: str, scope: Calla
         if request.match_info["scope_id"] != await scope():
             return web.json_response({"ok": False, "error": "unknown scope_id"}, status=404)
         reply = await chats.keep_reply(db, message_id, conversation, message, clock())
-        if reply is not None:
+        if reply is not None and reply.claimed_at is not None:
             deliver(reply)
         return web.json_response({"ok": True})
 

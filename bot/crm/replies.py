@@ -1,8 +1,10 @@
 """Managers' replies from amoCRM's chat panel delivered to the buyer in Telegram (stored by :mod:`bot.crm.hook`).
 
 The hook hands each stored reply to :meth:`Replies.dispatch` (delivered at once, one buyer's in order); the loop
-takes what is due again (a retry, or a reply whose instance died). Text goes through the send outbox as a relayed
-message (:mod:`bot.sender`: never sent twice when its outcome is unknown); the reply keeps that record, so a try after
+takes what is due again (a retry, or a reply whose instance died) and hands it over the same way, without waiting
+for it: one buyer's long wait for Telegram (a flood wait, an outage) holds up no one else's replies. The leases of
+the replies under way are renewed meanwhile, so no other try takes them. Text goes through the send outbox as a
+relayed message (:mod:`bot.sender`: never sent twice when its outcome is unknown); the reply keeps that record, so a try after
 a crash (or after waiting out Telegram past the lease) takes its outcome instead of sending a second copy. The worker sends each (text with amoCRM's formatting as safe Telegram HTML; pictures, files, video and voice
 downloaded from amoCRM with a size cap and a timeout), logs it as the manager's message (so the SLA wait
 closes, and it is not sent back to the chat), shows it in the lead's operator topic «из amoCRM: <manager>»
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -94,24 +97,35 @@ class Replies:
         self.lang = lang  # of the notice in the topic
         self._turns: dict[str, asyncio.Lock] = {}  # conversation → its lock while replies to it are under way
         self._waiting: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._held: dict[asyncio.Task[None], AmojoReply] = {}  # deliveries under way → their reply (its lease renewed)
+        self._renewed = 0.0
+        self._wake = asyncio.Event()  # a delivery ended: the buyer's next reply may be due
 
     def dispatch(self, reply: AmojoReply) -> None:
-        """Deliver a reply the hook just stored (and claimed) in the background, after the buyer's earlier ones."""
+        """Deliver a claimed reply (stored by the hook, or taken by the loop) in the background, after the buyer's
+        earlier ones."""
         task = asyncio.create_task(self._in_turn(reply))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._held[task] = reply
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        del self._held[task]
+        self._wake.set()
 
     async def round(self) -> bool:
-        """Deliver what is due: each buyer's replies in order, buyers side by side."""
+        """Renew the leases of the replies under way; start delivering what is due (each buyer's first, buyers side by side)."""
+        if self._held and time.monotonic() - self._renewed > LEASE / 3:
+            await chats.renew_replies(self.db, list(self._held.values()), self.clock())
+            self._renewed = time.monotonic()
         replies = await chats.claim_replies(self.db, self.clock(), LEASE)
-        await asyncio.gather(*(self._in_turn(reply) for reply in replies))
+        for reply in replies:
+            self.dispatch(reply)
         return bool(replies)
 
     async def idle(self) -> None:
         """Until the replies under way are delivered (shutdown, tests)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        while self._held:
+            await asyncio.gather(*self._held, return_exceptions=True)
 
     @asynccontextmanager
     async def _turn(self, conversation: str) -> AsyncIterator[None]:
@@ -135,10 +149,10 @@ class Replies:
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
-            await Loop("crm.replies", self.round, every=1.0).run(stop)
+            await Loop("crm.replies", self.round, every=1.0, wake=self._wake).run(stop)
             await self.idle()
         finally:  # stopped before they were done: their replies stay claimed, taken again when the lease runs out
-            for task in self._tasks:
+            for task in list(self._held):
                 task.cancel()
 
     async def _deliver(self, reply: AmojoReply) -> None:

@@ -9,7 +9,10 @@ before the rest; the oldest first): the topic's texts queued meanwhile go as one
 time; a run of other messages as one ``copyMessages`` (at most 100 and half the group's budget; an album is
 never split). A lead's posts are leased together, so they stay in order across instances. A 429 the Bot
 session could not wait out pauses the group's budget for its ``retry_after``, and the posts go again; they
-are deleted only once posted.
+are deleted only once posted. Each request's posts are counted (``attempts``) before it leaves, and uncounted if
+Telegram surely refused it: a post counted already may be in the group (its instance died with the request under way,
+or Telegram's answer was lost), so it goes again after a notice saying the message below may be a repeat — a
+buyer's message is never lost, and never repeated unannounced.
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from bot.relay.chat import OperatorChat, replying_to
 from bot.relay.copier import TEXT_LIMIT, Copier, chunks, utf16_len
 from bot.relay.models import RelayPost, RelayTopic
 from bot.relay.topics import Topics
+from bot.sender import GaveUp
 from bot.texts import t
 
 log = structlog.get_logger(__name__)
@@ -148,11 +152,14 @@ async def claim(session: AsyncSession, chat_id: int, owner: str, now: datetime, 
     return []
 
 
-async def release(session: AsyncSession, ids: Sequence[int], owner: str, *, failed: bool = False) -> None:
-    values: dict[str, Any] = {"owner": None, "lease_until": None}
-    if failed:
-        values["attempts"] = RelayPost.attempts + 1
-    await session.execute(update(RelayPost).where(RelayPost.id.in_(list(ids)), RelayPost.owner == owner).values(**values)
+async def release(session: AsyncSession, ids: Sequence[int], owner: str) -> None:
+    await session.execute(update(RelayPost).where(RelayPost.id.in_(list(ids)), RelayPost.owner == owner)
+                          .values(owner=None, lease_until=None).execution_options(synchronize_session=False))
+
+
+async def count_attempt(session: AsyncSession, ids: Sequence[int], change: int) -> None:
+    """Count (``+1``, before its request leaves) or uncount (``-1``, Telegram surely refused it) a request of the posts."""
+    await session.execute(update(RelayPost).where(RelayPost.id.in_(list(ids))).values(attempts=RelayPost.attempts + change)
                           .execution_options(synchronize_session=False))
 
 
@@ -252,7 +259,7 @@ class Pacer:
             for segment in segments(posts, forum=await self.topics.is_forum(chat_id), copy_limit=copy_limit):
                 ids = [post.id for post in segment.posts]
                 skip = lead is None or (lead.is_banned and segment.kind != NOTICE)
-                pairs = [] if skip else await self._send(lead, segment)
+                pairs = [] if skip else await self._attempt(lead, segment)
                 async with self.chat.db.begin() as session:
                     if lead is not None and pairs:
                         await store.add_links(session, lead.id, "in", lead.tg_user_id, pairs, chat_id)
@@ -275,22 +282,39 @@ class Pacer:
         except (TelegramAPIError, OSError, TimeoutError) as exc:  # Telegram unreachable: again after the loop's back-off
             log.warning("relay.in_retry", lead_id=posts[0].lead_id, chat_id=chat_id, error=str(exc))
             async with self.chat.db.begin() as session:
-                await release(session, pending, self.owner, failed=True)
+                await release(session, pending, self.owner)
             raise
+
+    async def _attempt(self, lead: Lead, segment: _Segment) -> list[tuple[int, int]]:
+        """:meth:`_send`, counted before it leaves; after a notice if an earlier request may have posted it."""
+        ids = [post.id for post in segment.posts]
+        if segment.kind != NOTICE and any(post.attempts for post in segment.posts):
+            await self._notice(lead, t(self.chat.lang, "relay.repeated"))
+        async with self.chat.db.begin() as session:
+            await count_attempt(session, ids, +1)
+        try:
+            return await self._send(lead, segment)
+        except (GaveUp, TelegramAPIError):  # surely not posted
+            async with self.chat.db.begin() as session:
+                await count_attempt(session, ids, -1)
+            raise
+
+    async def _notice(self, lead: Lead, text: str) -> None:
+        chat = self.chat
+
+        async def notice(topic: RelayTopic) -> None:
+            async with chat.budgets.post(topic.chat_id):
+                await self.copier.call(SendMessage(chat_id=topic.chat_id, text=text, message_thread_id=topic.thread_id,
+                                                   reply_parameters=replying_to(topic.card_message_id if topic.thread_id is None else None)))
+
+        await self.topics.send_in_topic(lead, notice)
 
     async def _send(self, lead: Lead, segment: _Segment) -> list[tuple[int, int]]:
         """Post one segment in the lead's topic, holding its posts of the group's budget while the request is under way;
         ``(buyer message id, operator message id)`` pairs."""
         chat, call = self.chat, self.copier.call
         if segment.kind == NOTICE:
-            text = segment.posts[0].payload["text"]
-
-            async def notice(topic: RelayTopic) -> None:
-                async with chat.budgets.post(topic.chat_id):
-                    await call(SendMessage(chat_id=topic.chat_id, text=text, message_thread_id=topic.thread_id,
-                                           reply_parameters=replying_to(topic.card_message_id if topic.thread_id is None else None)))
-
-            await self.topics.send_in_topic(lead, notice)
+            await self._notice(lead, segment.posts[0].payload["text"])
             return []
         messages = segment.messages
         if segment.kind == "texts" and len(messages) > 1:

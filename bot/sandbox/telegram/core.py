@@ -62,12 +62,15 @@ class FaultInjector:
 
     def __init__(self) -> None:
         self._faults: list[Fault] = []
-        self._outages: dict[str, tuple[float, ApiError]] = {}  # lower-case method → (until, the error every call gets)
+        # (lower-case method, chat id or None for every chat) → (until, the error every call gets)
+        self._outages: dict[tuple[str, int | str | None], tuple[float, ApiError]] = {}
 
-    def outage(self, method: str, *, error_code: int, seconds: float, retry_after: int | None) -> None:
-        """Every call of ``method`` fails with ``error_code`` for the next ``seconds`` (0 ends the outage)."""
+    def outage(self, method: str, *, error_code: int, seconds: float, retry_after: int | None,
+               chat_id: int | str | None = None) -> None:
+        """Every call of ``method`` (to ``chat_id``, if given) fails with ``error_code`` for the next ``seconds``
+        (0 ends the outage)."""
         error = ApiError(error_code, default_description(error_code, retry_after), retry_after=retry_after)
-        self._outages[method.lower()] = (time.monotonic() + seconds, error)
+        self._outages[method.lower(), chat_id] = (time.monotonic() + seconds, error)
 
     def add(self, method: str, *, error_code: int, description: str | None, retry_after: int | None,
             count: int, chat_id: int | str | None) -> None:
@@ -78,11 +81,12 @@ class FaultInjector:
     def take(self, method: str, chat_id: int | str | None) -> ApiError | None:
         """The error for this call, if a rule matches (consuming one use of it)."""
         name = method.lower()
-        outage = self._outages.get(name)
-        if outage is not None:
-            if time.monotonic() < outage[0]:
-                return outage[1]
-            del self._outages[name]
+        for key in ((name, None), (name, chat_id)):
+            outage = self._outages.get(key)
+            if outage is not None:
+                if time.monotonic() < outage[0]:
+                    return outage[1]
+                del self._outages[key]
         if not self._faults:
             return None
         for fault in self._faults:

@@ -386,12 +386,14 @@ class TelegramSandbox:
         self._core.faults.add(method, error_code=error_code, description=description, retry_after=retry_after,
                               count=count, chat_id=chat_id)
 
-    def outage(self, method: str, *, seconds: float, error_code: int = 502, retry_after: int | None = None) -> None:
-        """Telegram down for ``method``: every call of it answers ``error_code`` (502 Bad Gateway by default; 429
-        with ``retry_after``) for the next ``seconds``; ``seconds=0`` ends it."""
+    def outage(self, method: str, *, seconds: float, error_code: int = 502, retry_after: int | None = None,
+               chat_id: int | str | None = None) -> None:
+        """Telegram down for ``method``: every call of it (to ``chat_id``, if given: a chat's flood wait is a 429
+        with ``retry_after``) answers ``error_code`` (502 Bad Gateway by default) for the next ``seconds``;
+        ``seconds=0`` ends it."""
         if error_code == 429 and retry_after is None:
             retry_after = 1
-        self._core.faults.outage(method, error_code=error_code, seconds=seconds, retry_after=retry_after)
+        self._core.faults.outage(method, error_code=error_code, seconds=seconds, retry_after=retry_after, chat_id=chat_id)
 
     def set_delay(self, seconds: float, *, method: str | None = None) -> None:
         """Delay answers to ``method`` (or every call) by ``seconds``; 0 removes the delay."""
