@@ -30,7 +30,9 @@ def _engine(url: str) -> AsyncEngine:
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            # FULL: a commit is on disk before it returns, so what was acknowledged to Telegram (an update's offset,
+            # a webhook's 200) survives a power cut or a crashed VM, not only a killed process (~0.3 ms a commit)
+            cursor.execute("PRAGMA synchronous=FULL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
