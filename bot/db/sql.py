@@ -2,9 +2,8 @@
 the «anything to do?» read and the lease of a batch of rows that background loops share."""
 from __future__ import annotations
 
-from typing import Any
-
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, Row, Select, case, exists, func, literal, select, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
