@@ -26,7 +26,7 @@ from bot.sandbox.balancer import Balancer, free_port
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.conftest import REDIS_URL, SECRET, TOKEN, make_settings, running
-from tests.test_inbox_crash import until
+from tests.test_inbox_crash import greetings, until
 from tests.test_cli import environment
 
 BUYERS = 12
@@ -217,6 +217,41 @@ async def test_behind_one_webhook_one_instance_registers_it_and_every_update_is_
         finally:
             for instance in instances:
                 await instance.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+async def test_a_rolling_restart_under_load_loses_and_repeats_nothing(sandbox: TelegramSandbox, postgres_url: str, tmp_path: Path) -> None:
+    """Two instances behind one webhook restarted one after the other (SIGTERM, then started again) while buyers
+    write: every message logged once in its chat's order, every buyer greeted once."""
+    ports = [free_port(), free_port()]
+    async with Balancer(ports) as balancer:
+        env = {"TELEGRAM_API_URL": sandbox.base_url, "DATABASE_URL": postgres_url, "REDIS_URL": REDIS_URL or "",
+               "PUBLIC_URL": f"http://127.0.0.1:{balancer.port}"}
+
+        def instance(name: str, port: int) -> Instance:
+            made = Instance(tmp_path, name, env)
+            made.port, made.env["HTTP_PORT"] = port, str(port)
+            return made
+
+        instances = [instance("a", ports[0]), instance("b", ports[1])]
+        try:
+            for each in instances:
+                await each.start()
+            await elected(instances)
+            buyers = await first_half(sandbox, 7600)
+            for index, name in enumerate(("a2", "b2")):
+                converse(buyers, MESSAGES // 2 + 2 * index, MESSAGES // 2 + 2 * index + 1)  # written while it stops
+                await instances[index].stop()
+                assert instances[index].process is not None and instances[index].process.returncode == 0, instances[index].log[-3000:]
+                converse(buyers, MESSAGES // 2 + 2 * index + 1, MESSAGES // 2 + 2 * index + 2)  # while it is away
+                instances[index] = await instance(name, ports[index]).start()
+                await elected(instances)
+            await logged_in_order(postgres_url, buyers, MESSAGES)
+            assert [greetings(sandbox, buyer.id) for buyer in buyers] == [1] * BUYERS
+        finally:
+            for each in instances:
+                await each.stop()
 
 
 @pytest.mark.postgres
