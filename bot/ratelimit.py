@@ -2,10 +2,10 @@
 shared by every instance through Redis (:class:`RedisWindow`), behind one interface (:class:`RateLimit`).
 
 A grant counts from when it is taken until ``period`` after it is given back. ``take(n)`` gives its
-grants back at once (a batch of broadcast messages); ``slot()`` holds one for the length of a
-request, so however late a request leaves or long it takes, ``limit + 1`` requests can never reach
-the other side within one period (as amoCRM and Telegram count). ``ready()`` waits until a grant is free
-without taking it (to gather what to send while waiting). ``pause(seconds)`` stops every grant (a 429).
+grants back at once; ``slot(n)`` holds them for the block (the requests they are for), so however late a
+request leaves or long it takes, ``limit + 1`` requests can never reach the other side within one period
+(as amoCRM and Telegram count). ``ready()`` waits until a grant is free without taking it (to gather what
+to send while waiting). ``pause(seconds)`` stops every grant (a 429).
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ class RateLimit(Protocol):
     async def take(self, want: int = 1) -> int:
         """Wait until ``want`` grants (or half the limit, if less) are free; take up to ``want``; how many."""
 
-    def slot(self) -> AbstractAsyncContextManager[None]:
-        """Wait for one grant and hold it for the block."""
+    def slot(self, want: int = 1) -> AbstractAsyncContextManager[int]:
+        """Wait as :meth:`take` does and hold the grants for the block; how many."""
 
     async def ready(self) -> None:
         """Wait until a grant is free; take none."""
@@ -74,10 +74,11 @@ class Window:
         return grant.count if grant else 0
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        grant = await self._grant(1, held=True)
+    async def slot(self, want: int = 1) -> AsyncIterator[int]:
+        grant = await self._grant(max(1, want), held=True)
+        assert grant is not None
         try:
-            yield
+            yield grant.count
         finally:
             grant.ends = self._clock() + self.period
             self._released.set()
@@ -117,13 +118,15 @@ class Window:
 # KEYS: the window (a sorted set of grants "<id>:<count>", scored by when they stop counting, in ms of
 # the Redis clock) and the pause. ARGV[1] is the operation: take (limit, period, want, least, id, hold:
 # a held grant counts until ``hold`` from now, so a dead process frees it; peek: take nothing), release (id,
-# period), pause (ms). take returns {granted, ms to wait} (peek: {free, 0} once ``least`` are free).
+# period: it counts until ``period`` from now, again if its hold ran out meanwhile), pause (ms). take returns
+# {granted, ms to wait} (peek: {free, 0} once ``least`` are free).
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local op = ARGV[1]
 if op == 'release' then
-  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[3]), ARGV[2])
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+  if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3])) end
   return 0
 end
 if op == 'pause' then
@@ -183,10 +186,10 @@ class RedisWindow:
         return (await self._grant(max(1, want), 0))[0]
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        _, grant = await self._grant(1, self.hold_ms)
+    async def slot(self, want: int = 1) -> AsyncIterator[int]:
+        granted, grant = await self._grant(max(1, want), self.hold_ms)
         try:
-            yield
+            yield granted
         finally:
             await self._script(keys=self.keys, args=["release", grant, self.period_ms])
 
@@ -200,9 +203,10 @@ class RedisWindow:
         await self.redis.aclose()
 
 
-def rate_limit(limit: int, period: float = 1.0, *, redis_url: str | None, key: str) -> Window | RedisWindow:
-    """Shared through Redis under ``key`` when ``redis_url`` is set, else this process's own."""
-    return RedisWindow(redis_url, key, limit, period) if redis_url else Window(limit, period)
+def rate_limit(limit: int, period: float = 1.0, *, redis_url: str | None, key: str, hold: float = 120.0) -> Window | RedisWindow:
+    """Shared through Redis under ``key`` when ``redis_url`` is set (a held grant frees itself after ``hold``
+    seconds, should its process die), else this process's own."""
+    return RedisWindow(redis_url, key, limit, period, hold=hold) if redis_url else Window(limit, period)
 
 
 class ChatSpacing:

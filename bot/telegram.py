@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import structlog
@@ -56,6 +58,27 @@ class Reached(BaseRequestMiddleware):
         return response
 
 
+_on_leaving: ContextVar[Callable[[], None] | None] = ContextVar("on_leaving", default=None)
+
+
+def on_leaving(callback: Callable[[], None]) -> None:
+    """Call ``callback`` as the current task's next Bot API request leaves (after whatever prepared it: a
+    PDF rendered, a file read), e.g. to start counting a rate limit's grant from the moment it really went."""
+    _on_leaving.set(callback)
+
+
+class Leaving(BaseRequestMiddleware):
+    """Runs the callback that :func:`on_leaving` set, just before the request is made."""
+
+    async def __call__(
+        self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot, method: TelegramMethod[TelegramType]
+    ) -> Response[TelegramType]:
+        callback = _on_leaving.get()
+        if callback is not None:
+            callback()
+        return await make_request(bot, method)
+
+
 async def call_once(bot: Bot, method: TelegramMethod[TelegramType]) -> TelegramType:
     """One request, without the session's flood-wait retries: for a caller that waits a 429 out itself (the send outbox)."""
     _pin(method.__returning__)
@@ -92,4 +115,5 @@ def create_bot(token: str, api_url: str, *, retry_flood: bool = True) -> Bot:
     session.middleware(Reached())
     if retry_flood:
         session.middleware(RetryAfterMiddleware())
+    session.middleware(Leaving())  # innermost: right before each request
     return Bot(token, session=session, default=DefaultBotProperties(parse_mode=ParseMode.HTML, link_preview_is_disabled=True))

@@ -43,6 +43,7 @@ from bot.journal import BLOCKED, Journal
 from bot.messenger import unreachable_reason
 from bot.ports import Catalog, SendDocument
 from bot.ratelimit import ChatSpacing, RateLimit, RedisChatSpacing
+from bot.telegram import on_leaving
 from broadcasts import segments, store
 from broadcasts.content import Content, Renderer, Validation, Variant, too_many_skipped
 from broadcasts.models import (
@@ -359,8 +360,11 @@ class _Run:
         return False
 
     async def _dispatch(self) -> None:
-        """Take tokens for the next sendable rows, write them ``sending``, start their calls."""
-        free = IN_FLIGHT - len(self.in_flight)
+        """Write the next sendable rows ``sending`` (at most one window of the rate limit), then start their
+        calls as grants come. Each grant is held until its request has left, so the window counts when the
+        requests really went (however long the rows took to write or a PDF to render), and no jitter before
+        that can bunch them at Telegram above the rate."""
+        free = min(IN_FLIGHT - len(self.in_flight), self.e.limiter.limit)
         if free <= 0:
             await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
             return
@@ -376,24 +380,40 @@ class _Run:
                 ready.append(row)
         if not ready:
             return
-        granted = await self.e.limiter.take(len(ready))
-        self.queue.extendleft(reversed(ready[granted:]))
-        batch = ready[:granted]
         await self._flush()
         async with self.e.db.begin() as session:
-            claimed = await store.mark_sending(session, [row.id for row in batch])
-        for row in batch:
-            if row.id in claimed:
-                task = asyncio.create_task(self._send(row))
-                self.in_flight.add(task)
-                task.add_done_callback(self.in_flight.discard)
+            claimed = await store.mark_sending(session, [row.id for row in ready])
+        batch = [row for row in ready if row.id in claimed]
+        while batch:
+            async with self.e.limiter.slot(len(batch)) as granted:
+                leaving = {self._start(row) for row in batch[:granted]}
+                batch = batch[granted:]
+                while leaving:  # (a catalogue takes a while to render: the lease is renewed meanwhile)
+                    _, leaving = await asyncio.wait(leaving, timeout=RENEW_EVERY)
+                    await self._flush()
 
-    async def _send(self, row: store.Row) -> None:
+    def _start(self, row: store.Row) -> asyncio.Future[None]:
+        """Start the row's call; the future is done once its request has left (or it failed before)."""
+        left = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(self._send(row, left))
+        self.in_flight.add(task)
+        task.add_done_callback(self.in_flight.discard)
+        return left
+
+    async def _send(self, row: store.Row, left: asyncio.Future[None]) -> None:
         r = row.recipient
+
+        def leaves() -> None:
+            if not left.done():
+                left.set_result(None)
+
         try:
             delay = await self.e.spacing.delay(r.tg_user_id)
-            if delay:
+            if delay:  # the chat had a message within the last second: give the grant back, take one when due
+                leaves()
                 await asyncio.sleep(delay)
+                await self.e.limiter.take(1)
+            on_leaving(leaves)
             message = await self.e.deliver(self.content.variant(row.variant), r, self.b.id)
         except TelegramRetryAfter as exc:
             await self.e.limiter.pause(exc.retry_after)
@@ -410,6 +430,8 @@ class _Run:
             self.sent.append(r.id)
             if self.e.log_sent:
                 self.logged.append((r.id, message))
+        finally:
+            leaves()
 
     def _failed(self, row: store.Row, exc: Exception) -> None:
         reason = unreachable_reason(exc)

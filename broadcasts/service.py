@@ -32,6 +32,7 @@ from broadcasts.sequences import Sequences, load_sequences, reached
 log = structlog.get_logger(__name__)
 
 POLL_SECONDS = 1.0
+HOLD = 10.0  # seconds a dead instance's held grants of the shared broadcast rate stay taken (text leaves in ms)
 REPLY_WINDOW = timedelta(hours=48)
 UNSUBSCRIBE_WINDOW = timedelta(hours=48)
 CONVERSION_WINDOW = timedelta(days=7)
@@ -65,7 +66,8 @@ class Broadcasts:
         self.bot = bot or (create_bot(token, settings.telegram_api_url, retry_flood=False) if token else None)
         self.paid = settings.broadcast_paid > 0
         self.rate = settings.broadcast_paid if self.paid else settings.broadcast_rate
-        self.limiter = limiter or rate_limit(*paced(self.rate), redis_url=settings.redis_url, key="optobot:broadcast:rate")
+        self.limiter = limiter or rate_limit(*paced(self.rate), redis_url=settings.redis_url, key="optobot:broadcast:rate",
+                                             hold=HOLD)
         self.renderer = Renderer(quiz, settings.default_language)
         self.engine = Engine(
             db, self.bot, journal, self.renderer, self.limiter, paid=self.paid, quiet_hours=QuietHours.parse(settings.quiet_hours),

@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from aiogram.types import FSInputFile
+from aiogram.types import Message as TgMessage
 from sqlalchemy import select
 
 from bot.app import App
 from bot.db.models import Lead, LeadEvent
+from bot.ports import SendDocument
 from bot.ratelimit import Window, paced
+from bot.sandbox.amocrm.server import peak_rate
 from bot.sandbox.telegram import TelegramSandbox
 from broadcasts import stats
 from broadcasts.content import MAX_SKIPPED
 from broadcasts.markup import plain
 from broadcasts.models import Delivery
+from broadcasts.segments import Recipient
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
     MOSCOW,
     FakeClock,
@@ -116,6 +122,34 @@ async def test_a_429_storm_pauses_the_whole_sender_and_fails_nobody(bapp: App, s
         late = [round(c.started_at - throttle.at, 3) for c in sends
                 if throttle.at + straggle < c.started_at < throttle.at + throttle.retry_after - 0.05]
         assert not late, f"{len(late)} sends arrived this many seconds into a {throttle.retry_after} s pause: {late}"
+
+
+class SlowCatalog:
+    """A catalogue that takes ``seconds`` to render for the ``slow`` buyers and no time for the others."""
+
+    def __init__(self, pdf: Path, slow: range, seconds: float) -> None:
+        self.pdf, self.slow, self.seconds = pdf, slow, seconds
+
+    async def send(self, buyer: Recipient, send: SendDocument) -> TgMessage:
+        if buyer.tg_user_id in self.slow:
+            await asyncio.sleep(self.seconds)
+        return await send(FSInputFile(self.pdf))
+
+
+async def test_a_slow_render_does_not_bunch_messages_above_the_rate(bapp: App, sandbox: TelegramSandbox, tmp_path: Path) -> None:
+    """The rate limit counts from when each request leaves. Counted from when its grant was taken, the first ten
+    catalogues (0.3 s to render) would reach Telegram with the next ten (none): 20 in one window of the limit."""
+    limit, period = paced(50)  # 10 in 0.2 s
+    bapp.broadcasts.engine.limiter = Window(limit, period)
+    (pdf := tmp_path / "catalog.pdf").write_bytes(b"%PDF-1.4 test")
+    bapp.broadcasts.engine.catalog = SlowCatalog(pdf, slow=range(5000, 5000 + limit), seconds=0.3)
+    await add_leads(bapp, sandbox, 4 * limit)
+    broadcast_id = await create(bapp, text="Каталог", message={"catalog": True})
+    await until_done(bapp, broadcast_id)
+
+    assert await states(bapp, broadcast_id) == {"sent": 4 * limit}
+    stamps = sorted(c.started_at for c in sandbox.calls if c.method == "sendDocument")
+    assert peak_rate(stamps, period * 0.95) <= limit
 
 
 async def test_server_errors_are_retried_then_recorded(bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:

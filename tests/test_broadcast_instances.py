@@ -95,7 +95,10 @@ async def test_two_instances_share_the_rate_and_the_survivor_finishes(survivor: 
 
     sends = sorted((c for c in sandbox.calls if c.method == "sendMessage"), key=lambda c: c.started_at)
     assert sandbox.throttles == []  # never over the sandbox's limit, in total
-    assert peak_rate([c.started_at for c in sends]) <= RATE + engine.limiter.limit  # the configured rate + one burst, in any 1 s
+    # In any 1 s: the configured rate (grants count from when the requests leave, so at most a window's limit leaves
+    # in any window), plus one window's worth for the time between leaving and the sandbox's stamp (it shares its
+    # event loop with the survivor). Counted from the grant instead, a slow write of the rows bunched them to 240–300.
+    assert peak_rate([c.started_at for c in sends]) <= RATE + engine.limiter.limit
     for broadcast_id, users in ((doomed_id, first_users), (kept_id, second_users)):
         rows = await deliveries(survivor, broadcast_id)
         got = {u: len(sandbox.messages(u, from_bot=True)) for u in users}

@@ -64,6 +64,23 @@ async def test_the_redis_window_is_shared_by_every_instance() -> None:
     assert stamps[-1] - min(stamps) >= 1.9
 
 
+@pytest.mark.redis
+async def test_a_redis_grant_held_past_its_hold_counts_from_when_it_is_given_back() -> None:
+    """A held grant frees itself after ``hold`` (its process may have died), yet if its holder gives it back later
+    (the requests left late), it counts a period from then like any other."""
+    limiter = RedisWindow(os.environ["OPTOBOT_TEST_REDIS_URL"], f"optobot:test:{uuid.uuid4().hex}", 4, 1.0, hold=0.2)
+    try:
+        async with limiter.slot(4) as granted:
+            assert granted == 4
+            await asyncio.sleep(0.3)
+            assert await asyncio.wait_for(limiter.take(1), 0.2) == 1  # the hold ran out: free again
+        given_back = time.monotonic()
+        await limiter.take(4)
+        assert time.monotonic() - given_back >= 0.95  # the four given back count until a period later
+    finally:
+        await limiter.close()
+
+
 async def test_two_instances_draining_together_send_each_note_once_in_order(database_url: str, amocrm) -> None:  # noqa: F811
     databases, envs = [], []
     clock = FakeClock()
