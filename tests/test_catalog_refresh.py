@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from bot.catalog.importer import read_mapping, run_import
-from bot.catalog.imports import Imports
+from bot.catalog.imports import LEASE, Imports
 from bot.catalog.models import CatalogImport
 from bot.catalog.render import CatalogRenderer
 from bot.catalog.store import Store
@@ -23,6 +23,7 @@ from bot.db.session import Database, open_database
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import buttons
 from tests.conftest import make_settings, running
+from tests.crm_support import eventually
 from tests.test_catalog_import import FEED, feed, folder  # noqa: F401  (fixtures)
 
 ADMIN = 4242
@@ -33,6 +34,7 @@ class Feed:
 
     def __init__(self) -> None:
         self.body, self.etag, self.asked = FEED.encode(), '"f1"', []
+        self.gate: threading.Event | None = None  # while set here (and not yet open), requests wait for it
 
     def serve(self) -> tuple[ThreadingHTTPServer, str]:
         feed = self
@@ -40,6 +42,8 @@ class Feed:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 feed.asked.append(self.headers.get("If-None-Match"))
+                if feed.gate is not None:
+                    feed.gate.wait(30)
                 if self.headers.get("If-None-Match") == feed.etag:
                     self.send_response(304)
                     self.end_headers()
@@ -120,6 +124,33 @@ async def test_scheduled_refresh_once_per_period_and_nothing_when_unchanged(
     assert store.current().version != first and len(notices) == 1
     kettle = next(p for p in store.current().products if p.sku == "W-1")
     assert kettle.prices["small"] == 2700
+
+
+async def test_a_refresh_whose_process_died_is_done_again_in_its_period(
+        folder: Path, tmp_path: Path, served: tuple[Feed, str], db: Database, sandbox: TelegramSandbox, database_url: str) -> None:  # noqa: F811
+    feed_, url = served
+    settings = make_settings(sandbox, database_url, tmp_path / "data", CATALOG_DIR=folder, CATALOG_SOURCE=url, CATALOG_REFRESH="1h")
+    clock = Clock()
+
+    async def notify(text: str) -> None:
+        raise AssertionError(text)
+
+    store = Store(folder, tmp_path / "data")
+    dead, alive = (Imports(settings, db, Store(folder, tmp_path / "data"), notify, clock) for _ in range(2))
+    feed_.gate = threading.Event()
+    dying = asyncio.create_task(dead.refresh_once())
+    await eventually(lambda: feed_.asked == [None])  # its row says running; the feed has not answered yet
+    dying.cancel()  # the instance dies there: its row stays running, its lease is no longer renewed
+    feed_.gate.set()
+    feed_.gate = None
+    assert await alive.refresh_once() is False and feed_.asked == [None]  # within its lease: the period's refresh is its
+
+    clock.now += LEASE + timedelta(seconds=1)  # the same period, the lease run out
+    await alive.refresh_once()
+    assert feed_.asked == [None, None] and {p.sku for p in store.current().products} == {"T-101", "W-1", "W-2"}
+    async with db() as session:
+        rows = (await session.execute(select(CatalogImport))).scalars().all()
+    assert [(r.origin, r.status, r.etag) for r in rows] == [("refresh", "applied", '"f1"')]  # the period's one row, done
 
 
 async def test_admin_upload_is_applied_on_the_button(folder: Path, feed: Path, tmp_path: Path, sandbox: TelegramSandbox,  # noqa: F811

@@ -1,17 +1,20 @@
 """Imports as the service and the command run them, each recorded in ``catalog_imports`` (this module owns its queries):
 ``optobot catalog import``, an admin's upload waiting for «Применить», and the scheduled refresh of ``CATALOG_SOURCE`` (``CATALOG_REFRESH``): one refresh per period
-across instances (the instance that inserts the period's row does it), conditional on the feed's ETag/Last-Modified."""
+across instances (the instance that inserts the period's row does it), conditional on the feed's ETag/Last-Modified.
+An import running renews its lease; one whose lease ran out (its process died) is marked ``interrupted`` by the next
+import to begin, and the refresh of its period is done again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import structlog
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.catalog.importer import APPLIED, PENDING, REFUSED, Fetched, Report, fetch_source, read_mapping, run_import
@@ -25,7 +28,8 @@ from bot.loops import Loop, Worker
 
 log = structlog.get_logger(__name__)
 
-UNCHANGED, CANCELLED = "unchanged", "cancelled"
+RUNNING, UNCHANGED, CANCELLED, INTERRUPTED = "running", "unchanged", "cancelled", "interrupted"
+LEASE = timedelta(seconds=60)  # renewed every third of it while the import runs
 #: Tell the admins about a refresh that was not applied (report text).
 Notify = Callable[[str], Awaitable[None]]
 
@@ -54,9 +58,15 @@ class Imports:
         self.workers: list[Worker] = [Loop("catalog.refresh", self.refresh_once, every=min(60.0, self.period)).run] if self.period else []
 
     async def _begin(self, origin: str, source: str, slot: str | None = None) -> int | None:
-        """A row for a new import (``None``: the ``slot`` is taken, another instance does it)."""
-        values = {"slot": slot, "origin": origin, "source": source[:512], "status": "running", "report": "", "created_at": self.clock()}
+        """A row for a new import (``None``: the ``slot`` is taken, another instance does it); first, the imports whose
+        process died are marked interrupted, and the ``slot`` of one is taken again."""
+        now = self.clock()
+        values = {"slot": slot, "origin": origin, "source": source[:512], "status": RUNNING, "report": "", "created_at": now,
+                  "lease_until": now + LEASE}
         async with self.db.begin() as session:
+            await session.execute(update(CatalogImport).where(
+                CatalogImport.status == RUNNING, or_(CatalogImport.lease_until.is_(None), CatalogImport.lease_until < now))
+                .values(status=INTERRUPTED, finished_at=now, report="its process stopped before it ended"))
             if slot is None:
                 row = CatalogImport(**values)
                 session.add(row)
@@ -64,8 +74,29 @@ class Imports:
                 return row.id
             inserted = await session.execute(insert_ignore(session, CatalogImport).values(**values))
             if inserted.rowcount != 1:
-                return None
+                retaken = await session.execute(update(CatalogImport).where(
+                    CatalogImport.slot == slot, CatalogImport.status == INTERRUPTED).values(**values, finished_at=None))
+                if retaken.rowcount != 1:
+                    return None
             return int((await session.execute(select(CatalogImport.id).where(CatalogImport.slot == slot))).scalar_one())
+
+    @contextlib.asynccontextmanager
+    async def _leased(self, import_id: int) -> AsyncIterator[None]:
+        """Renew the import's lease while the block runs."""
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE.total_seconds() / 3)
+                async with self.db.begin() as session:
+                    await session.execute(update(CatalogImport).where(CatalogImport.id == import_id, CatalogImport.status == RUNNING)
+                                          .values(lease_until=self.clock() + LEASE))
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
 
     async def _finish(self, import_id: int, status: str, report: Report | None, lang: str, **values: Any) -> None:
         async with self.db.begin() as session:
@@ -80,7 +111,8 @@ class Imports:
             fetched, base = await read_source(client, source)
         import_id = await self._begin("command", source)
         assert import_id is not None
-        report = await self._import(source, fetched.data or b"", base=base, mapping=mapping, dry_run=dry_run, force=force)
+        async with self._leased(import_id):
+            report = await self._import(source, fetched.data or b"", base=base, mapping=mapping, dry_run=dry_run, force=force)
         await self._finish(import_id, report.status, report, self.settings.default_language,
                            etag=fetched.etag, last_modified=fetched.last_modified)
         return report
@@ -89,7 +121,8 @@ class Imports:
         """An admin's file: checked and saved, waiting for :meth:`apply` (or :meth:`cancel`)."""
         import_id = await self._begin("upload", name)
         assert import_id is not None
-        report = await self._import(name, data, base=None, pending=True)
+        async with self._leased(import_id):
+            report = await self._import(name, data, base=None, pending=True)
         await self._finish(import_id, report.status, report, self.settings.default_language)
         return import_id, report
 
@@ -130,6 +163,11 @@ class Imports:
         import_id = await self._begin("refresh", source, slot)
         if import_id is None:
             return False
+        async with self._leased(import_id):
+            await self._refresh(import_id, source)
+        return False
+
+    async def _refresh(self, import_id: int, source: str) -> None:
         lang = self.settings.default_language
         async with self.db() as session:
             last = (await session.execute(select(CatalogImport.etag, CatalogImport.last_modified).where(
@@ -143,14 +181,13 @@ class Imports:
             report = Report(source=source, reason=str(error))
             await self._finish(import_id, REFUSED, report, lang)
             await self.notify(report.text(lang))
-            return False
+            return
         if fetched.data is None:
             await self._finish(import_id, UNCHANGED, None, lang, etag=etag, last_modified=modified)
             log.info("catalog.refresh_unchanged", source=source)
-            return False
+            return
         report = await self._import(source, fetched.data, base=base)
         await self._finish(import_id, report.status, report, lang, etag=fetched.etag, last_modified=fetched.last_modified)
         log.info("catalog.refreshed", source=source, status=report.status, version=report.version)
         if report.status != APPLIED:
             await self.notify(report.text(lang))
-        return False

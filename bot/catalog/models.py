@@ -19,10 +19,11 @@ class CatalogImport(Base):
     slot: Mapped[str | None] = mapped_column(String(64), unique=True)
     origin: Mapped[str] = mapped_column(String(16))  # command | upload | refresh
     source: Mapped[str] = mapped_column(String(512))
-    status: Mapped[str] = mapped_column(String(16), default="running")  # running | applied | refused | pending | cancelled | unchanged | dry-run
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running | applied | refused | pending | cancelled | unchanged | dry-run | interrupted
     version: Mapped[str | None] = mapped_column(String(64))
     etag: Mapped[str | None] = mapped_column(String(256))
     last_modified: Mapped[str | None] = mapped_column(String(64))
     report: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    lease_until: Mapped[datetime | None]  # while running: past it, its process died
