@@ -15,6 +15,7 @@ from aiogram.exceptions import (
     TelegramBadRequest,
     TelegramConflictError,
     TelegramForbiddenError,
+    TelegramNetworkError,
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
@@ -268,6 +269,29 @@ async def test_fail_next_injects_errors_before_executing(sandbox: TelegramSandbo
     await bot.send_message(BUYER, "slow")
     assert time.perf_counter() - started >= 0.05
     sandbox.set_delay(0, method="sendMessage")
+
+
+async def test_drop_next_leaves_the_client_without_an_answer_with_the_call_executed_or_not(
+        sandbox: TelegramSandbox, bot: Bot) -> None:
+    """The request arrives and the connection is dropped: aiogram sees a network error after sending (not a refused
+    connection), whether the sandbox delivered the message first (the default) or not."""
+    sandbox.drop_next("sendMessage", chat_id=BUYER)
+    with pytest.raises(TelegramNetworkError) as error:
+        await bot.send_message(BUYER, "delivered, answer lost")
+    assert isinstance(error.value.__cause__, aiohttp.ServerDisconnectedError)
+    assert [m["text"] for m in sandbox.messages(BUYER)] == ["delivered, answer lost"]
+    call = sandbox.calls[-1]
+    assert (call.method, call.dropped, call.ok, call.result["text"]) == ("sendMessage", True, True, "delivered, answer lost")
+
+    sandbox.drop_next("sendMessage", executed=False)
+    with pytest.raises(TelegramNetworkError):
+        await bot.send_message(BUYER, "lost on the way")
+    assert [m["text"] for m in sandbox.messages(BUYER)] == ["delivered, answer lost"]
+    call = sandbox.calls[-1]
+    assert (call.dropped, call.ok, call.error_code, call.result) == (True, False, None, None)
+
+    assert (await bot.send_message(BUYER, "answered")).text == "answered"  # one call each, then answers again
+    assert sandbox.calls[-1].dropped is False
 
 
 async def test_rate_limits(sandbox: TelegramSandbox, bot: Bot) -> None:

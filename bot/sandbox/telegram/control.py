@@ -9,6 +9,7 @@ Binary ``content`` for ``send_media`` / ``send_album`` items travels as
     POST /sandbox/add_user        {"user_id": 1, "first_name": "Ann"}
     POST /sandbox/send_text       {"user_id": 1, "text": "/start"}
     POST /sandbox/wait_for_messages {"chat_id": 1, "count": 1, "timeout": 5}
+    POST /sandbox/drop_next       {"method": "sendMessage", "executed": true}
     POST /sandbox/outage          {"method": "sendMessage", "seconds": 30, "error_code": 429, "retry_after": 1}
     GET  /sandbox/calls?offset=0&method=sendMessage
 """
@@ -33,7 +34,7 @@ ACTIONS = (
     "add_user", "add_group", "block", "unblock", "deactivate", "join", "leave",
     "send_text", "send_media", "send_contact", "send_album", "edit_text", "click",
     "messages", "last", "topics", "reply_keyboard", "bot_commands", "wait_for_messages", "wait_for_call",
-    "rate_limits", "fail_next", "outage", "set_delay",
+    "rate_limits", "fail_next", "drop_next", "outage", "set_delay",
 )
 
 

@@ -20,7 +20,9 @@ class CallRecord:
     """One Bot API request: what was asked and what the sandbox answered.
 
     ``started_at``/``finished_at`` are :func:`time.perf_counter` values taken when
-    the request arrived and when its answer was ready.
+    the request arrived and when its answer was ready.  ``dropped``: the connection was dropped instead of
+    answering (:meth:`TelegramSandbox.drop_next`); ``ok`` and ``result`` then say what the call did, unseen by the
+    client (a call dropped before it was executed is ``ok=False`` with no ``error_code``).
     """
 
     method: str
@@ -32,6 +34,7 @@ class CallRecord:
     error_code: int | None = None
     description: str | None = None
     result: Any = None
+    dropped: bool = False
 
 
 @dataclass(slots=True)
@@ -45,9 +48,18 @@ class ThrottleRecord:
     at: float
 
 
+class ConnectionDrop(Exception):
+    """A call answered by dropping the connection (``drop_next``), after executing it or not."""
+
+    def __init__(self, executed: bool) -> None:
+        super().__init__("connection dropped " + ("after executing the call" if executed else "before executing the call"))
+        self.executed = executed
+
+
 @dataclass(slots=True)
 class Fault:
-    """``fail_next`` rule: the next ``count`` matching calls answer with this error."""
+    """``fail_next``/``drop_next`` rule: the next ``count`` matching calls answer with this error, or (``drop``
+    set) get no answer at all: ``drop`` is the :class:`ConnectionDrop` they get."""
 
     method: str  # lower-case method name
     error_code: int
@@ -55,6 +67,7 @@ class Fault:
     retry_after: int | None
     count: int
     chat_id: int | str | None
+    drop: ConnectionDrop | None = None
 
 
 class FaultInjector:
@@ -78,8 +91,12 @@ class FaultInjector:
         description = description or default_description(error_code, retry_after)
         self._faults.append(Fault(method.lower(), error_code, description, retry_after, count, chat_id))
 
-    def take(self, method: str, chat_id: int | str | None) -> ApiError | None:
-        """The error for this call, if a rule matches (consuming one use of it)."""
+    def add_drop(self, method: str, *, executed: bool, count: int, chat_id: int | str | None) -> None:
+        """Make the next ``count`` calls of ``method`` (to ``chat_id``, if given) get no answer."""
+        self._faults.append(Fault(method.lower(), 0, "", None, count, chat_id, ConnectionDrop(executed)))
+
+    def take(self, method: str, chat_id: int | str | None) -> ApiError | ConnectionDrop | None:
+        """The error (or dropped connection) for this call, if a rule matches (consuming one use of it)."""
         name = method.lower()
         for key in ((name, None), (name, chat_id)):
             outage = self._outages.get(key)
@@ -94,6 +111,8 @@ class FaultInjector:
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)
+                if fault.drop is not None:
+                    return fault.drop
                 return ApiError(fault.error_code, fault.description, retry_after=fault.retry_after)
         return None
 

@@ -386,6 +386,14 @@ class TelegramSandbox:
         self._core.faults.add(method, error_code=error_code, description=description, retry_after=retry_after,
                               count=count, chat_id=chat_id)
 
+    def drop_next(self, method: str, *, executed: bool = True, count: int = 1, chat_id: int | str | None = None) -> None:
+        """The next ``count`` calls of ``method`` (to ``chat_id``, if given) get no answer: the request arrives and
+        the connection is dropped instead of answering it, as when the network or a proxy on the way fails while the
+        bot waits. With ``executed`` (the default) the call is carried out first (the message is delivered, only the
+        answer is lost); without it, it is not. The bot cannot tell which: its outcome is unknown. Recorded in
+        :attr:`calls` with ``dropped=True``."""
+        self._core.faults.add_drop(method, executed=executed, count=count, chat_id=chat_id)
+
     def outage(self, method: str, *, seconds: float, error_code: int = 502, retry_after: int | None = None,
                chat_id: int | str | None = None) -> None:
         """Telegram down for ``method``: every call of it (to ``chat_id``, if given: a chat's flood wait is a 429

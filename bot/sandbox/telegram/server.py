@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from .core import CallRecord, Core, ThrottleRecord
+from .core import CallRecord, ConnectionDrop, Core, ThrottleRecord
 from .errors import ApiError, RateLimited, not_found, unauthorized
 from .files import MAX_UPLOAD_SIZE, MB
 from .methods import RawJson, method_table
@@ -76,16 +76,24 @@ class ApiServer:
             self.core.record(CallRecord(name, {}, None, started, time.perf_counter(), False, error.error_code,
                                         error.description))
             return _json_response(error.error_code, json.dumps(error.to_dict()))
-        status, body = await self.call(name, params, started)
+        try:
+            status, body = await self.call(name, params, started)
+        except ConnectionDrop:
+            # No answer: the connection goes without one (aiohttp ignores the response below, its client is gone).
+            if request.transport is not None:
+                request.transport.close()
+            return _json_response(502, "")
         return _json_response(status, body)
 
     async def call(self, name: str, params: Params, started: float | None = None) -> tuple[int, str]:
-        """Run Bot API method ``name``; record the call; return ``(http_status, json_body)``."""
+        """Run Bot API method ``name``; record the call; return ``(http_status, json_body)``, or raise
+        :class:`ConnectionDrop` for a call that gets no answer (``drop_next``; recorded with ``dropped``)."""
         started = time.perf_counter() if started is None else started
         method = self.methods.get(name.lower())
         canonical = method.name if method is not None else name
         chat_id = _chat_key(params.raw("chat_id"))
         result: Any = None
+        drop: ConnectionDrop | None = None
         try:
             if method is None:
                 raise not_found()
@@ -93,9 +101,12 @@ class ApiServer:
             if delay:
                 await asyncio.sleep(delay)
             injected = self.core.faults.take(canonical, chat_id)
-            if injected is not None:
+            if isinstance(injected, ConnectionDrop):
+                drop = injected
+            elif injected is not None:
                 raise injected
-            result = await method.handler(params)
+            if drop is None or drop.executed:
+                result = await method.handler(params)
         except Exception as exc:
             error = exc if isinstance(exc, ApiError) else self._internal_error(canonical, exc)
             status, body = error.error_code, json.dumps(error.to_dict(), ensure_ascii=False)
@@ -104,14 +115,22 @@ class ApiServer:
                 scope = error.scope if isinstance(error, RateLimited) else "injected"
                 self.core.throttles.append(ThrottleRecord(canonical, chat_id, error.retry_after, scope, finished))
             self.core.record(CallRecord(canonical, params.for_record(), chat_id, started, finished, False,
-                                        error.error_code, error.description))
+                                        error.error_code, error.description, dropped=drop is not None))
+            if drop is not None:
+                raise drop
             return status, body
+        if drop is not None and not drop.executed:
+            self.core.record(CallRecord(canonical, params.for_record(), chat_id, started, time.perf_counter(), False,
+                                        description=str(drop), dropped=True))
+            raise drop
         if isinstance(result, RawJson):
             body = '{"ok":true,"result":' + result + "}"
         else:
             body = json.dumps({"ok": True, "result": result}, ensure_ascii=False)
         self.core.record(CallRecord(canonical, params.for_record(), chat_id, started, time.perf_counter(), True,
-                                    result=result))
+                                    result=result, dropped=drop is not None))
+        if drop is not None:
+            raise drop
         return 200, body
 
     @staticmethod
@@ -137,7 +156,10 @@ class ApiServer:
             return  # Telegram ignores a webhook answer it cannot read
         name = params.values.pop("method", None)
         if name:
-            await self.call(str(name), params)
+            try:
+                await self.call(str(name), params)
+            except ConnectionDrop:
+                pass  # nobody waits for the answer to a webhook reply
 
     # -- files ---------------------------------------------------------------------
 
