@@ -170,6 +170,29 @@ async def test_server_errors_are_retried_then_recorded(bapp: App, sandbox: Teleg
     assert texts(sandbox, 5000) == ["Привет, Покупатель0!"] and texts(sandbox, 5001) == []
 
 
+async def test_a_connection_lost_after_sending_makes_the_row_unknown_never_resent_and_reported(
+        bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:
+    """The request reached Telegram and the answer never came: delivered (5000) or not (5001), the bot cannot
+    tell, so the row is ``unknown``, is not tried again, and the report counts it."""
+    await add_leads(bapp, sandbox, 3)
+    sandbox.drop_next("sendMessage", chat_id=5000)
+    sandbox.drop_next("sendMessage", executed=False, chat_id=5001)
+    broadcast_id = await create(bapp)
+    await until_done(bapp, broadcast_id)
+    for _ in range(3):  # past every retry time a 5xx would have had
+        clock.advance(minutes=1)
+        await until_done(bapp, broadcast_id)
+
+    first, second, third = await deliveries(bapp, broadcast_id)
+    assert (first.state, second.state, third.state) == ("unknown", "unknown", "sent")
+    assert "ServerDisconnectedError" in first.error
+    assert [len(texts(sandbox, user_id)) for user_id in (5000, 5001, 5002)] == [1, 0, 1]
+    assert sum(c.method == "sendMessage" and c.chat_id in (5000, 5001) for c in sandbox.calls) == 2  # never resent
+    assert (await broadcast(bapp, broadcast_id)).state == "finished"
+    report = stats.report("en", await bapp.broadcasts.campaigns.stats(broadcast_id), "Europe/Moscow")
+    assert "unknown 2" in report
+
+
 @pytest.mark.parametrize("broadcast_settings", [{"BROADCAST_MAX_ERRORS": 3}])
 async def test_consecutive_errors_pause_the_broadcast(bapp: App, sandbox: TelegramSandbox) -> None:
     await add_leads(bapp, sandbox, 6)
