@@ -185,6 +185,25 @@ async def test_a_forged_or_replayed_hook_is_refused_and_sends_nothing(
     assert [p["message"]["text"] for p in kept] == ["настоящий ответ"]
 
 
+async def test_a_repeated_hook_for_one_amocrm_message_is_one_reply(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    """amoCRM sends a reply's hook twice at once, then again after it was delivered: the buyer gets it once."""
+    app, conversation, _ = opened
+    status, message_id = await amocrm.chats.reply(conversation, "Счёт отправлен", copies=2)
+    assert (await buyer.reply())["text"] == "Счёт отправлен"
+    again = await amocrm.chats.redeliver(message_id)
+    _, later = await amocrm.chats.reply(conversation, "Проверьте почту")  # a later reply: goes after anything before it
+    assert (await buyer.reply(timeout=20))["text"] == "Проверьте почту"
+    async with app.db() as session:
+        kept = (await session.scalars(select(AmojoReply.message_id).order_by(AmojoReply.id))).all()
+    texts = [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)]
+    assert (status, again) == (200, 200)
+    assert texts.count("Счёт отправлен") == 1 and texts[-2:] == ["Счёт отправлен", "Проверьте почту"]
+    assert kept == [message_id, later]
+    await eventually(lambda: statuses(amocrm, conversation, later) != [], timeout=15)
+    assert statuses(amocrm, conversation, message_id) == [{"delivery_status": 1}]
+
+
 async def test_media_links_expire_are_unforgeable_and_never_hold_the_bot_token(
         sandbox: TelegramSandbox, amocrm: AmoSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer) -> None:
     settings, registered = channel_settings(sandbox, amocrm, database_url, tmp_path)

@@ -10,10 +10,12 @@
   updated by what each of their messages says of them (``sender``).
 * A chat linked to a contact (``POST /api/v4/contacts/chats``) shows on that contact's lead; a buyer's
   message in a chat linked to no contact makes an "unsorted" lead (``unsorted``), as amoCRM does.
-* :meth:`ChatsApi.reply` plays a manager answering in amoCRM: the signed hook goes to the channel's URL.
+* :meth:`ChatsApi.reply` plays a manager answering in amoCRM: the signed hook goes to the channel's URL
+  (:meth:`ChatsApi.redeliver` sends the same hook again, as amoCRM does when it took an answer for lost).
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -70,6 +72,7 @@ class ChatsApi:
         self.refused = 0
         self._links = itertools.count(1)
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.hooks: dict[str, tuple[str, bytes, str]] = {}  # message id → the hook sent for it (URL, body, signature)
         self.base_url = ""  # set by the server
 
     # ------------------------------------------------------------ support
@@ -243,10 +246,12 @@ class ChatsApi:
         return self.chats.get(chat_id) if chat_id else None
 
     async def reply(self, conversation_id: str, text: str = "", *, manager: str = "Мария Соколова", kind: str = "text",
-                    media: str = "", file_name: str = "", secret: str | None = None, date_offset: float = 0) -> tuple[int, str]:
+                    media: str = "", file_name: str = "", secret: str | None = None, date_offset: float = 0,
+                    copies: int = 1) -> tuple[int, str]:
         """A manager answers in the chat; the signed hook goes to the channel's URL. Returns (HTTP status, message id).
 
-        ``secret`` signs with another key (a forgery); ``date_offset`` moves the hook's time (a replay).
+        ``secret`` signs with another key (a forgery); ``date_offset`` moves the hook's time (a replay); ``copies`` sends
+        the hook that many times at once (amoCRM's retry crossing the first; the status is the worst of them).
         """
         chat = self.chat(conversation_id)
         assert chat is not None, f"no chat {conversation_id}"
@@ -264,12 +269,17 @@ class ChatsApi:
                               "timestamp": int(now), "statuses": [], **content})
         body = json.dumps(hook, ensure_ascii=False).encode()
         signature = hmac.new((secret or channel.secret).encode(), body, hashlib.sha1).hexdigest()
-        url = channel.hook_url.replace(":scope_id", chat.scope_id)
+        self.hooks[message_id] = (channel.hook_url.replace(":scope_id", chat.scope_id), body, signature)
         chat.messages[-1]["hook_at"] = time.monotonic()  # when the hook left (benchmarks)
+        return max(await asyncio.gather(*(self.redeliver(message_id) for _ in range(copies)))), message_id
+
+    async def redeliver(self, message_id: str) -> int:
+        """The hook of a reply (:meth:`reply`) is sent again, byte for byte; its HTTP status."""
+        url, body, signature = self.hooks[message_id]
         async with aiohttp.ClientSession() as session, session.post(
             url, data=body, headers={"Content-Type": "application/json", "X-Signature": signature},
         ) as response:
-            return response.status, message_id
+            return response.status
 
     def transcript(self, conversation_id: str) -> list[str]:
         """The chat as amoCRM shows it: ``← buyer``, ``→ author`` lines, with media and delivery status."""
