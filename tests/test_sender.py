@@ -109,6 +109,31 @@ async def test_a_blocked_buyer_is_not_retried(app, sandbox: TelegramSandbox, buy
     assert len(failed) == 1 and failed[0].attempts == 1 and "blocked" in failed[0].error
 
 
+async def test_a_greeting_whose_answer_was_lost_is_unknown_and_a_service_message_is_sent_again(
+        app, sandbox: TelegramSandbox, buyer: Buyer) -> None:  # type: ignore[no-untyped-def]
+    """The connection drops after the request left (no answer): the greeting's intro, which reached the buyer, is
+    recorded ``unknown`` and not sent again; a service message in the same case (here lost before Telegram took it)
+    is sent again, and arrives."""
+    sandbox.drop_next("sendMessage", chat_id=buyer.id)  # the intro is delivered, its answer lost
+    buyer.send("/start")
+    intro, question = await buyer.replies(2)
+    sandbox.drop_next("sendMessage", executed=False, chat_id=buyer.id)  # the phone's confirmation never got there
+    buyer.share_phone("+79990001122")
+    confirmation, _ = await buyer.replies(2)
+    await app.inbox.idle()
+    await app.sender.flushed()
+    async with app.db() as session:
+        rows = (await session.execute(select(TgSend).order_by(TgSend.id))).scalars().all()
+
+    assert [(row.kind, row.state, row.attempts) for row in rows] == [
+        ("greeting", "unknown", 1), ("greeting", "sent", 1), ("service", "sent", 2), ("service", "sent", 1)]
+    assert "ServerDisconnectedError" in rows[0].error and rows[0].text == intro["text"]
+    assert rows[2].text == confirmation["text"] and "+79990001122" in confirmation["text"]
+    texts = [message["text"] for message in sandbox.messages(buyer.id, from_bot=True)]
+    assert texts == [intro["text"], question["text"], confirmation["text"], texts[3]]  # nothing twice, nothing lost
+    assert sum(call.method == "sendMessage" and call.chat_id == buyer.id for call in sandbox.calls) == 5
+
+
 async def test_the_catalogue_outlives_an_outage(app, sandbox: TelegramSandbox, buyer: Buyer) -> None:  # type: ignore[no-untyped-def]
     """A tap on «catalogue» while Telegram answers 502 to every upload: the PDF and the price list arrive once it is back."""
     from tests.test_journey_catalog import arrive
