@@ -198,6 +198,36 @@ async def test_a_buyer_who_blocked_the_bot_is_reported_and_flagged(app: App, san
     assert await logged(app, author="manager") == []
 
 
+async def test_an_answer_with_an_unknown_outcome_is_announced_not_resent_and_a_refused_one_is_reported_not_sent(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer, buyer: Buyer, team: Team) -> None:
+    """The connection drops after the copy left (it reached the buyer): the topic says Telegram did not confirm it and
+    it is not copied again. A copy Telegram refuses, or does not take within ``SEND_RETRY_FOR``, is reported as not sent."""
+    async with running(relay_settings(sandbox, database_url, tmp_path, SEND_RETRY_FOR=1.5), renderer) as app:
+        thread = (await open_topic(app, buyer, team)).thread
+        sandbox.drop_next("copyMessage", chat_id=buyer.id)
+        unconfirmed = team.say(IVAN, thread, "Добрый день! Вот прайс.")
+        notice = (await team.wait(thread, 3))[2]
+        assert notice["text"].startswith("❔ Telegram не подтвердил доставку (связь оборвалась)")
+        assert notice["reply_to_message"]["message_id"] == unconfirmed["message_id"]
+
+        sandbox.fail_next("copyMessage", error_code=400, description="Bad Request: message to copy not found", chat_id=buyer.id)
+        refused = team.say(IVAN, thread, "А вот каталог.")
+        notice = (await team.wait(thread, 4))[3]
+        assert notice["text"].startswith("⚠️ Не отправлено: Bad Request: message to copy not found · ")
+        assert notice["reply_to_message"]["message_id"] == refused["message_id"]
+
+        sandbox.outage("copyMessage", seconds=60, chat_id=buyer.id)  # longer than the window
+        late = team.say(IVAN, thread, "Вы здесь?")
+        notice = (await team.wait(thread, 5, timeout=30))[4]
+        sandbox.outage("copyMessage", seconds=0, chat_id=buyer.id)
+        assert notice["text"].startswith("⚠️ Не отправлено: ") and notice["reply_to_message"]["message_id"] == late["message_id"]
+        await app.inbox.idle()
+
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)] == [THANKS, "Добрый день! Вот прайс."]
+    assert sum(call.method == "copyMessage" and str(call.params.get("message_id")) == str(unconfirmed["message_id"])
+               for call in sandbox.calls) == 1  # never copied again
+
+
 async def test_broadcasts_are_not_mirrored_but_replies_to_them_are(app: App, sandbox: TelegramSandbox, buyer: Buyer, team: Team) -> None:
     thread = (await open_topic(app, buyer, team)).thread
     broadcast = await app.bot.send_message(buyer.id, "Новая коллекция уже на складе!")  # as the broadcast engine sends
