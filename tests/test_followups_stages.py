@@ -111,6 +111,31 @@ async def test_quiet_hours_in_the_buyers_time_zone_hold_it_until_morning(app: Ap
     assert len(bot_texts(sandbox, buyer.id)) == 1
 
 
+async def test_a_deal_that_moves_on_overnight_sends_only_the_newer_stages_message(app: App, amocrm: AmoSandbox,
+                                                                                  sandbox: TelegramSandbox, buyer: Buyer,
+                                                                                  clock: FakeClock) -> None:
+    lead, deal = await new_deal(app, amocrm, buyer)
+
+    async def held(stage: str) -> bool:
+        return any(r.stage == stage and r.reason == "quiet hours" for r in await followups(app, lead.id)) and await settled(app, lead.id)
+
+    clock.set(datetime(2026, 12, 1, 23, 0, tzinfo=MOSCOW))
+    await deal.move("test_batch_sent")
+    await eventually(lambda: held("test_batch_sent"))
+    clock.set(datetime(2026, 12, 2, 2, 0, tzinfo=MOSCOW))
+    await deal.move("test_batch_received")  # the batch arrived before the morning
+    await eventually(lambda: held("test_batch_received"))
+    assert bot_texts(sandbox, buyer.id) == []
+
+    clock.set(datetime(2026, 12, 2, 9, 0, 1, tzinfo=MOSCOW))
+    app.followups.wake.set()
+    assert "Тестовая партия у вас" in (await buyer.reply())["text"]
+    await eventually(lambda: settled(app, lead.id))
+    assert len(bot_texts(sandbox, buyer.id)) == 1, bot_texts(sandbox, buyer.id)
+    assert [(r.stage, r.state, r.reason) for r in await followups(app, lead.id) if r.kind == "stage"] == [
+        ("test_batch_sent", "skipped", "stale: the deal has moved on"), ("test_batch_received", "done", None)]
+
+
 async def test_a_buyer_who_blocked_the_bot_is_skipped_and_flagged(app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox,
                                                                   buyer: Buyer) -> None:
     lead, deal = await new_deal(app, amocrm, buyer)
@@ -132,6 +157,23 @@ async def test_a_buyer_who_blocked_the_bot_is_skipped_and_flagged(app: App, amoc
     assert [(r.stage, r.state, r.reason) for r in await followups(app, lead.id) if r.kind == "stage"] == [
         ("test_batch_sent", "skipped", "blocked"), ("test_batch_received", "skipped", "blocked")]
     assert bot_texts(sandbox, buyer.id) == []
+
+
+async def test_a_buyer_who_unsubscribed_still_gets_the_messages_about_their_order(app: App, amocrm: AmoSandbox,
+                                                                                  sandbox: TelegramSandbox, buyer: Buyer) -> None:
+    """/stop opts out of marketing only: the confirmation says order messages still come, and the stage message goes."""
+    lead, deal = await new_deal(app, amocrm, buyer)
+    buyer.send("/stop")
+    confirmation = (await buyer.reply())["text"]
+    async with app.db() as session:
+        assert (await session.get(Lead, lead.id)).unsubscribed_at is not None
+    await deal.move("test_batch_sent")
+    shipped = await buyer.reply()
+    await eventually(lambda: settled(app, lead.id))
+
+    assert confirmation.startswith("Вы отписались от рассылок") and "сообщения о ваших заказах" in confirmation
+    assert "тестовая партия отправлена" in shipped["text"]
+    assert [(r.stage, r.state) for r in await followups(app, lead.id) if r.kind == "stage"] == [("test_batch_sent", "done")]
 
 
 async def test_two_instances_never_send_one_message_twice(app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox,
