@@ -156,6 +156,31 @@ async def test_a_reply_to_a_buyer_who_blocked_the_bot_comes_back_as_an_error(
     assert error["delivery_status"] == -1 and error["error_code"] == 905 and "blocked" in error["error"]
 
 
+async def test_a_reply_whose_outcome_is_unknown_is_not_resent_and_comes_back_as_an_error(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    """The connection drops after the request left, for a text (delivered) and a picture (not): neither is sent again,
+    and amoCRM gets an error status saying Telegram did not confirm the delivery."""
+    app, conversation, _ = opened
+    sandbox.drop_next("sendMessage", chat_id=buyer.id)
+    sandbox.drop_next("sendPhoto", executed=False, chat_id=buyer.id)
+    _, text_id = await amocrm.chats.reply(conversation, "Вот прайс")
+    picture = amocrm.chats.upload(b"\x89PNG-a-picture", "image/png")
+    _, picture_id = await amocrm.chats.reply(conversation, "Вот образец", kind="picture", media=picture, file_name="образец.png")
+    await eventually(lambda: statuses(amocrm, conversation, text_id) != [] and statuses(amocrm, conversation, picture_id) != [],
+                     timeout=15)
+    async with app.db() as session:
+        recorded = (await session.scalars(select(TgSend).where(TgSend.text == "Вот прайс"))).one()
+
+    for message_id in (text_id, picture_id):
+        [error] = statuses(amocrm, conversation, message_id)
+        assert error["delivery_status"] == -1 and error["error_code"] == 905 and error["error"] == replies.UNCONFIRMED
+    assert recorded.state == "unknown" and recorded.attempts == 1
+    assert [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)].count("Вот прайс") == 1
+    assert not any("photo" in m for m in sandbox.messages(buyer.id, from_bot=True))
+    assert [call.method for call in sandbox.calls if call.chat_id == buyer.id and call.dropped] == ["sendMessage", "sendPhoto"]
+    assert sum(call.method in ("sendMessage", "sendPhoto") and call.chat_id == buyer.id for call in sandbox.calls) == 3  # «thanks»
+
+
 async def test_a_broadcast_is_in_the_amocrm_chat_as_the_bots(amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
     app, conversation, _ = opened
     await create(app, "Новинки", text="Новая коллекция, {{ first_name }}!")
