@@ -102,3 +102,21 @@ def test_the_task_webhook_is_read_as_amocrm_sends_it() -> None:
     assert [(c.crm_task_id, c.crm_lead_id, c.task_type_id, c.text, c.complete_till, c.state) for c in parse_tasks(form)] == [
         (11, 5000, 3001, "Оплатить", 1764580000, TASK_OPEN), (13, 5000, 3001, "Готово", None, TASK_COMPLETED),
         (14, 5000, None, "", None, TASK_DELETED)]
+
+
+async def test_a_task_whose_deadline_passed_over_an_hour_ago_reminds_no_one(settings: Settings, renderer: CatalogRenderer,
+                                                                             amocrm: AmoSandbox, sandbox: TelegramSandbox, buyer: Buyer) -> None:
+    """A reminder task the bot learns of 2 hours after its deadline sends nothing; one 30 minutes past goes at once."""
+    kind = reminder_type(amocrm)
+    async with running(settings, renderer) as app:
+        app.followups.clock = FakeClock(NOON)
+        lead, deal = await new_deal(app, amocrm, buyer)
+        await amocrm.add_task(deal.id, "Оплатить счёт №3", at(NOON - timedelta(hours=2)), task_type_id=kind)
+        recent, _ = await amocrm.add_task(deal.id, "Прислать документы", at(NOON - timedelta(minutes=30)), task_type_id=kind)
+        assert (await buyer.reply())["text"] == "🔔 Напоминание: Прислать документы"
+        await app.crm.checks.reconcile()  # the re-read finds the late task too
+        await eventually(lambda: settled(app, lead.id))
+        assert await app.followups.tick() is False
+        rows = await followups(app, lead.id)
+    assert [(r.key, r.state) for r in rows] == [(f"crmtask:{recent}", "done")]
+    assert bot_texts(sandbox, buyer.id) == ["🔔 Напоминание: Прислать документы"]
