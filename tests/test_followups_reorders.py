@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot.app import App
 from bot.config import DEFAULT_CATALOG_DIR
+from bot.crm.models import DONE, OutboxItem
+from bot.db.models import Lead
 from bot.followups.upcoming import line, upcoming
 from bot.sandbox.amocrm import AmoSandbox
+from bot.sandbox.amocrm.account import LOST, WON
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer, buttons
 from tests.followups_support import (  # noqa: F401  (fixtures)
@@ -155,3 +159,34 @@ async def test_not_now_offers_again_later(app: App, amocrm: AmoSandbox, sandbox:
         "11.01 12:01 · Анна Петрова · предложение повторного заказа"]  # REORDER_SNOOZE_DAYS 14
     again = await offer_at(app, clock, sandbox, buyer, NOON + 41 * DAY + timedelta(minutes=1))
     assert [text for text, _ in buttons(again)] == ["🔁 Повторить заказ", "Пока не нужно"]
+
+
+async def crm_status(app: App, lead_id: int, status_id: int) -> bool:
+    async with app.db() as session:
+        return (await session.get(Lead, lead_id)).crm_status_id == status_id
+
+
+async def outbox_idle(app: App, lead_id: int) -> bool:
+    """All the lead's amoCRM operations are done."""
+    async with app.db() as session:
+        states = (await session.scalars(select(OutboxItem.state).where(OutboxItem.lead_id == lead_id))).all()
+    return bool(states) and all(state == DONE for state in states)
+
+
+@pytest.mark.parametrize("closed", [WON, LOST])
+async def test_a_reorder_does_not_move_a_deal_closed_in_amocrm_but_the_manager_gets_the_task(
+        app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox, buyer: Buyer, clock: FakeClock, closed: int) -> None:
+    lead, deal = await new_deal(app, amocrm, buyer)
+    await shipped(app, deal, buyer, lead.id)
+    pipeline = deal.status("main_batch_sent")[1]
+    assert await amocrm.move_lead(deal.id, closed, pipeline) == [200]  # the manager closes the deal (won or lost)
+    await eventually(lambda: crm_status(app, lead.id, closed))
+    await offer_at(app, clock, sandbox, buyer, NOON + 27 * DAY)
+
+    buyer.click("🔁 Повторить заказ")
+    assert (await buyer.reply())["text"].startswith("Отлично! Передали менеджеру")
+    await eventually(lambda: any(t["text"].startswith("Оформить повторный заказ") for t in amocrm.account.find_tasks(entity_ids=[deal.id])),
+                     timeout=15)
+    await eventually(lambda: outbox_idle(app, lead.id), timeout=15)  # the card's update went too
+    assert (amocrm.account.leads[deal.id]["status_id"], amocrm.account.leads[deal.id]["pipeline_id"]) == (closed, pipeline)
+
