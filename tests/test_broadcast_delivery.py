@@ -209,6 +209,19 @@ async def test_consecutive_errors_pause_the_broadcast(bapp: App, sandbox: Telegr
     assert (await broadcast(bapp, broadcast_id)).state == "finished"
 
 
+@pytest.mark.parametrize("broadcast_settings", [{"BROADCAST_MAX_ERRORS": 2}])
+async def test_blocked_buyers_do_not_count_towards_the_auto_pause(bapp: App, sandbox: TelegramSandbox) -> None:
+    await add_leads(bapp, sandbox, 5)
+    for user_id in (5000, 5001, 5002):
+        sandbox.block(user_id)
+    broadcast_id = await create(bapp)
+    await until_done(bapp, broadcast_id)
+    finished = await broadcast(bapp, broadcast_id)
+    assert (finished.state, finished.note) == ("finished", None)
+    assert await states(bapp, broadcast_id) == {"blocked": 3, "sent": 2}
+    assert [len(texts(sandbox, u)) for u in (5003, 5004)] == [1, 1]
+
+
 async def test_pause_resume_cancel(bapp: App, sandbox: TelegramSandbox) -> None:
     sandbox.rate_limits(enabled=True)
     sandbox.set_delay(0.02, method="sendMessage")
@@ -253,6 +266,25 @@ async def test_quiet_hours_follow_the_buyers_time_zone(bapp: App, sandbox: Teleg
     clock.advance(hours=2)
     await until_done(bapp, broadcast_id)
     assert [len(texts(sandbox, u)) for u in (5000, 5001, 5002)] == [1, 1, 1]
+    assert (await broadcast(bapp, broadcast_id)).state == "finished"
+
+
+async def test_a_buyer_who_unsubscribes_after_selection_is_skipped(bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:
+    """Both buyers are selected in the evening and held for the morning; one sends /stop meanwhile."""
+    await add_leads(bapp, sandbox, 2)  # Казань: Moscow time
+    clock.set_local(22, 0)
+    broadcast_id = await create(bapp)
+    await until_done(bapp, broadcast_id)
+    assert await states(bapp, broadcast_id) == {"pending": 2}
+    sandbox.send_text(5001, "/stop")
+    [confirmation] = await sandbox.wait_for_messages(5001, 1)
+    assert confirmation["text"].startswith("Вы отписались")
+
+    clock.advance(hours=11, minutes=1)  # 09:01
+    await until_done(bapp, broadcast_id)
+    rows = await deliveries(bapp, broadcast_id)
+    assert [(d.state, d.error) for d in rows] == [("sent", None), ("skipped", "unsubscribed or unreachable")]
+    assert texts(sandbox, 5000) == ["Привет, Покупатель0!"] and texts(sandbox, 5001) == [confirmation["text"]]
     assert (await broadcast(bapp, broadcast_id)).state == "finished"
 
 
