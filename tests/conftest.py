@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from bot.app import App
@@ -19,9 +19,11 @@ from bot.catalog.render import CatalogRenderer
 from bot.config import DEFAULT_CATALOG_DIR as CATALOG_DIR
 from bot.config import Settings, load_settings
 from bot.db import migrate
+from bot.db.models import TgUpdate
 from bot.db.session import open_database
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
+from tests.crm_support import eventually
 
 TOKEN = "123456:TEST-sandbox-token"
 SECRET = "test-webhook-secret-0123456789"
@@ -149,6 +151,17 @@ def settings(sandbox: TelegramSandbox, database_url: str, tmp_path: Path) -> Set
 def running(settings: Settings, renderer: CatalogRenderer) -> contextlib.AbstractAsyncContextManager[App]:
     """One instance of the whole service, polling the sandbox and serving HTTP on a free port."""
     return App(settings, renderer=renderer).running()
+
+
+async def all_handled(app: App, sandbox: TelegramSandbox) -> None:
+    """Wait until the service took every update the sandbox holds and handled each (its handler has run)."""
+    async def handled() -> bool:
+        if sandbox.pending_updates:
+            return False
+        async with app.db() as session:
+            return (await session.scalars(select(TgUpdate.update_id).where(TgUpdate.handled_at.is_(None)).limit(1))).first() is None
+
+    await eventually(handled, timeout=10)
 
 
 @pytest.fixture

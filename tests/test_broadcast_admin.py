@@ -1,6 +1,7 @@
 """The admin UI end to end over the sandbox, and the buyer's side: tracked buttons, /stop, the unsubscribe button, /start."""
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ from sqlalchemy import select
 from bot.app import App
 from bot.db.models import Lead, LeadEvent
 from bot.sandbox.telegram import TelegramSandbox
+from broadcasts.admin import WizardCb
+from broadcasts.progress import ControlCb
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
     ADMIN,
     FakeClock,
@@ -22,28 +25,35 @@ from tests.broadcast_support import (  # noqa: F401  (fixtures)
     until_done,
 )
 from tests.buyer import buttons
+from tests.conftest import all_handled
+
+MEMBER, GROUP = 778, -1002000000001  # a member of the admins' group who is no admin
 
 
 class Admin:
-    """The admin in a private chat with the bot."""
+    """The admin in a private chat with the bot (or in the group ``chat_id``)."""
 
-    def __init__(self, sandbox: TelegramSandbox) -> None:
-        self.sandbox = sandbox
+    def __init__(self, sandbox: TelegramSandbox, chat_id: int = ADMIN) -> None:
+        self.sandbox, self.chat_id = sandbox, chat_id
         sandbox.add_user(ADMIN, "Ольга", started=True)
 
     def last(self) -> dict[str, Any]:
-        return self.sandbox.last(ADMIN)
+        return self.sandbox.last(self.chat_id)
 
     async def says(self, text: str, count: int = 1) -> dict[str, Any]:
         """Write ``text``; the ``count``-th bot message that follows."""
-        seen = len(self.sandbox.messages(ADMIN, from_bot=True))
-        self.sandbox.send_text(ADMIN, text)
-        return (await self.sandbox.wait_for_messages(ADMIN, seen + count))[seen + count - 1]
+        seen = len(self.sandbox.messages(self.chat_id, from_bot=True))
+        self.sandbox.send_text(ADMIN, text, chat_id=None if self.chat_id == ADMIN else self.chat_id)
+        return (await self.sandbox.wait_for_messages(self.chat_id, seen + count))[seen + count - 1]
+
+    def newest_with(self, callback_data: str) -> dict[str, Any]:
+        """The newest message of the bot's with the button ``callback_data``."""
+        return next(m for m in reversed(self.sandbox.messages(self.chat_id, from_bot=True)) if callback_data in dict(buttons(m)).values())
 
     async def presses(self, callback_data: str, *, answer: str | None = None) -> dict[str, Any]:
         """Press a button of the newest message that has it; waits for the bot's answer to the press."""
         started = time.perf_counter()
-        message = next(m for m in reversed(self.sandbox.messages(ADMIN, from_bot=True)) if callback_data in dict(buttons(m)).values())
+        message = self.newest_with(callback_data)
         self.sandbox.click(ADMIN, message, callback_data)
         await self.sandbox.wait_for_call("answerCallbackQuery", since=started)
         return message
@@ -144,6 +154,46 @@ async def test_only_admins_get_the_wizard(bapp: App, sandbox: TelegramSandbox) -
     assert "Менеджер ответит" in answer["text"]  # just a question for the managers
     async with bapp.db() as session:
         assert (await session.execute(select(LeadEvent.kind).where(LeadEvent.kind == "question_asked"))).scalars().all() == ["question_asked"]
+
+
+async def test_a_member_who_is_no_admin_cannot_press_the_wizards_controls(bapp: App, sandbox: TelegramSandbox) -> None:
+    """In an admin group every member sees the wizard's panel and a broadcast's controls: a press by one who is not in
+    ADMIN_IDS gets no answer and changes nothing (the panel, the admin's wizard, the broadcast); the admin's own press works."""
+    await add_leads(bapp, sandbox, 2, catalog_sent_at=bapp.broadcasts.clock())
+    admin = Admin(sandbox, GROUP)
+    sandbox.add_user(MEMBER, "Пётр")
+    sandbox.add_group(GROUP, "Рассылки", forum=False, members=[MEMBER], admins=[ADMIN])
+
+    async def pressed_by_member(callback_data: str) -> None:
+        message = admin.newest_with(callback_data)
+        before = copy.deepcopy(message)
+        query = sandbox.click(MEMBER, message, callback_data)
+        await all_handled(bapp, sandbox)
+        assert not [a for a in sandbox.callback_answers if a["callback_query_id"] == query["id"]]  # silence: not his button
+        assert sandbox.last(GROUP) == before  # unchanged, and nothing new
+
+    panel = await admin.says("/broadcast")
+    for callback_data in (WizardCb(op="category", arg="shoes").pack(), WizardCb(op="abort").pack(), WizardCb(op="next").pack()):
+        await pressed_by_member(callback_data)
+    await admin.presses(WizardCb(op="preset", arg="1").pack())  # the admin's wizard is where it was
+    await admin.presses(WizardCb(op="next").pack())
+    await admin.says("Скидка на тестовую партию до пятницы")
+    seen = len(sandbox.messages(GROUP, from_bot=True))
+    await admin.presses(WizardCb(op="next").pack())
+    await sandbox.wait_for_messages(GROUP, seen + 2)  # the preview and the review
+    await admin.presses(WizardCb(op="schedule").pack())
+    await admin.says("2099-01-01 10:00")
+    await pressed_by_member(WizardCb(op="confirm").pack())
+    assert await bapp.broadcasts.campaigns.recent(10) == []
+    await admin.presses(WizardCb(op="confirm").pack())
+    assert (await broadcast(bapp, 1)).state == "scheduled"
+
+    await bapp.broadcasts.progress.update()  # the wizard's message is the progress message, with its controls
+    for action in ("pause", "cancel"):
+        await pressed_by_member(ControlCb(action=action, id=1).pack())
+    assert (await broadcast(bapp, 1)).state == "scheduled"
+    await admin.presses(ControlCb(action="cancel", id=1).pack())
+    assert (await broadcast(bapp, 1)).state == "cancelled"
 
 
 async def test_stop_opts_out_of_all_marketing_and_start_opts_back_in(bapp: App, sandbox: TelegramSandbox) -> None:

@@ -4,6 +4,7 @@ WEBHOOK_SECRET (webhooks off); secrets never reach the log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -19,9 +20,11 @@ import pytest
 from bot.cli import main
 from bot.config import PROJECT_DIR, Settings
 from bot.logs import mask
+from bot.media import MediaLinks
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.balancer import free_port
 from bot.sandbox.telegram import TelegramSandbox
+from tests.buyer import Buyer
 from tests.conftest import SECRET, TOKEN
 from tests.crm_support import eventually
 
@@ -76,6 +79,7 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], *names: str) 
     ("CATALOG_REFRESH", "1m", "at least 5 minutes"),
     ("CATALOG_REFRESH", "1h", "needs CATALOG_SOURCE"),
     ("REDIS_URL", "localhost:6379", "redis://"),
+    ("WEBHOOK_SECRET", "short-pa55word", "at least 16 characters"),
 ])
 def test_a_wrong_setting_is_named_in_one_line(cli, setting: str, value: str, expected: str) -> None:
     result = cli("run", BOT_TOKEN=TOKEN, **{setting: value})
@@ -209,6 +213,38 @@ async def test_no_secret_or_token_reaches_the_log(tmp_path: Path, sandbox: Teleg
     text = log.read_text()
     assert "POST /webhooks/marquiz/" in text and "marquiz.accepted" in text  # the log is there, and detailed
     for secret in (SECRET, TOKEN, TOKEN.split(":")[1], amocrm.long_lived_token, telegram_secret):
+        assert secret not in text, secret
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_traceback_holding_the_bot_token_reaches_the_log_masked(
+        tmp_path: Path, sandbox: TelegramSandbox, buyer: Buyer, log_format: str) -> None:
+    """A media link whose file Telegram fails to serve: aiohttp's error names the download URL (``/file/bot<token>/…``)
+    and the server logs it with its traceback; the token, the amoCRM client secret and the channel secret stay masked."""
+    amocrm = AmoSandbox(rate_limit=None)
+    await amocrm.start()
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/webhooks/amojo/:scope_id")
+    client_secret = "amo-client-secret-0123456789abcdef"
+    photo = sandbox.send_media(buyer.id, "photo", content=b"a photo")
+    try:
+        env = {"BOT_TOKEN": TOKEN, "TELEGRAM_API_URL": sandbox.base_url, "WEBHOOK_SECRET": SECRET, "LOG_LEVEL": "DEBUG",
+               "LOG_FORMAT": log_format, "AMOCRM_BASE_URL": amocrm.base_url, "AMOCRM_ACCESS_TOKEN": amocrm.long_lived_token,
+               "AMOCRM_CLIENT_ID": "optobot-client", "AMOCRM_CLIENT_SECRET": client_secret,
+               "AMOCRM_REDIRECT_URI": "https://example.com/oauth", "AMOCRM_CHANNEL_ID": registered.id,
+               "AMOCRM_CHANNEL_SECRET": registered.secret, "AMOJO_BASE_URL": amocrm.base_url}
+        async with service(tmp_path, **env) as (base, log, _):
+            link = MediaLinks(registered.secret.encode(), lambda: base).url(photo["photo"][-1]["file_id"])
+            sandbox.fail_next("file", error_code=502)  # Telegram's file server fails the download
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(link)).status_code == 500
+            await eventually(lambda: "ClientResponseError" in log.read_text())
+    finally:
+        await amocrm.close()
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "/file/bot***/" in text, text[-3000:]  # logged, and masked
+    if log_format == "json":
+        assert all(json.loads(line) for line in text.splitlines() if line.strip())
+    for secret in (TOKEN, TOKEN.split(":")[1], SECRET, amocrm.long_lived_token, client_secret, registered.secret):
         assert secret not in text, secret
 
 

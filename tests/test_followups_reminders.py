@@ -19,9 +19,10 @@ from bot.db.models import Lead
 from bot.db.session import database
 from bot.followups import store
 from bot.followups.reminders import BadWhen, parse_when
+from bot.followups.upcoming import UpcomingCb
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer, buttons
-from tests.conftest import command_line
+from tests.conftest import all_handled, command_line
 from tests.followups_support import MOSCOW, NOON, bot_texts, clock, followups, settled, started  # noqa: F401  (clock: a fixture)
 from tests.relay_support import IVAN, OLGA, OPERATORS, FakeClock, Team, eventually, open_topic, running, settings, team  # noqa: F401
 
@@ -169,3 +170,35 @@ def test_the_command_line_lists_and_cancels(sqlite_url: str, tmp_path: Path, mon
     assert main(["followups", "cancel", "1"]) == 1
     assert "#1 is not scheduled (sent, cancelled or unknown)" in capsys.readouterr().err
     assert main(["followups", "list"]) == 0 and capsys.readouterr().out == "nothing is scheduled\n"
+
+
+async def test_only_admins_see_whats_coming_or_cancel_it(sandbox: TelegramSandbox, settings: Settings, renderer: CatalogRenderer,
+                                                        clock: FakeClock, buyer: Buyer, team: Team) -> None:
+    """A manager who is no admin gets no list from ``/upcoming`` (privately or in the operator chat), and pressing «✖ #1»
+    under the list an admin asked for in the operator chat cancels nothing; the admin's own press does."""
+    async with on_clock(settings, renderer, clock) as app:
+        opened = await open_topic(app, buyer, team)
+        team.say(IVAN, opened.thread, "/remind +2h Прислать паспорт")
+        await team.wait(opened.thread, 3)
+
+        sandbox.send_text(IVAN, "/upcoming")  # privately: the journey takes him for a buyer
+        team.say(IVAN, None, "/upcoming")
+        team.say(IVAN, opened.thread, "/upcoming")
+        await all_handled(app, sandbox)
+        said = [m.get("text", "") for m in [*sandbox.messages(IVAN, from_bot=True), *sandbox.messages(OPERATORS, from_bot=True)]]
+        assert said and not any("Запланировано" in text or "#1" in text for text in said), said
+
+        team.say(OLGA, None, "/upcoming")  # the admin, in the operator chat: every manager there sees the list
+        [listing] = await sandbox.wait_for_messages(OPERATORS, 1, predicate=lambda m: m.get("text", "").startswith("Запланировано"))
+        now_reads = lambda message: next(m for m in sandbox.messages(OPERATORS) if m["message_id"] == message["message_id"])["text"]  # noqa: E731
+        cancel = UpcomingCb(followup=1).pack()
+        assert buttons(listing) == [("✖ #1", cancel)]
+        pressed = sandbox.click(IVAN, listing, cancel)
+        await all_handled(app, sandbox)
+        assert [r.state for r in await followups(app, opened.lead_id)] == ["pending"]
+        assert not [a for a in sandbox.callback_answers if a["callback_query_id"] == pressed["id"]]  # silence: the button is not his
+        assert now_reads(listing) == listing["text"]
+
+        sandbox.click(OLGA, listing, cancel)
+        await eventually(lambda: "#1" not in now_reads(listing))
+        assert [r.state for r in await followups(app, opened.lead_id)] == ["cancelled"]

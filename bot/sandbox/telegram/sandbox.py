@@ -376,7 +376,8 @@ class TelegramSandbox:
 
     def fail_next(self, method: str, *, error_code: int, description: str | None = None,
                   retry_after: int | None = None, count: int = 1, chat_id: int | str | None = None) -> None:
-        """Make the next ``count`` calls of ``method`` (to ``chat_id``, if given) fail before doing anything.
+        """Make the next ``count`` calls of ``method`` (to ``chat_id``, if given) fail before doing anything;
+        ``method="file"``: file downloads (``/file/bot<token>/<path>``).
 
         ``description`` defaults to Telegram's generic wording for ``error_code``
         (``"Too Many Requests: retry after N"`` for 429).

@@ -18,6 +18,8 @@ from .files import MAX_UPLOAD_SIZE, MB
 from .methods import RawJson, method_table
 from .params import Params, read_multipart, read_request
 
+FILE_DOWNLOAD = "file"  # the name fail_next/outage know a download from /file/bot<token>/<path> by
+
 log = logging.getLogger(__name__)
 ControlHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -166,6 +168,9 @@ class ApiServer:
     async def _file(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.core.token:
             return _json_response(401, json.dumps(unauthorized().to_dict()))
+        injected = self.core.faults.take(FILE_DOWNLOAD, None)
+        if injected is not None:  # the file server down, or a file_path past its hour
+            return _json_response(injected.error_code, json.dumps(injected.to_dict()))
         stored = self.core.files.by_path(request.match_info["path"])
         if stored is None:
             return _json_response(404, json.dumps(not_found().to_dict()))
