@@ -168,8 +168,12 @@ class ApiServer:
     async def _file(self, request: web.Request) -> web.Response:
         if request.match_info["token"] != self.core.token:
             return _json_response(401, json.dumps(unauthorized().to_dict()))
-        injected = self.core.faults.take(FILE_DOWNLOAD, None)
-        if injected is not None:  # the file server down, or a file_path past its hour
+        injected = self.core.faults.take(FILE_DOWNLOAD, None)  # the file server down, or a file_path past its hour
+        if isinstance(injected, ConnectionDrop):
+            if request.transport is not None:
+                request.transport.close()
+            return _json_response(502, "")
+        if injected is not None:
             return _json_response(injected.error_code, json.dumps(injected.to_dict()))
         stored = self.core.files.by_path(request.match_info["path"])
         if stored is None:
