@@ -22,7 +22,7 @@ from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.amocrm.account import LOST, WON
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
-from tests.conftest import make_settings, running
+from tests.conftest import SECRET, make_settings, running
 from tests.crm_support import Env, amocrm, db, env, eventually  # noqa: F401  (fixtures)
 from tests.test_journey_arrival import MARQUIZ as ARRIVAL_QUIZ, post_marquiz
 
@@ -113,6 +113,27 @@ async def test_a_quiz_buyer_who_opens_the_bot_cold_keeps_one_deal_and_one_contac
     assert any(f"№{bot_deal}" in text for text in notes(amocrm, quiz_deal))
     assert any(text.startswith("Квиз пройден") for text in notes(amocrm, quiz_deal))
     await assert_conversation_on(app, amocrm, lead, quiz_deal)
+
+
+async def test_the_webhook_closing_a_duplicate_never_moves_the_buyer_to_lost(app: App, amocrm: AmoSandbox, buyer: Buyer) -> None:
+    """amoCRM tells the service (by webhook) that the bot's duplicate deal is now lost: the buyer's lead stays on the kept deal."""
+    amocrm.webhook_urls = [f"http://127.0.0.1:{app.http_port}/webhooks/amocrm/{SECRET}"]
+    assert (await post_marquiz(app, MARQUIZ)).status_code == 200
+    await eventually(lambda: len(amocrm.account.leads) == 1, timeout=15)
+    quiz_deal = next(iter(amocrm.account.leads))
+    bot_deal = await cold_start_then_share_phone(app, amocrm, buyer, 1)
+    before = amocrm.account.leads[bot_deal]["status_id"], amocrm.account.leads[bot_deal]["pipeline_id"]
+    await buyer.replies(2)
+    await eventually(lambda: synced(app), timeout=15)
+    assert amocrm.account.leads[bot_deal]["status_id"] == LOST
+
+    assert await amocrm.notify_status(bot_deal, *before) == [200]  # the closing's webhook
+    await eventually(lambda: synced(app), timeout=15)
+    lead = await lead_of(app, buyer)
+    async with app.db() as session:
+        stages = (await session.scalars(select(Lead.stage))).all()
+    assert (lead.crm_lead_id, lead.crm_status_id) == (quiz_deal, amocrm.account.leads[quiz_deal]["status_id"])
+    assert lead.stage == "qualified" and "lost" not in stages
 
 
 async def test_a_buyer_a_manager_already_has_joins_that_contact_and_its_open_deal(app: App, amocrm: AmoSandbox, buyer: Buyer) -> None:

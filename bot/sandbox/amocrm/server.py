@@ -145,6 +145,10 @@ class AmoSandbox:
         self.account.update_leads([{"id": lead_id, "status_id": status_id, **({"pipeline_id": pipeline_id} if pipeline_id else {})}])
         return await self._notify("status", lead, old_status_id=old[0], old_pipeline_id=old[1])
 
+    async def notify_status(self, lead_id: int, old_status_id: int, old_pipeline_id: int) -> list[int]:
+        """The status webhook of a change made through the API (amoCRM sends those too; the sandbox only when asked)."""
+        return await self._notify("status", self.account.leads[lead_id], old_status_id=old_status_id, old_pipeline_id=old_pipeline_id)
+
     async def set_price(self, lead_id: int, price: int) -> list[int]:
         """A manager edits the deal's budget (a "lead edited" webhook)."""
         self.account.update_leads([{"id": lead_id, "price": price}])
