@@ -16,7 +16,7 @@ from bot.db.base import utcnow
 from bot.db.models import Message, TgUpdate
 from bot.db.session import Database, open_database
 from bot.sandbox.balancer import free_port
-from bot.sandbox.telegram import TelegramSandbox
+from bot.sandbox.telegram import CallRecord, TelegramSandbox
 from tests.conftest import REDIS_URL, make_settings, running
 
 
@@ -98,3 +98,31 @@ async def test_renewing_or_taking_over_updates_never_deadlocks_with_their_handle
             assert await updates.unhandled(session) == 0
     finally:
         await db.close()
+
+
+def most_at_once(calls: list[CallRecord]) -> int:
+    """The most of ``calls`` under way at the sandbox at one moment (one that ended as another began: not together)."""
+    edges = sorted([(call.started_at, 1) for call in calls] + [(call.finished_at, -1) for call in calls])
+    peak = current = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
+async def test_no_more_updates_than_inbox_handling_at_once_are_handled_together(
+        sandbox: TelegramSandbox, database_url: str, tmp_path: Path, renderer: CatalogRenderer) -> None:
+    """INBOX_HANDLING_AT_ONCE=2 and a burst of six buyers' /start, every sendMessage held a while at Telegram: a handler
+    sends its greeting before it returns, so at most two greetings are ever under way at once; every buyer is greeted."""
+    users = list(range(8200, 8206))
+    for user in users:
+        sandbox.add_user(user, "Ann")
+        sandbox.send_text(user, "/start")  # waiting at Telegram: the first getUpdates takes them all
+    sandbox.set_delay(0.5, method="sendMessage")
+    async with running(make_settings(sandbox, database_url, tmp_path, INBOX_HANDLING_AT_ONCE=2), renderer) as app:
+        for user in users:
+            await sandbox.wait_for_messages(user, 2, timeout=30)
+        await app.inbox.idle()
+    greetings = [call for call in sandbox.calls if call.method == "sendMessage" and call.chat_id in users]
+    assert len(greetings) == 2 * len(users) and all(call.ok for call in greetings)
+    assert most_at_once(greetings) <= 2
