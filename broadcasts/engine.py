@@ -388,9 +388,10 @@ class _Run:
             async with self.e.limiter.slot(len(batch)) as granted:
                 leaving = {self._start(row) for row in batch[:granted]}
                 batch = batch[granted:]
-                while leaving:  # (a catalogue takes a while to render: the lease is renewed meanwhile)
+                while leaving:
                     _, leaving = await asyncio.wait(leaving, timeout=RENEW_EVERY)
-                    await self._flush()
+                    if leaving:  # a catalogue takes a while to render: the lease is renewed meanwhile
+                        await self._flush()
 
     def _start(self, row: store.Row) -> asyncio.Future[None]:
         """Start the row's call; the future is done once its request has left (or it failed before)."""
