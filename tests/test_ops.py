@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import httpx
@@ -12,9 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from bot.app import App
+from bot.config import PROJECT_DIR
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.conftest import REDIS_URL, SECRET, TOKEN, make_settings, running
+from tests.crm_support import eventually
 from tests.test_cli import service
 
 SERIES = ("optobot_greeting_seconds", "optobot_catalog_render_seconds", "optobot_render_queue", "optobot_relay_seconds",
@@ -96,3 +100,23 @@ async def test_json_logs_are_one_object_a_line_with_secrets_masked(tmp_path: Pat
     assert any(line.get("logger") == "aiohttp.access" and "/webhooks/marquiz/***" in line["event"] for line in lines), lines
     assert all("level" in line and "timestamp" in line for line in lines)
     assert SECRET not in log.read_text() and TOKEN not in log.read_text()
+
+
+async def test_after_sigterm_readyz_answers_503_while_the_greeting_under_way_finishes(tmp_path: Path, sandbox: TelegramSandbox) -> None:
+    """SIGTERM mid-greeting: ``/readyz`` says «stopping» at once, and the reply still in flight is sent before the exit."""
+    buyer = Buyer(sandbox, user_id=1001, first_name="Анна")
+    async with service(tmp_path, BOT_TOKEN=TOKEN, TELEGRAM_API_URL=sandbox.base_url, PYTHONPATH=str(PROJECT_DIR)) as (base, _, pid), \
+            httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/readyz")).status_code == 200
+        sandbox.set_delay(3, method="sendMessage")  # a slow Telegram: the greeting's messages are under way for a while
+        buyer.send("/start")
+        await buyer.reply(timeout=30)  # the first is sent, the next one is under way
+        os.kill(pid, signal.SIGTERM)
+
+        async def stopping() -> bool:
+            ready = await client.get("/readyz")
+            return ready.status_code == 503 and ready.json() == {"ok": False, "checks": {"instance": "stopping"}}
+
+        await eventually(stopping, timeout=2)
+        assert len(sandbox.messages(buyer.id, from_bot=True)) == 1  # answered while the greeting was still under way
+    assert len(sandbox.messages(buyer.id, from_bot=True)) == 2  # finished before the exit (code 0)
