@@ -3,7 +3,8 @@
 Telegram's own file URLs contain the bot token, so they are never handed out. A media token is
 ``<payload>.<signature>``: the payload (base64url JSON) names the ``file_id``, the file name, its MIME type
 and when the link expires; the signature is its HMAC-SHA256 with a key of the service. A forged or
-changed token is a 404, an expired one a 410; the file itself is fetched from Telegram when asked for.
+changed token is a 404, an expired one a 410; the file itself is fetched from Telegram when asked for (a 404 when
+Telegram no longer has it, a 502 when its file server fails or does not answer: the caller may try again).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import structlog
 from aiogram import Bot
 from aiogram.exceptions import TelegramAPIError
-from aiohttp import web
+from aiohttp import ClientError, web
 
 from bot.db.base import utcnow
 
@@ -92,6 +93,11 @@ class MediaLinks:
             except TelegramAPIError as exc:
                 log.warning("media.unavailable", error=exc.message)
                 return web.json_response({"ok": False, "error": "the file is no longer available"}, status=404)
+            except (ClientError, TimeoutError) as exc:  # Telegram's file server failed: worth another try
+                log.warning("media.download_failed", error=str(exc) or type(exc).__name__)
+                log.debug("media.download_failed", exc_info=True)
+                return web.json_response({"ok": False, "error": "Telegram's file server did not hand the file over; try again"},
+                                         status=502)
             headers = {"Cache-Control": "private, max-age=3600"}
             if value.get("n"):
                 headers["Content-Disposition"] = f"inline; filename*=UTF-8''{quote(value['n'])}"
