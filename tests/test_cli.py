@@ -1,5 +1,6 @@
 """``optobot`` as a user runs it (a subprocess): wrong settings and unreachable dependencies end in one or two lines
-naming the setting, the value and what is expected (exit code 2, no traceback); the service starts without
+naming the setting, the value and what is expected (exit code 2, no traceback), an unexpected failure in one line
+(exit code 1); the service starts without
 WEBHOOK_SECRET (webhooks off); secrets never reach the log."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from bot.cli import main
 from bot.config import PROJECT_DIR, Settings
@@ -101,6 +104,22 @@ def test_an_unreachable_database(cli, argv: list[str]) -> None:
     result = cli(*argv, BOT_TOKEN=TOKEN, DATABASE_URL=url)
     assert_short_failure(result, "DATABASE_URL", "cannot connect")
     assert "pa55word" not in result.stderr
+
+
+def test_an_unexpected_failure_is_one_line_with_exit_code_1(tmp_path: Path, sqlite_url: str) -> None:
+    """A damaged database (a table gone behind the migrations' back) fails ``crm status`` unexpectedly: one line naming
+    the command and the error, exit code 1; the traceback only in the log at ``LOG_LEVEL=DEBUG``."""
+    database = sqlite3.connect(make_url(sqlite_url).database)
+    database.execute("DROP TABLE crm_outbox")
+    database.close()
+    result = optobot(tmp_path, "crm", "status", DATABASE_URL=sqlite_url, PYTHONPATH=str(PROJECT_DIR))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, (result.returncode, result.stderr[-3000:])
+    assert "Traceback" not in result.stderr + result.stdout and "no such table: crm_outbox" in lines[0]
+    assert lines[0].startswith("optobot: status failed:") and "LOG_LEVEL=DEBUG" in lines[0]
+
+    debug = optobot(tmp_path, "crm", "status", DATABASE_URL=sqlite_url, LOG_LEVEL="DEBUG", PYTHONPATH=str(PROJECT_DIR))
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr and "command.failed" in debug.stderr
 
 
 def test_unreachable_telegram_at_start(cli) -> None:
