@@ -66,6 +66,18 @@ def test_plan_preview_schedule_and_control(database: str, tmp_path: Path, capsys
     assert code == 0 and "#1 «Новинки обуви» — отменена" in out and "0 получателей: доставлено 0" in out
 
 
+def test_a_draft_can_only_be_cancelled(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``schedule --draft``: ``resume`` and ``pause`` are refused naming the state (exit 1), ``cancel`` ends it."""
+    campaign = tmp_path / "campaign.yaml"
+    campaign.write_text(CAMPAIGN, encoding="utf-8")
+    code, out = run(capsys, "schedule", str(campaign), "--draft")
+    assert code == 0 and "#1 «Новинки обуви»" in out
+
+    assert run(capsys, "resume", "1") == (1, "#1: draft (resume not possible)\n")
+    assert run(capsys, "pause", "1") == (1, "#1: draft (pause not possible)\n")
+    assert run(capsys, "cancel", "1") == (0, "#1: cancelled\n")
+
+
 def test_plan_refuses_a_message_that_breaks_for_some_recipient(database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     campaign = tmp_path / "broken.yaml"
     campaign.write_text(CAMPAIGN.replace("{{ first_name }}", "<b>{{ first_name }}"), encoding="utf-8")
