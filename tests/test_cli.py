@@ -1,7 +1,6 @@
 """``optobot`` as a user runs it (a subprocess): wrong settings and unreachable dependencies end in one or two lines
 naming the setting, the value and what is expected (exit code 2, no traceback), an unexpected failure in one line
-(exit code 1); the service starts without
-WEBHOOK_SECRET (webhooks off); secrets never reach the log."""
+(exit code 1); the service starts without WEBHOOK_SECRET (webhooks off); secrets never reach the log."""
 from __future__ import annotations
 
 import asyncio
