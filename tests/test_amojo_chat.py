@@ -181,6 +181,22 @@ async def test_a_reply_whose_outcome_is_unknown_is_not_resent_and_comes_back_as_
     assert sum(call.method in ("sendMessage", "sendPhoto") and call.chat_id == buyer.id for call in sandbox.calls) == 3  # «thanks»
 
 
+async def test_a_file_from_amocrm_over_20_mb_is_not_sent_and_comes_back_as_an_error(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
+    """A manager attaches a file of 20 MB and one byte: the download stops at the cap, the buyer gets nothing, and
+    amoCRM gets an error status naming the limit."""
+    _, conversation, _ = opened
+    huge = amocrm.chats.upload(b"\0" * (replies.MAX_FILE + 1), "application/pdf")
+    status, message_id = await amocrm.chats.reply(conversation, "Прайс", kind="file", media=huge, file_name="прайс.pdf")
+    await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=30)
+
+    assert status == 200
+    [error] = statuses(amocrm, conversation, message_id)
+    assert error["delivery_status"] == -1 and error["error_code"] == 905 and error["error"] == "the reply's file is larger than 20 MB"
+    assert not any(call.method == "sendDocument" for call in sandbox.calls)
+    assert not any("document" in m for m in sandbox.messages(buyer.id, from_bot=True))
+
+
 async def test_a_broadcast_is_in_the_amocrm_chat_as_the_bots(amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:
     app, conversation, _ = opened
     await create(app, "Новинки", text="Новая коллекция, {{ first_name }}!")
