@@ -25,6 +25,7 @@ from bot.config import ConfigError, Settings, first_line
 from bot.crm.service import CrmSync
 from bot.db import migrate, webhook
 from bot.db.session import open_database
+from bot.fallback import create_router as fallback_router
 from bot.followups.router import create_router as followups_router
 from bot.followups.service import FollowUps
 from bot.hours import WorkingHours
@@ -145,6 +146,7 @@ class App:
         self.dp.include_router(followups_router())  # before the relay and the journey (a reply to the survey)
         self.dp.include_router(relay_router())  # before the journey's catch-all
         self.dp.include_router(journey_router())
+        self.dp.include_router(fallback_router())  # last: a button press nobody took is answered
         self.inbox = Inbox(self.db, self.dp, self.bot, handling_at_once=settings.inbox_handling_at_once)
         self.receiver = Receiver(receiver_lock(self.db.engine), self.bot, self.inbox, public_url=settings.public_url,
                                  allowed_updates=self.dp.resolve_used_update_types())

@@ -158,7 +158,7 @@ async def test_only_admins_get_the_wizard(bapp: App, sandbox: TelegramSandbox) -
 
 async def test_a_member_who_is_no_admin_cannot_press_the_wizards_controls(bapp: App, sandbox: TelegramSandbox) -> None:
     """In an admin group every member sees the wizard's panel and a broadcast's controls: a press by one who is not in
-    ADMIN_IDS gets no answer and changes nothing (the panel, the admin's wizard, the broadcast); the admin's own press works."""
+    ADMIN_IDS is refused with an alert and changes nothing (the panel, the admin's wizard, the broadcast); the admin's own press works."""
     await add_leads(bapp, sandbox, 2, catalog_sent_at=bapp.broadcasts.clock())
     admin = Admin(sandbox, GROUP)
     sandbox.add_user(MEMBER, "Пётр")
@@ -169,7 +169,8 @@ async def test_a_member_who_is_no_admin_cannot_press_the_wizards_controls(bapp: 
         before = copy.deepcopy(message)
         query = sandbox.click(MEMBER, message, callback_data)
         await all_handled(bapp, sandbox)
-        assert not [a for a in sandbox.callback_answers if a["callback_query_id"] == query["id"]]  # silence: not his button
+        [answer] = [a for a in sandbox.callback_answers if a["callback_query_id"] == query["id"]]  # not his button: said so
+        assert answer["show_alert"] and answer["text"] == "Эта кнопка не для вас или больше не действует."
         assert sandbox.last(GROUP) == before  # unchanged, and nothing new
 
     panel = await admin.says("/broadcast")

@@ -196,7 +196,8 @@ async def test_only_admins_see_whats_coming_or_cancel_it(sandbox: TelegramSandbo
         pressed = sandbox.click(IVAN, listing, cancel)
         await all_handled(app, sandbox)
         assert [r.state for r in await followups(app, opened.lead_id)] == ["pending"]
-        assert not [a for a in sandbox.callback_answers if a["callback_query_id"] == pressed["id"]]  # silence: the button is not his
+        [answer] = [a for a in sandbox.callback_answers if a["callback_query_id"] == pressed["id"]]  # the button is not his: said so
+        assert answer["show_alert"] and answer["text"] == "Эта кнопка не для вас или больше не действует."
         assert now_reads(listing) == listing["text"]
 
         sandbox.click(OLGA, listing, cancel)
