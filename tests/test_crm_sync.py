@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -248,6 +248,28 @@ async def test_a_refused_item_fails_with_amocrm_reason_and_does_not_block_the_re
     assert [n.split("\n")[1] for n in env.notes((await env.lead(first.id)).crm_lead_id)] == ["первое", "второе"]
     assert await env.items(state=PENDING) == []
     assert env.sandbox.count(400) == 1  # the others went again at once, in the same round
+
+
+async def test_done_items_are_deleted_after_7_days_and_failed_ones_never(env: Env) -> None:
+    kept = await env.new_lead(tg_user_id=13, first_name="Первый")
+    refused = await env.new_lead(tg_user_id=14, first_name="Второй")
+    await env.drain()
+    del env.sandbox.account.leads[(await env.lead(refused.id)).crm_lead_id]  # amoCRM refuses notes on it
+    await env.say(refused.id, "в никуда")
+    await env.say(kept.id, "дошло")
+    await env.drain()
+    done = {item.id for item in await env.items(state=DONE)}
+    [failed] = await env.items(state=FAILED)
+    assert len(done) >= 3
+
+    env.clock.advance(timedelta(days=7, hours=-1).total_seconds())
+    await env.crm.worker.round()  # the hourly pruning: a week has not passed yet
+    assert done <= {item.id for item in await env.items(state=DONE)}
+    env.clock.advance(timedelta(hours=2).total_seconds())
+    await env.crm.worker.round()
+
+    assert not done & {item.id for item in await env.items()}
+    assert [item.id for item in await env.items(state=FAILED)] == [failed.id]  # waits for `optobot crm retry`, however old
 
 
 async def test_notes_and_task_deadlines_are_in_the_accounts_time_zone(db, database_url: str, amocrm) -> None:  # noqa: F811
