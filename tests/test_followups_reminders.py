@@ -99,6 +99,31 @@ async def test_the_lead_card_leads_the_manager_through_a_reminder(sandbox: Teleg
         assert (await buyer.reply())["text"] == "🔔 Напоминание: Прислать паспортные данные для доставки"
 
 
+async def test_a_reminder_at_night_for_the_buyer_waits_until_their_morning(sandbox: TelegramSandbox, settings: Settings,
+                                                                           renderer: CatalogRenderer, clock: FakeClock, buyer: Buyer,
+                                                                           team: Team) -> None:
+    """23:30 in Kazan (the buyer's city, Moscow time) is in the quiet hours (21:00–09:00): held until 09:00, then sent."""
+    async with on_clock(settings, renderer, clock) as app:
+        opened = await open_topic(app, buyer, team)
+        team.say(IVAN, opened.thread, "/remind 23:30 Оплатить счёт №17")
+        assert (await team.wait(opened.thread, 3))[-1]["text"].startswith("✅ Напомню покупателю 01.12.2026 23:30")
+
+        clock.set(datetime(2026, 12, 1, 23, 30, 5, tzinfo=MOSCOW))
+        app.followups.wake.set()
+
+        async def held() -> bool:
+            return [(r.state, r.reason) for r in await followups(app, opened.lead_id)] == [("pending", "quiet hours")]
+
+        await eventually(held)
+        assert (await followups(app, opened.lead_id))[0].due_at == datetime(2026, 12, 2, 9, 0, tzinfo=MOSCOW)
+        assert await app.followups.tick() is False  # still night for the buyer: nothing is due
+        assert not [t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")]
+
+        clock.set(datetime(2026, 12, 2, 9, 0, 5, tzinfo=MOSCOW))
+        app.followups.wake.set()
+        assert (await buyer.reply())["text"] == "🔔 Напоминание: Оплатить счёт №17"
+
+
 @pytest.mark.parametrize("args, expected", [
     ("+30m позвонить", (datetime(2026, 12, 1, 12, 30), "позвонить")),
     ("+3d паспорт", (datetime(2026, 12, 4, 12, 0), "паспорт")),
