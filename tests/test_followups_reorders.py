@@ -118,6 +118,22 @@ async def test_the_offer_goes_at_the_learned_time_with_whats_new_at_the_buyers_p
     assert await app.followups.reorders.answer(buyer.id, row.id, False, None) == "Спасибо, ваш ответ уже учтён."
 
 
+async def test_a_short_rhythm_offers_half_way_to_the_expected_reorder_not_earlier(
+        app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox, buyer: Buyer, clock: FakeClock) -> None:
+    """Orders 4 days apart: the next is expected 4 days after the last; 3 days before it would be the day after the
+    shipment, so the offer goes half-way there (2 days after)."""
+    lead, deal = await new_deal(app, amocrm, buyer)
+    await shipped(app, deal, buyer, lead.id)
+    clock.set(NOON + 2 * DAY)
+    await deal.move("repeat_sale")
+    clock.set(NOON + 4 * DAY)
+    await shipped(app, deal, buyer, lead.id, first=False)
+
+    [row] = [r for r in await followups(app, lead.id) if r.kind == "reorder" and r.state == "pending"]
+    assert row.due_at == NOON + 6 * DAY
+    await offer_at(app, clock, sandbox, buyer, NOON + 6 * DAY)
+
+
 async def test_a_buyer_who_reorders_on_their_own_is_not_offered(app: App, amocrm: AmoSandbox, sandbox: TelegramSandbox, buyer: Buyer,
                                                                clock: FakeClock) -> None:
     lead, deal = await new_deal(app, amocrm, buyer)
