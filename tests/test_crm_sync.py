@@ -1,6 +1,7 @@
 """What reaches amoCRM: lead cards, contacts, notes, stages, tasks (driven over HTTP against the sandbox)."""
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -23,7 +24,7 @@ from bot.journal import (
 )
 from bot.journey.intake import IntakeService
 from bot.sandbox.amocrm.account import WON
-from tests.crm_support import QUIZ, Env, FakeClock, amocrm, db, env, make_env  # noqa: F401  (fixtures)
+from tests.crm_support import QUIZ, Env, FakeClock, amocrm, db, env, make_env, open_db  # noqa: F401  (fixtures)
 
 MARQUIZ = {
     "contacts": {"name": "Анна Петрова", "phone": "79994445566", "email": "anna@example.com"},
@@ -230,6 +231,28 @@ async def test_every_open_lead_gets_a_task_when_amocrm_shows_none(env: Env) -> N
     assert await checks.ensure_tasks() == 2
     await env.drain()
     assert len(env.sandbox.account.find_tasks(is_completed=False)) == 2
+
+
+async def test_two_instances_checking_at_once_queue_one_task_per_lead_without_one(env: Env, database_url: str) -> None:
+    """Every instance runs the «no deal without a task» check on its own schedule: run together, they queue one
+    task for a bare deal, and one again once its task is done and the deal is bare anew."""
+    other_db = await open_db(database_url)
+    other = await make_env(other_db, database_url, env.sandbox, clock=env.clock)
+    try:
+        lead = await env.new_lead(tg_user_id=15, first_name="Тихий")
+        await env.drain()
+        crm_id = (await env.lead(lead.id)).crm_lead_id
+        for _ in range(2):
+            queued = await asyncio.gather(env.crm.checks.ensure_tasks(), other.crm.checks.ensure_tasks())
+            assert sorted(queued) == [0, 1]
+            await env.drain()
+            assert len(env.sandbox.account.find_tasks(entity_ids=[crm_id], is_completed=False)) == 1
+            env.sandbox.complete_tasks(crm_id)
+            env.clock.advance(3601)
+        assert len(env.sandbox.account.find_tasks(entity_ids=[crm_id])) == 2
+    finally:
+        await other.crm.close()
+        await other_db.close()
 
 
 async def test_a_refused_item_fails_with_amocrm_reason_and_does_not_block_the_rest(env: Env) -> None:

@@ -74,6 +74,7 @@ class Checks:
         deadline = timedelta(minutes=self.config.tasks[NO_TASK])
         queued = 0
         async with self.db.begin() as session:
+            await store.lock(session, store.NO_TASK_CHECK)  # instances checking at once queue in turn: each sees the other's task
             await leads.mark_without_task(session, bare, now)
             waiting = await outbox.leads_with_unfinished_tasks(session, bare)
             for lead_id in bare:
