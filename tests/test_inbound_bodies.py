@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.app import App
+from bot.bodies import MAX_BODY, MAX_FIELDS
 from bot.db.models import Lead, LeadEvent, QuizSubmission, TestBatchRequest
 from tests.buyer import Buyer
 from tests.test_journey_arrival import MARQUIZ, post_marquiz
@@ -55,6 +56,28 @@ async def test_deeply_nested_form_keys_are_refused(app: App, depth: int) -> None
     response = await post_marquiz(app, body, content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400, response.text
     assert "nested" in response.json()["error"]
+
+
+async def test_a_form_of_more_than_1000_fields_is_refused(app: App) -> None:
+    fields = [("contacts[name]", "Анна"), ("contacts[phone]", "79991234567")]
+    at_the_limit = fields + [(f"extra[f{i}]", "x") for i in range(MAX_FIELDS - len(fields))]
+    accepted = await post_marquiz(app, urlencode(at_the_limit), content_type="application/x-www-form-urlencoded")
+    over = await post_marquiz(app, urlencode([*at_the_limit, ("extra[one_more]", "x")]), content_type="application/x-www-form-urlencoded")
+    assert accepted.status_code == 200, accepted.text
+    assert over.status_code == 400 and over.json()["error"] == "more than 1000 form fields", over.text
+
+
+async def test_a_body_one_byte_over_256_kb_gets_413(app: App) -> None:
+    """A quiz submission of exactly 256 KB is taken; one byte more is refused before it is parsed."""
+    def padded(size: int) -> bytes:
+        body = json.dumps(submission(), ensure_ascii=False).encode()
+        return body[:-1] + b', "padding": "' + b"x" * (size - len(body) - 15) + b'"}'
+
+    assert len(padded(MAX_BODY)) == MAX_BODY == 256 * 1024
+    at_the_limit = await post_marquiz(app, padded(MAX_BODY))
+    over = await post_marquiz(app, padded(MAX_BODY + 1))
+    assert at_the_limit.status_code == 200, at_the_limit.text
+    assert over.status_code == 413 and over.json()["error"] == "body larger than 256 KB", over.text
 
 
 async def test_nul_bytes_and_lone_surrogates_are_removed(app: App) -> None:
