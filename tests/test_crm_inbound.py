@@ -1,6 +1,7 @@
 """What managers do in amoCRM comes back: webhooks (through the guarded route) and the periodic reconcile."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -12,7 +13,7 @@ from bot.crm.webhooks import parse_changes, subdomain_of
 from bot.db.models import LeadEvent
 from bot.journal import CRM_STAGE_CHANGED
 from bot.web import create_web_app
-from tests.crm_support import Env, amocrm, db, env  # noqa: F401  (fixtures)
+from tests.crm_support import Env, amocrm, db, env, make_env, open_db  # noqa: F401  (fixtures)
 
 SECRET = "s3cret-webhook-path-0123456789"
 
@@ -101,6 +102,25 @@ async def test_a_lost_webhook_is_caught_up_by_the_reconcile(env: Env) -> None:
     assert (lead.stage, lead.responsible_user_id) == ("test_batch_sent", manager)
     assert await env.crm.checks.reconcile() == 0  # nothing new since the cursor
     assert [e["source"] for e in await stage_events(env, lead_id)] == ["reconcile"]
+
+
+async def test_two_instances_reconciling_at_once_move_the_lead_once(env: Env, database_url: str) -> None:
+    """Every instance runs the reconcile on its own schedule: run together, they record the stage move once
+    (one ``crm_stage_changed``, so one stage message), the first run and later ones."""
+    other_db = await open_db(database_url)
+    other = await make_env(other_db, database_url, env.sandbox, clock=env.clock)
+    try:
+        lead_id, crm_id = await synced_lead(env)
+        account = env.sandbox.account
+        for stage, name in (("test_batch_sent", "Тестовая партия отправлена"), ("qualified", "Квалификация пройдена")):
+            account.update_leads([{"id": crm_id, "status_id": account.status_id("Привлечение", name)}])
+            moved = await asyncio.gather(env.crm.checks.reconcile(), other.crm.checks.reconcile())
+            assert sorted(moved) == [0, 1]
+            assert (await env.lead(lead_id)).stage == stage
+        assert [e["stage"] for e in await stage_events(env, lead_id)] == ["test_batch_sent", "qualified"]
+    finally:
+        await other.crm.close()
+        await other_db.close()
 
 
 @pytest.mark.parametrize("body, reason", [

@@ -128,8 +128,11 @@ class Checks:
         return found, latest
 
     async def _advance(self, cursor_key: str, latest: int) -> None:
+        """Move the cursor to ``latest`` (never back: another instance's reconcile may have moved it further)."""
         async with self.db.begin() as session:
-            await store.write(session, cursor_key, {"updated_at": latest})
+            await store.lock(session, cursor_key)
+            cursor = (await store.read(session, cursor_key) or {}).get("updated_at")
+            await store.write(session, cursor_key, {"updated_at": max(latest, cursor or latest)})
 
     def _guarded(self, check: Callable[[], Awaitable[object]]) -> Round:
         """``check`` as a loop round: amoCRM refusing the account stops the sync; amoCRM errors are logged."""

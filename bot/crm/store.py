@@ -17,6 +17,7 @@ RECONCILE_TASKS = "crm.reconcile_tasks"  # REMINDER_TASK_TYPE tasks
 CLAIM = "crm.claim"
 CHAT_CLAIM = "crm.claim.chat"  # the amoCRM chat's round
 REPLIES = "crm.replies"  # the claim lock of managers' replies from amoCRM
+STAGES = "crm.stages"  # the lock under which amoCRM's lead changes are applied (webhooks and reconciles of all instances)
 NO_TASK_CHECK = "crm.check.no_task"  # the lock of the «no deal without a task» check's queueing
 CHANNEL = "crm.channel"  # the connected Chats API channel: scope_id, amojo_id, channel_id
 

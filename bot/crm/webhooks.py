@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import bodies
 from bot.bodies import BadBody
+from bot.crm import store
 from bot.crm.discovery import AccountMap
 from bot.db import leads
 from bot.journal import CRM_STAGE_CHANGED, CRM_TASK_CHANGED, TASK_COMPLETED, TASK_DELETED, TASK_OPEN, Journal
@@ -163,6 +164,7 @@ async def apply_changes(
     """Set the local stage, status, responsible and deal budget of the leads we know; returns how many changed stage."""
     moved = 0
     async with db.begin() as session:
+        await store.lock(session, store.STAGES)  # one at a time: the same move read by two (instances, a webhook and a reconcile) is recorded once
         for change in changes:
             lead = await leads.by_crm_lead(session, change.crm_lead_id)
             if lead is None:
