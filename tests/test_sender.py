@@ -11,9 +11,12 @@ from sqlalchemy import select
 from bot.catalog.render import CatalogRenderer
 from bot.db import sends
 from bot.db.models import Lead, TgSend
+from bot.db.session import database
 from bot.sandbox.telegram import TelegramSandbox
+from bot.sender import SERVICE, Sender
+from bot.telegram import create_bot
 from tests.buyer import Buyer
-from tests.conftest import make_settings, running
+from tests.conftest import TOKEN, make_settings, running
 
 BUYERS = 20
 GREETING = "Я помощник оптового отдела"
@@ -173,6 +176,32 @@ async def test_a_managers_answer_outlives_an_outage(sandbox: TelegramSandbox, da
     answers = [m for m in sandbox.messages(buyer.id, from_bot=True) if m.get("text") == "Добрый день! Пришлю прайс через минуту."]
     assert len(answers) == 1
     assert not [m for m in sandbox.messages(OPERATORS, from_bot=True) if "Не отправлено" in (m.get("text") or "")]
+
+
+async def test_two_instances_taking_over_a_dead_ones_sends_deliver_each_once_in_order(
+        sandbox: TelegramSandbox, database_url: str) -> None:
+    """The sends of an instance that died (its lease ran out) go to whichever instance claims them: two instances
+    (each its own engine) taking over at once deliver every message once, each chat's in order."""
+    buyers = [Buyer(sandbox, user_id=9100 + index, first_name=f"Покупатель{index}", started=True) for index in range(6)]
+    texts = [f"Сообщение {number}" for number in range(4)]
+    bots = [create_bot(TOKEN, sandbox.base_url) for _ in range(3)]
+    try:
+        async with database(database_url) as one, database(database_url) as two:
+            dead = Sender(bots[0], one, retry_for=600, lease=0.0)  # its leases have run out
+            async with one.begin() as session:
+                for buyer in buyers:
+                    await dead.stage(session, None, buyer.id, [(text, None) for text in texts], SERVICE)
+            first, second = Sender(bots[1], one, retry_for=600), Sender(bots[2], two, retry_for=600)
+            await asyncio.gather(first.resume.once(), second.resume.once(), first.resume.once(), second.resume.once())
+            await asyncio.gather(first.flushed(), second.flushed())
+            async with one() as session:
+                rows = (await session.execute(select(TgSend))).scalars().all()
+    finally:
+        for bot in bots:
+            await bot.session.close()
+    assert {buyer.id: [m.get("text") for m in sandbox.messages(buyer.id, from_bot=True)] for buyer in buyers} == {
+        buyer.id: texts for buyer in buyers}
+    assert {(row.state, row.owner != dead.owner) for row in rows} == {("sent", True)} and len(rows) == 6 * 4
 
 
 async def test_settled_sends_and_handled_updates_are_forgotten_after_a_week(
