@@ -1,12 +1,14 @@
 """The Telegram conversation as an amoCRM chat, over HTTP against both sandboxes: in order, once, on the right lead."""
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 from sqlalchemy import select
 
 from bot.app import App
@@ -195,6 +197,41 @@ async def test_a_file_from_amocrm_over_20_mb_is_not_sent_and_comes_back_as_an_er
     assert error["delivery_status"] == -1 and error["error_code"] == 905 and error["error"] == "the reply's file is larger than 20 MB"
     assert not any(call.method == "sendDocument" for call in sandbox.calls)
     assert not any("document" in m for m in sandbox.messages(buyer.id, from_bot=True))
+
+
+async def test_a_file_from_amocrm_that_does_not_download_in_time_is_not_sent_and_comes_back_as_an_error(
+        sandbox: TelegramSandbox, amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server holding a manager's file sends its first bytes and stalls: the download gives up after FILE_TIMEOUT,
+    the buyer gets nothing, and amoCRM gets an error status saying so (the reply is not taken again lease after lease)."""
+    _, conversation, _ = opened
+    monkeypatch.setattr(replies, "FILE_TIMEOUT", 0.5)
+    released = asyncio.Event()
+
+    async def stalled(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "application/pdf"})
+        await response.prepare(request)
+        await response.write(b"%PDF-1.4")
+        await released.wait()
+        return response
+
+    files = web.Application()
+    files.router.add_get("/price.pdf", stalled)
+    runner = web.AppRunner(files)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/price.pdf"  # type: ignore[union-attr]
+        _, message_id = await amocrm.chats.reply(conversation, "Прайс", kind="file", media=url, file_name="прайс.pdf")
+        await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=30)
+    finally:
+        released.set()
+        await runner.cleanup()
+
+    [error] = statuses(amocrm, conversation, message_id)
+    assert error["delivery_status"] == -1 and error["error_code"] == 905
+    assert error["error"] == "the reply's file did not download within 0.5 s"
+    assert not any(call.method == "sendDocument" for call in sandbox.calls)
 
 
 async def test_a_broadcast_is_in_the_amocrm_chat_as_the_bots(amocrm: AmoSandbox, buyer: Buyer, opened: tuple[App, str, int]) -> None:

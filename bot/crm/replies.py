@@ -234,13 +234,16 @@ class Replies:
         if not url.startswith(("http://", "https://")):
             raise ValueError("the reply's file has no URL")
         data = bytearray()
-        async with asyncio.timeout(FILE_TIMEOUT), self.http.stream("GET", url) as response:
-            if response.status_code != 200:
-                raise ValueError(f"amoCRM answered {response.status_code} for the reply's file")
-            async for chunk in response.aiter_bytes():
-                data += chunk
-                if len(data) > MAX_FILE:
-                    raise ValueError(f"the reply's file is larger than {MAX_FILE // 1024 // 1024} MB")
+        try:
+            async with asyncio.timeout(FILE_TIMEOUT), self.http.stream("GET", url) as response:
+                if response.status_code != 200:
+                    raise ValueError(f"amoCRM answered {response.status_code} for the reply's file")
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > MAX_FILE:
+                        raise ValueError(f"the reply's file is larger than {MAX_FILE // 1024 // 1024} MB")
+        except TimeoutError:  # a refusal like the others (amoCRM hears why), not a crash taken again after every lease
+            raise ValueError(f"the reply's file did not download within {FILE_TIMEOUT:g} s") from None
         return BufferedInputFile(bytes(data), filename=content.get("file_name") or url.rsplit("/", 1)[-1] or "file")
 
     async def _delivered(self, reply: AmojoReply, lead: Lead, tg_message_id: int | None, sent_text: str | None, manager: str, text: str,
