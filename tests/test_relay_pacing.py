@@ -259,6 +259,32 @@ async def test_two_groups_share_the_conversations(sandbox: TelegramSandbox, data
         assert sandbox.messages(ELSEWHERE, from_bot=True) == []
 
 
+async def test_two_instances_pacing_one_group_at_once_post_each_once_in_order(sandbox: TelegramSandbox, database_url: str,
+                                                                             tmp_path: Path, renderer: CatalogRenderer) -> None:
+    """Two instances' pacers (each its own engine) take rounds at one group's queue at the same moments: each lead's
+    topic is created once and gets every queued post once, in order."""
+    settings = relay_settings(sandbox, database_url, tmp_path)
+    sandbox.rate_limits(enabled=False, group_limits=False)  # the claims are under test here, not the budgets
+    first, second = App(settings, renderer=renderer), App(settings, renderer=renderer)
+    await first.start()  # neither serves: the test runs their pacers' rounds
+    try:
+        expected: dict[int, list[str]] = {}
+        for person in buyers(sandbox, 4):
+            lead = await known_lead(first, person, first_name=f"Покупатель{person.id}", last_name=None, tg_username=None)
+            expected[lead.id] = [f"{person.id}: заметка {number}" for number in range(3)]
+            for text in expected[lead.id]:
+                await first.relay.pacer.notice(lead, OPERATORS, text, urgent=False)
+        for _ in range(10):
+            if await queue_empty(first):
+                break
+            await asyncio.gather(first.relay.pacer.round(OPERATORS), second.relay.pacer.round(OPERATORS))  # a group's loop per instance
+        assert await all_relayed(first, sandbox, expected)
+        assert [call.method for call in sandbox.calls].count("createForumTopic") == len(expected)
+    finally:
+        await second.close()
+        await first.close()
+
+
 @pytest.mark.redis
 async def test_instances_share_a_groups_budget_through_redis() -> None:
     """Two instances posting into one group: together never more than its budget in any window; ``ready``
