@@ -2,10 +2,12 @@
 recreated, and the reply mode of a group without topics."""
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
+from bot.relay import store
 from bot.relay.card import RelayCb
 from bot.sandbox.telegram import TelegramSandbox
 from tests import relay_support
@@ -123,6 +125,30 @@ async def test_topic_on_arrival(sandbox: TelegramSandbox, database_url: str, tmp
     assert card["text"].startswith("👤 Анна Петрова · @anna_opt")
     assert "🔗 Источник: yandex" in card["text"] and "📊 Этап: Новая заявка" in card["text"]
     assert sandbox.topics(OPERATORS)[0]["name"] == "🆕 Анна Петрова"
+
+
+async def test_two_instances_create_each_planned_topic_once(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,
+                                                             renderer: CatalogRenderer) -> None:
+    """Topics planned on arrival are created by the relay workers' rounds: two instances' rounds at the same moment
+    create each lead's topic once (none created and deleted again)."""
+    settings = relay_settings(sandbox, database_url, tmp_path, TOPIC_ON_ARRIVAL="true")
+    first, second = App(settings, renderer=renderer), App(settings, renderer=renderer)
+    await first.start()  # neither serves: the test runs their workers' rounds
+    try:
+        leads = [await known_lead(first, Buyer(sandbox, 3001 + index, f"Покупатель{index}")) for index in range(4)]
+        async with first.db.begin() as session:
+            for lead in leads:
+                await store.plan_topic(session, lead.id, OPERATORS)
+        await asyncio.gather(first.relay.worker.tick(), second.relay.worker.tick())
+        await asyncio.gather(first.relay.worker.tick(), second.relay.worker.tick())
+        async with first.db() as session:
+            placed = [await store.topic(session, lead.id) for lead in leads]
+    finally:
+        await second.close()
+        await first.close()
+    assert all(topic is not None and topic.thread_id for topic in placed)
+    assert len(sandbox.topics(OPERATORS)) == len(leads)
+    assert [call.method for call in sandbox.calls].count("createForumTopic") == len(leads)
 
 
 async def test_group_without_topics_relays_by_replies(sandbox: TelegramSandbox, database_url: str, tmp_path: Path,

@@ -28,6 +28,7 @@ class RelayTopic(Base):
     card_hash: Mapped[str] = mapped_column(String(64), default="")
     is_closed: Mapped[bool] = mapped_column(default=False)
     stale: Mapped[bool] = mapped_column(default=False)  # a lead event happened: the card may be out of date
+    lease_until: Mapped[datetime | None]  # a relay worker's round is creating or refreshing it: other instances leave it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

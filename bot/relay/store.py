@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.db.models import Lead
+from bot.db.sql import any_row, lease_rows
 from bot.relay.models import RelayLink, RelayTopic, RelayWait
 
 
@@ -64,11 +66,29 @@ async def mark_stale(session: AsyncSession, lead_id: int) -> None:
     await session.execute(update(RelayTopic).where(RelayTopic.lead_id == lead_id).values(stale=True))
 
 
-async def topics_to_refresh(session: AsyncSession, chat_ids: Sequence[int], limit: int = 20) -> Sequence[RelayTopic]:
-    """Topics (in the groups ``chat_ids``) to create (planned) or whose card may be out of date."""
-    query = (select(RelayTopic).where(RelayTopic.chat_id.in_(list(chat_ids)), or_(RelayTopic.stale, RelayTopic.card_message_id.is_(None)))
-             .order_by(RelayTopic.updated_at).limit(limit))
-    return (await session.execute(query)).scalars().all()
+def _to_refresh(chat_ids: Sequence[int], now: datetime) -> tuple[Any, ...]:
+    """Topics (in the groups ``chat_ids``) to create (planned) or whose card may be out of date, no round holds."""
+    return (RelayTopic.chat_id.in_(list(chat_ids)), or_(RelayTopic.stale, RelayTopic.card_message_id.is_(None)),
+            or_(RelayTopic.lease_until.is_(None), RelayTopic.lease_until < now))
+
+
+async def any_to_refresh(session: AsyncSession, chat_ids: Sequence[int], now: datetime) -> bool:
+    return await any_row(session, RelayTopic.lead_id, *_to_refresh(chat_ids, now))
+
+
+async def claim_to_refresh(session: AsyncSession, chat_ids: Sequence[int], now: datetime, lease_until: datetime,
+                           limit: int = 20) -> list[int]:
+    """Lease up to ``limit`` topics to create or refresh (no longer stale: an event meanwhile marks one again); their
+    leads' ids. A topic another instance's round holds is left to it."""
+    due = _to_refresh(chat_ids, now)
+    rows = await lease_rows(session, RelayTopic.lead_id, due, due, limit, {"stale": False, "lease_until": lease_until}, ())
+    return [row[0] for row in rows]
+
+
+async def release_refreshed(session: AsyncSession, lead_ids: Sequence[int], lease_until: datetime) -> None:
+    """Give back the leases of :func:`claim_to_refresh` (one taken over since is left alone)."""
+    await session.execute(update(RelayTopic).where(RelayTopic.lead_id.in_(list(lead_ids)), RelayTopic.lease_until == lease_until)
+                          .values(lease_until=None).execution_options(synchronize_session=False))
 
 
 # ------------------------------------------------------------------- links

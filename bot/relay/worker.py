@@ -7,24 +7,25 @@ subscriber); the worker's rounds do it, so a buyer's update never waits on the o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from datetime import timedelta
 
 import structlog
 from aiogram.exceptions import TelegramAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.db.base import utcnow
 from bot.db.models import Lead, LeadEvent
 from bot.journal import GREETED, QUESTION_ASKED, Record
 from bot.loops import Loop
 from bot.relay import store
 from bot.relay.chat import OperatorChat
-from bot.relay.models import RelayTopic
 from bot.relay.pacer import Pacer
 from bot.relay.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 POLL = 1.0  # seconds between rounds
+LEASE = 120.0  # seconds a round holds the topics it creates or refreshes (a topic may wait for the group's budget)
 
 
 class RelayWorker:
@@ -59,20 +60,25 @@ class RelayWorker:
         await self.pacer.notice(lead, self.chat.group(lead, topic), text, urgent=urgent)
 
     async def tick(self) -> None:
-        """One round: topics planned on arrival, cards after lead events, SLA pings."""
+        """One round: topics planned on arrival, cards after lead events (leased: two instances never both create or
+        refresh one), SLA pings."""
+        now = utcnow()
         async with self.chat.db() as session:  # read first: an idle round takes no write turn
-            waiting = await store.topics_to_refresh(session, self.chat.chat_ids, limit=1)
-        topics: Sequence[RelayTopic] = []
+            waiting = await store.any_to_refresh(session, self.chat.chat_ids, now)
         if waiting:
+            lease_until = now + timedelta(seconds=LEASE)
             async with self.chat.db.begin() as session:
-                topics = await store.topics_to_refresh(session, self.chat.chat_ids)
-                for topic in topics:
-                    topic.stale = False
-        for topic in topics:
+                lead_ids = await store.claim_to_refresh(session, self.chat.chat_ids, now, lease_until)
             try:
-                await self.topics.refresh_card(topic.lead_id)
-            except TelegramAPIError as exc:
-                log.error("relay.card_failed", lead_id=topic.lead_id, error=str(exc))
+                for lead_id in lead_ids:
+                    try:
+                        await self.topics.refresh_card(lead_id)
+                    except TelegramAPIError as exc:
+                        log.error("relay.card_failed", lead_id=lead_id, error=str(exc))
+            finally:
+                if lead_ids:
+                    async with self.chat.db.begin() as session:
+                        await store.release_refreshed(session, lead_ids, lease_until)
         await self.check_sla()
 
     async def run(self, stop: asyncio.Event) -> None:
