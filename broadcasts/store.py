@@ -102,15 +102,13 @@ async def release(session: AsyncSession, broadcast_id: int, owner: str) -> None:
 
 
 async def upsert_step(session: AsyncSession, sequence: str, step: str, **values: Any) -> int:
-    """The broadcast row of a sequence step, created running or updated to the current definition."""
-    found = (await session.execute(select(Broadcast).where(Broadcast.sequence == sequence, Broadcast.step == step))).scalar_one_or_none()
-    if found is None:
-        found = Broadcast(sequence=sequence, step=step, kind="step", state=RUNNING, prepared=True, **values)
-        session.add(found)
-        await session.flush()
-    else:
-        for key, value in values.items():
-            setattr(found, key, value)
+    """The broadcast row of a sequence step, created running (once, when instances start together) or updated to the
+    current definition."""
+    await session.execute(insert_ignore(session, Broadcast).values(sequence=sequence, step=step, kind="step", state=RUNNING,
+                                                                    prepared=True, **values))
+    found = (await session.execute(select(Broadcast).where(Broadcast.sequence == sequence, Broadcast.step == step))).scalar_one()
+    for key, value in values.items():
+        setattr(found, key, value)
     return found.id
 
 

@@ -1,6 +1,7 @@
 """Warm-up sequences: the shipped «catalogue sent → +1 d → +3 d → +7 d» sequence, exits, once-only steps."""
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from sqlalchemy import select
 from bot.app import App
 from bot.config import PROJECT_DIR
 from bot.db.models import Lead, LeadEvent
+from bot.db.session import open_database
 from bot.journal import CATALOG_SENT
 from bot.sandbox.telegram import TelegramSandbox
 from broadcasts.models import Broadcast, Delivery, Enrollment
@@ -101,6 +103,29 @@ async def test_catalogue_then_bestsellers_test_offer_and_call_task_each_once(bap
     clock.now += timedelta(days=8)
     await bapp.broadcasts.tick()
     assert len(bot_texts(sandbox, buyer.id)) == shown + 2
+
+
+@QUIET_OFF
+async def test_two_instances_ticking_at_once_send_each_step_once(bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:
+    """Two instances' broadcast workers (each its own engine) run the sequences at the same moments: every lead gets
+    each step's message once, and each call task is recorded once."""
+    lead_ids = await add_leads(bapp, sandbox, 6)
+    entered = max([await record(bapp, lead_id, CATALOG_SENT) for lead_id in lead_ids])
+    other_db = open_database(bapp.settings.database_url)
+    other = Broadcasts(bapp.settings, other_db, bapp.journal, bapp.quiz, clock=clock)
+    try:
+        for days in (1, 3, 7):
+            clock.now = entered + timedelta(days=days, minutes=1)
+            await asyncio.gather(bapp.broadcasts.tick(), other.tick(), bapp.broadcasts.tick(), other.tick())
+    finally:
+        await other.close()
+        await other_db.close()
+    assert [await steps(bapp, lead_id) for lead_id in lead_ids] == [
+        {"bestsellers": "sent", "test_offer": "sent", "call_reminder": "sent"}] * len(lead_ids)
+    assert [len(bot_texts(sandbox, 5000 + index)) for index in range(len(lead_ids))] == [2] * len(lead_ids)
+    async with bapp.db() as session:
+        tasks = (await session.execute(select(LeadEvent.lead_id).where(LeadEvent.kind == "drip_call_reminder"))).scalars().all()
+    assert sorted(tasks) == lead_ids
 
 
 @QUIET_OFF
