@@ -9,6 +9,7 @@ structure deeper than :data:`MAX_DEPTH`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -53,12 +54,22 @@ class Body:
 def parse_json(raw: bytes) -> Any:
     """A JSON document, bounded in depth, its strings cleaned."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except RecursionError:
         raise BadBody(f"JSON nested deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # also UnicodeDecodeError
         raise BadBody(f"malformed JSON: {exc}") from None
     return _bounded(data)
+
+
+def _not_a_number(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")  # Python's json takes NaN and Infinity; JSON and PostgreSQL don't
+
+
+def _finite(text: str) -> float:
+    if not math.isfinite(value := float(text)):
+        raise ValueError(f"number {text[:20]} out of range")
+    return value
 
 
 def parse_form(raw: bytes) -> dict[str, Any]:
@@ -111,15 +122,20 @@ def _bounded(data: Any) -> Any:
         raise BadBody(f"body {exc}") from None
 
 
+async def read_raw(request: web.Request) -> bytes:
+    """The body's bytes, at most :data:`MAX_BODY` (else :class:`BadBody` with 413)."""
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BadBody(f"body larger than {MAX_BODY // 1024} KB", 413) from None
+
+
 async def read(request: web.Request, accept: tuple[str, ...] = (JSON, FORM, MULTIPART)) -> Body:
     """Read and decode a webhook body of one of the ``accept``-ed content types (JSON when none is given)."""
     content_type = request.content_type if request.headers.get("Content-Type") else JSON
     if content_type not in accept:
         raise BadBody(f"unsupported content type {clean_text(content_type)!r}; send {' or '.join(accept)}", 415)
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BadBody(f"body larger than {MAX_BODY // 1024} KB", 413) from None
+    raw = await read_raw(request)
     if content_type == FORM:
         data = parse_form(raw)
     elif content_type == MULTIPART:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 MASK = "***"
 _PATTERNS = (
@@ -45,6 +46,22 @@ class MaskingFormatter(logging.Formatter):
         return mask(self.inner.format(record), self.secrets)
 
 
+class UnparsedRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (a bad request line, URL or header: answered 400) as an error with a
+    traceback; the fault is the sender's, so it becomes one warning line with the reason."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code == 400:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "http.bad_request reason=%r", ((str(exc.message).splitlines() or [""])[0],)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+_UNPARSED = UnparsedRequests()
+
+
 def add_secret(secret: str) -> None:
     """Mask ``secret`` too from now on (a secret learnt at run time, e.g. read from the database)."""
     for handler in logging.getLogger().handlers:
@@ -72,6 +89,7 @@ def setup_logging(level: str = "INFO", *, secrets: Iterable[str] = (), json: boo
             inner = logging.Formatter("%(message)s")
         handler.setFormatter(MaskingFormatter(inner, secrets))
     logging.getLogger("aiogram.event").setLevel(logging.WARNING)
+    logging.getLogger("aiohttp.server").addFilter(_UNPARSED)  # once: the same filter is not added twice
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed body is logged once, with the answer
     logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # rendering steps, even of its own stylesheets

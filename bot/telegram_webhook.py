@@ -6,6 +6,7 @@ malformed or hostile update is a 4xx with the reason, never a 500.
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 import structlog
 from aiogram import Bot
@@ -27,11 +28,21 @@ TELEGRAM_WEBHOOK_PATH = "/webhooks/telegram"
 async def read_update(request: web.Request, bot: Bot) -> Update:
     """The Telegram update in a webhook request, read like every webhook body and validated; else :class:`BadBody`."""
     body = await bodies.read(request, accept=(bodies.JSON,))
+    if (where := _wide_number(body.data)) is not None:  # Telegram's ids and dates fit 64 bits, as do the columns they go to
+        raise BadBody(f"not a Telegram update: {where or 'update'}: a number wider than 64 bits")
     try:
         return Update.model_validate(body.data, context={"bot": bot})
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BadBody(f"not a Telegram update: {'.'.join(map(str, first['loc'])) or 'update'}: {first['msg']}") from None
+
+
+def _wide_number(value: Any, at: str = "") -> str | None:
+    """Where in ``value`` an integer does not fit a signed 64-bit one (None: nowhere)."""
+    if isinstance(value, int):
+        return at if not -2**63 <= value < 2**63 else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return next((found for key, item in items if (found := _wide_number(item, f"{at}.{key}" if at else str(key))) is not None), None)
 
 
 def telegram_handler(inbox: Inbox, bot: Bot, secret_token: str) -> Handler:

@@ -54,7 +54,7 @@ def hook_signature(secret: str, body: bytes) -> str:
 
 def hook_signed(secret: str, body: bytes, given: str | None) -> bool:
     """The hook's ``X-Signature`` is the body's HMAC (compared in constant time)."""
-    return bool(given) and hmac.compare_digest(hook_signature(secret, body).encode(), given.strip().lower().encode())  # type: ignore[union-attr]
+    return bool(given) and hmac.compare_digest(hook_signature(secret, body).encode(), given.strip().lower().encode(errors="surrogateescape"))  # type: ignore[union-attr]
 
 
 class ChannelRefused(AmoError):
