@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
@@ -17,7 +18,7 @@ from bot.db.models import Lead
 from bot.journal import PHONE_SHARED
 from bot.ratelimit import Window
 from bot.sandbox.amocrm import AmoSandbox
-from tests.crm_support import amocrm, crm_settings, db, make_env  # noqa: F401  (fixtures)
+from tests.crm_support import amocrm, crm_settings, db, make_env, open_db  # noqa: F401  (fixtures)
 
 TUNING = ClientTuning(attempts=2, wait=0.001, wait_max=0.002, timeout=5)
 
@@ -166,6 +167,34 @@ async def test_a_chats_api_outage_loses_and_duplicates_nothing(db, database_url,
     assert {item.state for item in await env.items(op="chat")} == {"done"}
     assert amocrm.chats.unsorted == []
     await env.crm.close()
+
+
+async def test_two_instances_draining_at_once_put_each_message_in_the_chat_once_in_order(db, database_url, amocrm) -> None:  # noqa: F811
+    """Two instances (each its own engine) run the chat's rounds at the same moments: every buyer's messages are in
+    their amoCRM chat once, in the order written."""
+    registered = amocrm.chats.register_channel("http://127.0.0.1:9/:scope_id")
+    channel_on = {"AMOCRM_CHANNEL_ID": registered.id, "AMOCRM_CHANNEL_SECRET": registered.secret, "AMOJO_BASE_URL": amocrm.base_url}
+    first = await make_env(db, database_url, amocrm, **channel_on)
+    await channel.connect(first.db, first.crm.client, first.crm.chats_api, "Telegram")
+    other_db = await open_db(database_url)
+    second = await make_env(other_db, database_url, amocrm, clock=first.clock, **channel_on)
+    try:
+        leads = [await first.new_lead(tg_user_id=80 + index, first_name=f"Покупатель{index}") for index in range(6)]
+        await asyncio.gather(first.drain(), second.drain())
+        for number in range(1, 4):
+            for lead in leads:
+                await log(first if lead.id % 2 else second, lead.id, f"{lead.id}: {number}", number)
+            while sum(await asyncio.gather(first.crm.worker.run_chats_once(), second.crm.worker.run_chats_once())):
+                pass
+    finally:
+        await second.crm.close()
+        await other_db.close()
+        await first.crm.close()
+    assert {lead.id: amocrm.chats.transcript(f"tg-{lead.tg_user_id}") for lead in leads} == {
+        lead.id: [f"← {lead.first_name}: {lead.id}: {number}" for number in range(1, 4)] for lead in leads}
+    [scope] = amocrm.chats.scopes
+    sent = [seen for seen in amocrm.requests if seen.method == "POST" and seen.path == f"/v2/origin/custom/{scope}"]
+    assert len(sent) == 3 * len(leads)  # none sent twice (amoCRM would only drop the repeat)
 
 
 async def test_a_buyer_known_only_by_telegram_gets_a_contact_on_their_deal_before_the_chat(db, database_url, amocrm) -> None:  # noqa: F811
