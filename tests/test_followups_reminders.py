@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from bot.app import App
 from bot.catalog.render import CatalogRenderer
@@ -18,7 +19,9 @@ from bot.config import Settings
 from bot.db.models import Lead
 from bot.db.session import database
 from bot.followups import store
+from bot.followups.models import FollowUp
 from bot.followups.reminders import BadWhen, parse_when
+from bot.followups.service import FollowUps
 from bot.followups.upcoming import UpcomingCb
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer, buttons
@@ -70,6 +73,35 @@ async def test_a_reminder_fires_once_across_a_restart(sandbox: TelegramSandbox, 
         rows = await followups(app, lead_id)
     assert [(r.kind, r.state, r.data["manager"]) for r in rows] == [("reminder", "done", "Иван Смирнов")]
     assert len([t for t in bot_texts(sandbox, buyer.id) if t.startswith("🔔")]) == 1
+
+
+async def test_two_instances_never_remind_a_buyer_or_ask_the_survey_twice(sandbox: TelegramSandbox, settings: Settings,
+                                                                          renderer: CatalogRenderer, clock: FakeClock) -> None:
+    """Reminders and surveys fall due at one moment and two instances' follow-up rounds (each its own engine) run at
+    once: every buyer gets each once."""
+    buyers = [started(sandbox, 1100 + index, f"Покупатель{index}") for index in range(6)]
+    due = clock() + timedelta(hours=1)
+    async with on_clock(settings, renderer, clock) as app, database(settings.database_url) as other_db:
+        other = FollowUps(settings, other_db, app.journal, app.messenger, catalog=app.catalog, clock=clock)  # a second instance's
+        async with app.db.begin() as session:
+            for buyer in buyers:
+                lead = Lead(tg_user_id=buyer.id, first_name=buyer.first_name, language="ru")
+                session.add(lead)
+                await session.flush()
+                await store.schedule(session, lead_id=lead.id, kind="reminder", key=f"reminder:{lead.id}", due_at=due, now=clock(),
+                                     data={"text": "Оплатить счёт", "manager": "Иван Смирнов"})
+                await store.schedule(session, lead_id=lead.id, kind="survey", key=f"survey:L{lead.id}", due_at=due, now=clock(),
+                                     stage="test_batch_received")
+        clock.set(due + timedelta(seconds=1))
+        await asyncio.gather(other.tick(), app.followups.tick(), other.tick(), app.followups.tick())
+        for buyer in buyers:
+            await eventually(lambda: len(bot_texts(sandbox, buyer.id)) >= 2)
+        async with app.db() as session:
+            states = (await session.scalars(select(FollowUp.state))).all()
+    assert states == ["done"] * 2 * len(buyers)
+    for buyer in buyers:
+        texts = bot_texts(sandbox, buyer.id)
+        assert len(texts) == 2 and texts.count("🔔 Напоминание: Оплатить счёт") == 1, texts
 
 
 async def test_the_lead_card_leads_the_manager_through_a_reminder(sandbox: TelegramSandbox, settings: Settings,
