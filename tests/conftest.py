@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -21,6 +22,7 @@ from bot.config import Settings, load_settings
 from bot.db import migrate
 from bot.db.models import TgUpdate
 from bot.db.session import open_database
+from bot.logs import setup_logging
 from bot.sandbox.telegram import TelegramSandbox
 from tests.buyer import Buyer
 from tests.crm_support import eventually
@@ -168,6 +170,18 @@ async def all_handled(app: App, sandbox: TelegramSandbox) -> None:
 async def app(settings: Settings, renderer: CatalogRenderer) -> AsyncIterator[App]:
     async with running(settings, renderer) as service:
         yield service
+
+
+@pytest.fixture
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """Fail a test whose requests left a traceback (or an error) in the service's log above DEBUG: a 500 is logged with
+    one, and so is a request taken whose handling then crashed in the background."""
+    setup_logging("INFO")  # the service's log, as `optobot run` sets it up (structlog's events reach caplog)
+    caplog.set_level(logging.INFO)
+    yield
+    bad = [r for r in (*caplog.get_records("setup"), *caplog.get_records("call"))
+           if r.levelno > logging.DEBUG and (r.exc_info or "Traceback" in r.getMessage() or r.levelno >= logging.ERROR)]
+    assert not bad, [f"{r.name}: {r.getMessage()[:300]}" for r in bad]
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import copy
 import hashlib
 import hmac
 import json
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -25,7 +24,6 @@ from bot.bodies import MAX_BODY
 from bot.catalog.render import CatalogRenderer
 from bot.db.models import Lead
 from bot.journal import LEAD_CREATED
-from bot.logs import setup_logging
 from bot.sandbox.amocrm import AmoSandbox
 from bot.sandbox.amocrm.chats import Channel
 from bot.sandbox.balancer import free_port
@@ -41,16 +39,7 @@ SEED = 20261130
 MUTATIONS = 60  # mutated valid bodies per endpoint
 JSON, FORM = "application/json", "application/x-www-form-urlencoded"
 
-@pytest.fixture(autouse=True)
-def no_tracebacks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test whose requests left a traceback (or an error) in the log above DEBUG: a 500 is logged with one, and
-    so is a request taken whose handling then crashed in the background."""
-    setup_logging("INFO")  # the service's log, as `optobot run` sets it up (structlog's events reach caplog)
-    caplog.set_level(logging.INFO)
-    yield
-    bad = [r for r in (*caplog.get_records("setup"), *caplog.get_records("call"))
-           if r.levelno > logging.DEBUG and (r.exc_info or "Traceback" in r.getMessage() or r.levelno >= logging.ERROR)]
-    assert not bad, [f"{r.name}: {r.getMessage()[:300]}" for r in bad]
+pytestmark = pytest.mark.usefixtures("no_tracebacks")  # tests/conftest.py
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from urllib.parse import urlencode
 
 import httpx
@@ -18,13 +17,7 @@ from tests.buyer import Buyer
 from tests.test_journey_arrival import MARQUIZ, post_marquiz
 
 
-@pytest.fixture(autouse=True)
-def no_tracebacks(caplog: pytest.LogCaptureFixture):  # noqa: ANN201
-    """Fail a test whose requests logged an error or a traceback (a 500 is logged with one)."""
-    caplog.set_level(logging.INFO)
-    yield
-    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
-    assert not bad, [r.getMessage() for r in bad]
+pytestmark = pytest.mark.usefixtures("no_tracebacks")  # tests/conftest.py
 
 
 def nested(depth: int) -> str:
