@@ -59,6 +59,8 @@ class Broadcast(Base):
     created_by: Mapped[int | None]
     progress_chat_id: Mapped[int | None]
     progress_message_id: Mapped[int | None]
+    progress_owner: Mapped[str | None] = mapped_column(String(32))  # the instance that edits the progress message …
+    progress_until: Mapped[datetime | None]  # … until then (renewed by each edit; another takes over after it)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

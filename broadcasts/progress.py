@@ -1,8 +1,10 @@
-"""The live progress message in the admin chat: one message per broadcast, edited every few seconds."""
+"""The live progress message in the admin chat: one message per broadcast, edited every few seconds (by one instance:
+its lease, renewed by each edit)."""
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from datetime import timedelta
 
 import structlog
@@ -15,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.loops import Loop
 from bot.texts import t
-from broadcasts import stats
+from broadcasts import stats, store
 from broadcasts.models import DRAFT, PAUSED, RUNNING, SCHEDULED, Broadcast
 from broadcasts.schedule import Clock
 from broadcasts.stats import Stats
@@ -23,6 +25,7 @@ from broadcasts.stats import Stats
 log = structlog.get_logger(__name__)
 
 INTERVAL = 3.0
+LEASE = timedelta(seconds=5 * INTERVAL)  # an instance edits a progress message until this long after its last edit
 AFTERGLOW = timedelta(minutes=5)  # a finished broadcast's message gets its final figures within this time
 
 
@@ -48,6 +51,7 @@ class Progress:
         self.lang = lang
         self.zone = zone
         self.clock = clock
+        self.owner = uuid.uuid4().hex
         self._shown: dict[int, str] = {}
         self._last: dict[int, tuple[float, int]] = {}  # broadcast → (monotonic time, deliveries done)
 
@@ -80,6 +84,9 @@ class Progress:
             text, markup = self.render(s, self._rate(b.id, s.total.done))
             if self._shown.get(b.id) == text:
                 continue
+            async with self.db.begin() as session:
+                if not await store.claim_progress(session, b.id, self.owner, self.clock(), LEASE):
+                    continue  # another instance edits it
             try:
                 await self.bot.edit_message_text(text=text, chat_id=b.progress_chat_id, message_id=b.progress_message_id, reply_markup=markup)
             except TelegramRetryAfter:

@@ -91,6 +91,15 @@ async def claim(session: AsyncSession, broadcast_id: int, owner: str, now: datet
     return (await session.execute(query)).rowcount == 1
 
 
+async def claim_progress(session: AsyncSession, broadcast_id: int, owner: str, now: datetime, ttl: timedelta) -> bool:
+    """Hold the broadcast's progress message for ``owner`` (free, run out, or already ours): one instance edits it."""
+    query = update(Broadcast).where(
+        Broadcast.id == broadcast_id,
+        or_(Broadcast.progress_owner.is_(None), Broadcast.progress_owner == owner, Broadcast.progress_until < now),
+    ).values(progress_owner=owner, progress_until=now + ttl)
+    return (await session.execute(query)).rowcount == 1
+
+
 async def renew(session: AsyncSession, broadcast_id: int, owner: str, now: datetime, ttl: timedelta) -> bool:
     """Extend our lease; False once the broadcast was paused or cancelled, or the lease was lost."""
     query = update(Broadcast).where(Broadcast.id == broadcast_id, Broadcast.owner == owner, Broadcast.state == RUNNING).values(lease_until=now + ttl)

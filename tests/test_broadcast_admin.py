@@ -1,17 +1,21 @@
 """The admin UI end to end over the sandbox, and the buyer's side: tracked buttons, /stop, the unsubscribe button, /start."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 
 from bot.app import App
 from bot.db.models import Lead, LeadEvent
+from bot.db.session import open_database
 from bot.sandbox.telegram import TelegramSandbox
 from broadcasts.admin import WizardCb
-from broadcasts.progress import ControlCb
+from broadcasts.models import Broadcast
+from broadcasts.progress import LEASE, ControlCb, Progress
 from tests.broadcast_support import (  # noqa: F401  (fixtures)
     ADMIN,
     FakeClock,
@@ -234,3 +238,38 @@ async def test_wizard_names_a_recipient_it_will_skip_and_sends_to_the_rest(bapp:
     await admin.presses("bw:confirm:")
     await until_done(bapp, 1)
     assert await states(bapp, 1) == {"sent": 2, "skipped": 1}
+
+
+async def test_two_instances_edit_a_progress_message_one_at_a_time(bapp: App, sandbox: TelegramSandbox, clock: FakeClock) -> None:
+    """Both instances' progress loops see the figures change: one of them edits the message; the other takes over only
+    once the first has not edited it for the lease (it stopped)."""
+    await add_leads(bapp, sandbox, 3)
+    sandbox.add_user(ADMIN, "Ольга", started=True)
+    broadcast_id = await create(bapp)
+    shown = await bapp.bot.send_message(ADMIN, "Рассылка готовится…")
+    async with bapp.db.begin() as session:
+        row = await session.get(Broadcast, broadcast_id)
+        row.progress_chat_id, row.progress_message_id = ADMIN, shown.message_id
+    other_db = open_database(bapp.settings.database_url)
+    other = Progress(other_db, bapp.bot, bapp.broadcasts.rate, lang="ru", zone=bapp.settings.timezone, clock=clock)
+
+    def edits() -> int:
+        return sum(call.method == "editMessageText" for call in sandbox.calls)
+
+    async def holder() -> str | None:
+        async with bapp.db() as session:
+            return (await session.get(Broadcast, broadcast_id)).progress_owner
+
+    try:
+        await asyncio.gather(bapp.broadcasts.progress.update(), other.update())
+        assert edits() == 1
+        editor = bapp.broadcasts.progress if await holder() == bapp.broadcasts.progress.owner else other
+        await bapp.broadcasts.tick()  # the messages go: the figures change
+        await asyncio.gather(bapp.broadcasts.progress.update(), other.update())
+        assert edits() == 2 and await holder() == editor.owner
+        clock.now += LEASE + timedelta(seconds=1)  # the editor stopped; the other one takes over
+        survivor = other if editor is bapp.broadcasts.progress else bapp.broadcasts.progress
+        await survivor.update()
+        assert edits() == 3 and await holder() == survivor.owner
+    finally:
+        await other_db.close()
