@@ -131,3 +131,19 @@ async def test_a_claimed_reply_is_not_claimed_again_before_its_lease_runs_out(da
         await db.close()
     assert [reply.message_id for reply in claimed] == ["m-1"] and again == []
     assert stored.state == SENDING and stored.claimed_at == claimed[0].claimed_at
+
+
+async def test_two_instances_claiming_at_once_take_each_reply_once(database_url: str) -> None:
+    """Two instances' replies loops (each its own engine) claim at the same moments: every reply is taken by one."""
+    first, second = open_database(database_url), open_database(database_url)
+    try:
+        async with first.begin() as session:
+            session.add_all(AmojoReply(message_id=f"m-{number}", conversation_id=f"tg-{number}", payload={}, state=PENDING)
+                            for number in range(12))
+        now = utcnow()
+        rounds = await asyncio.gather(*(chats.claim_replies(db, now, replies.LEASE, limit=4) for db in (first, second, first, second)))
+    finally:
+        await first.close()
+        await second.close()
+    taken = sorted(reply.message_id for claimed in rounds for reply in claimed)
+    assert taken == sorted(f"m-{number}" for number in range(12))
