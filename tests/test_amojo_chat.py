@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
 from bot.app import App
@@ -216,17 +217,15 @@ async def test_a_file_from_amocrm_that_does_not_download_in_time_is_not_sent_and
 
     files = web.Application()
     files.router.add_get("/price.pdf", stalled)
-    runner = web.AppRunner(files)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    server = TestServer(files, host="127.0.0.1")
+    await server.start_server()
     try:
-        url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/price.pdf"  # type: ignore[union-attr]
+        url = str(server.make_url("/price.pdf"))
         _, message_id = await amocrm.chats.reply(conversation, "Прайс", kind="file", media=url, file_name="прайс.pdf")
         await eventually(lambda: statuses(amocrm, conversation, message_id) != [], timeout=30)
     finally:
         released.set()
-        await runner.cleanup()
+        await server.close()
 
     [error] = statuses(amocrm, conversation, message_id)
     assert error["delivery_status"] == -1 and error["error_code"] == 905
