@@ -82,21 +82,20 @@ class Imports:
 
     @contextlib.asynccontextmanager
     async def _leased(self, import_id: int) -> AsyncIterator[None]:
-        """Renew the import's lease while the block runs."""
+        """Renew the import's lease while the block runs (a failed renewal is logged and tried again)."""
         async def renew() -> None:
-            while True:
-                await asyncio.sleep(LEASE.total_seconds() / 3)
-                async with self.db.begin() as session:
-                    await session.execute(update(CatalogImport).where(CatalogImport.id == import_id, CatalogImport.status == RUNNING)
-                                          .values(lease_until=self.clock() + LEASE))
+            async with self.db.begin() as session:
+                await session.execute(update(CatalogImport).where(CatalogImport.id == import_id, CatalogImport.status == RUNNING)
+                                      .values(lease_until=self.clock() + LEASE))
 
-        renewing = asyncio.create_task(renew())
+        every = LEASE.total_seconds() / 3
+        stop = asyncio.Event()
+        renewing = asyncio.create_task(Loop("catalog.import_lease", renew, every=every, first_after=every).run(stop))
         try:
             yield
         finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
+            stop.set()
+            await renewing
 
     async def _finish(self, import_id: int, status: str, report: Report | None, lang: str, **values: Any) -> None:
         async with self.db.begin() as session:
