@@ -65,7 +65,8 @@ def assert_short_failure(result: subprocess.CompletedProcess[str], *names: str) 
     """Exit code 2, at most two lines on stderr, each of ``names`` in them, no traceback anywhere."""
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
-    assert 1 <= len(lines) <= 2 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    assert 1 <= len(lines) <= 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
     for name in names:
         assert name in result.stderr, (name, result.stderr)
 

@@ -34,6 +34,13 @@ def _chat_key(value: Any) -> int | str | None:
     return value
 
 
+def _dropped(request: web.Request) -> web.Response:
+    """No answer: the connection is closed without one (aiohttp ignores the response returned, its client is gone)."""
+    if request.transport is not None:
+        request.transport.close()
+    return _json_response(502, "")
+
+
 def _json_response(status: int, body: str) -> web.Response:
     return web.Response(status=status, text=body, content_type="application/json")
 
@@ -81,10 +88,7 @@ class ApiServer:
         try:
             status, body = await self.call(name, params, started)
         except ConnectionDrop:
-            # No answer: the connection goes without one (aiohttp ignores the response below, its client is gone).
-            if request.transport is not None:
-                request.transport.close()
-            return _json_response(502, "")
+            return _dropped(request)
         return _json_response(status, body)
 
     async def call(self, name: str, params: Params, started: float | None = None) -> tuple[int, str]:
@@ -170,9 +174,7 @@ class ApiServer:
             return _json_response(401, json.dumps(unauthorized().to_dict()))
         injected = self.core.faults.take(FILE_DOWNLOAD, None)  # the file server down, or a file_path past its hour
         if isinstance(injected, ConnectionDrop):
-            if request.transport is not None:
-                request.transport.close()
-            return _json_response(502, "")
+            return _dropped(request)
         if injected is not None:
             return _json_response(injected.error_code, json.dumps(injected.to_dict()))
         stored = self.core.files.by_path(request.match_info["path"])
